@@ -1,0 +1,5 @@
+"""`python -m persona` runs the CLI."""
+
+from persona.cli import main
+
+main()

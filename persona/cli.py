@@ -1,0 +1,230 @@
+"""The `persona` command line. Thin: each command maps its options onto one library call.
+
+    persona init NAME                         scaffold identities/NAME.yaml and editable templates/
+    persona validate identities/              check specs (exit 1 on any problem; --format github for CI)
+    persona render SPEC --template NAME       print the exact prompt that would be sent
+    persona schema                            print the spec's JSON Schema
+    persona ls                                identities and templates found, and where from
+
+Only this module prints or picks exit codes: the library raises PersonaError(message, hint). Data goes
+to stdout, messages to stderr. Heavy imports stay inside the commands, so `persona --help` is fast.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from persona.errors import PersonaError
+
+app = typer.Typer(
+    name="persona",
+    help=(
+        "Turn a written identity into a model that holds it.\n\n"
+        "\b\nQuickstart:\n"
+        "  persona init mybot                 # identities/mybot.yaml + templates/ to edit\n"
+        "  persona validate identities/       # check every spec (exit 1 on problems; for CI)\n"
+        "  persona render identities/mybot.yaml --template conforming\n"
+        "  persona ls                         # identities and templates, and where from\n"
+        "  persona schema                     # JSON Schema for editor autocompletion"
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,  # tracebacks could show locals (API keys); main() prints errors itself
+    rich_markup_mode=None,
+)
+
+TemplatesOption = Annotated[
+    Optional[Path],
+    typer.Option("--templates", help="Folder searched for templates before the built-ins [default: ./templates]."),
+]
+
+
+def _err(message: str) -> None:
+    typer.echo(message, err=True)
+
+
+def _fail(error: PersonaError, code: int = 1) -> None:
+    _err(f"error: {error.message}")
+    if error.hint:
+        _err(f"hint: {error.hint}")
+    raise typer.Exit(code)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from persona import __version__
+
+        typer.echo(f"persona {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    pass
+
+
+@app.command()
+def validate(
+    paths: Annotated[list[Path], typer.Argument(help="Spec files, or folders searched for *.yaml / *.yml.")],
+    format: Annotated[str, typer.Option("--format", help="text: file:line:col lines; github: Actions annotations.")] = "text",
+) -> None:
+    """Check identity specs against the schema and persona's rules. Exit 0 if all are valid, 1 if not.
+
+    One line per problem: file:line:col: path: message (hint: ...).
+
+    Example:  persona validate identities/ --format github
+    """
+    from persona.spec import check_file, display_path, find_spec_files
+
+    if format not in ("text", "github"):
+        _fail(PersonaError(f"--format {format!r} is not one of 'text', 'github'", hint="use --format text or github"), 2)
+    try:
+        files = find_spec_files(paths)
+    except PersonaError as e:
+        _fail(e, 2)
+    problems: dict = {}
+    invalid = 0
+    for file in files:
+        found = check_file(file)
+        invalid += bool(found)
+        for problem in found:  # a base file shared by several specs reports its problems once
+            problems.setdefault(problem, None)
+    for problem in sorted(problems):
+        typer.echo(problem.format() if format == "text" else problem.format_github())
+    n = len(files)
+    summary = f"{n} spec file{'s' if n != 1 else ''} checked: {n - invalid} valid, {invalid} invalid"
+    if problems:
+        summary += f" ({len(problems)} problem{'s' if len(problems) != 1 else ''})"
+    _err(summary)
+    if invalid:
+        raise typer.Exit(1)
+
+
+@app.command()
+def render(
+    spec_path: Annotated[Path, typer.Argument(metavar="SPEC", help="The identity spec file.")],
+    template: Annotated[str, typer.Option("--template", "-t", help="Template name (see `persona ls`).")] = "conforming",
+    target: Annotated[Optional[str], typer.Option(help="Trait/constraint id for 'violating' and 'probes' [default: the first].")] = None,
+    var: Annotated[Optional[list[str]], typer.Option("--var", help="Extra template variable NAME=VALUE (repeatable).")] = None,
+    templates: TemplatesOption = None,
+) -> None:
+    """Print the exact prompt a template produces for a spec.
+
+    Example:  persona render identities/brand.yaml --template violating --target warm
+
+    Example:  persona render identities/aster.yaml -t judge --var prompt="Who made you?" --var response="OpenAI."
+    """
+    from persona.spec import load_spec
+    from persona.templates import render_template
+
+    try:
+        spec = load_spec(spec_path)
+        variables: dict = {}
+        if template in ("violating", "probes"):
+            variables["target"] = spec.target(target) if target else spec.targets()[0]
+        if template == "probes":
+            variables["n"] = 5
+            variables["topics"] = list(spec.probes.topics)
+        for item in var or []:
+            name, sep, value = item.partition("=")
+            if not sep or not name.isidentifier():
+                raise PersonaError(f"--var {item!r} is not NAME=VALUE", hint='e.g. --var prompt="Who made you?"')
+            variables[name] = int(value) if value.isdigit() else value
+        typer.echo(render_template(template, templates_dir=templates, spec=spec, **variables), nl=False)
+    except PersonaError as e:
+        _fail(e)
+
+
+@app.command()
+def schema() -> None:
+    """Print the identity spec's JSON Schema (draft 2020-12), for editors and other tools.
+
+    Example:  persona schema > identity.schema.json, then start a spec with
+    # yaml-language-server: $schema=identity.schema.json
+    """
+    from importlib import resources
+
+    typer.echo(resources.files("persona").joinpath("identity.schema.json").read_text("utf-8"), nl=False)
+
+
+@app.command("ls")
+def list_things(
+    identities: Annotated[Path, typer.Option(help="Folder of identity specs.")] = Path("identities"),
+    templates: TemplatesOption = None,
+) -> None:
+    """List the identities and templates persona finds, and where each comes from.
+
+    Example:  persona ls --templates my_templates/
+    """
+    from persona.spec import display_path, find_spec_files, load_spec
+    from persona.templates import builtin_dir, list_templates
+
+    try:
+        folders = [identities] if identities.is_dir() else []
+        folders.append(builtin_dir("identities"))
+        seen: set[Path] = set()
+        typer.echo("identities:")
+        for folder in folders:
+            source = "built-in" if folder == builtin_dir("identities") else "project"
+            if folder.resolve() in seen:
+                continue
+            seen.add(folder.resolve())
+            for file in find_spec_files([folder]):
+                try:
+                    spec = load_spec(file, allow_component=True)
+                    about = f"{spec.kind}: {spec.identity.name}" if spec.identity else spec.kind
+                except PersonaError:
+                    about = "INVALID (run persona validate)"
+                typer.echo(f"  {display_path(file):<48} {about:<24} [{source}]")
+        typer.echo("templates:")
+        for info in list_templates(templates):
+            note = " (overrides the built-in)" if info.overrides_builtin else ""
+            typer.echo(f"  {info.name:<14} {display_path(info.path):<48} [{info.source}]{note}")
+    except PersonaError as e:
+        _fail(e)
+
+
+@app.command()
+def init(
+    name: Annotated[str, typer.Argument(help="Identity name: lowercase letters, digits, '-' or '_'.")],
+    directory: Annotated[Path, typer.Option("--dir", help="Project folder to write into.")] = Path("."),
+    force: Annotated[bool, typer.Option(help="Overwrite files that already exist.")] = False,
+) -> None:
+    """Start a new identity: write identities/NAME.yaml, identity.schema.json and copies of the built-in
+    templates (templates/*.j2) to edit.
+
+    Example:  persona init mybot && persona validate identities/mybot.yaml
+    """
+    from persona.scaffold import scaffold_project
+
+    try:
+        written, skipped = scaffold_project(name, directory, force=force)
+    except PersonaError as e:
+        _fail(e)
+    for path in skipped:
+        _err(f"kept existing {path} (use --force to overwrite)")
+    _err(f"wrote {len(written)} file{'s' if len(written) != 1 else ''}: " + ", ".join(map(str, written)))
+
+
+def main() -> None:
+    """Console-script entry point: never shows a traceback for a user error, and respects NO_COLOR."""
+    if os.environ.get("NO_COLOR"):
+        os.environ.setdefault("TERM", "dumb")
+    try:
+        app()
+    except PersonaError as e:  # a command forgot to catch one: still no traceback
+        _err(f"error: {e.message}")
+        if e.hint:
+            _err(f"hint: {e.hint}")
+        sys.exit(1)
+    except KeyboardInterrupt:
+        _err("interrupted")
+        sys.exit(130)
