@@ -37,6 +37,7 @@ from persona.yaml_source import YamlDocument, format_path, read_yaml
 SPEC_SUFFIXES = (".yaml", ".yml")
 ID_LISTS = (("traits",), ("style", "rules"), ("constraints",), ("ethics",))
 NOT_INHERITED = ("name", "kind", "extends", "version")
+ID_PATTERN = "^[a-z0-9][a-z0-9_.-]*$"  # must match identity.schema.json
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -192,7 +193,7 @@ def find_spec_files(paths: list[str | Path]) -> list[Path]:
     found: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            files = sorted(f for f in p.rglob("*") if f.suffix in SPEC_SUFFIXES and f.is_file())
+            files = sorted(f for f in p.rglob("*") if f.suffix in SPEC_SUFFIXES and (f.is_file() or f.is_symlink()))
             if not files:
                 raise PersonaError(f"{p}: no .yaml or .yml files in this folder",
                                    hint="name spec files or folders that contain them")
@@ -304,7 +305,7 @@ def _merge(base: dict, child: dict, path: tuple) -> dict:
 def _check_document(doc: YamlDocument) -> list[Problem]:
     """Problems in one file on its own: not a mapping, schema errors, duplicate ids, broken regexes."""
     if doc.data is None:
-        return [Problem(doc.file, 1, 1, "", "file is empty",
+        return [Problem(doc.file, 1, 1, "", "file is empty (no keys, only blank lines or comments)",
                         "start from `persona init NAME`, or see `persona schema` for the format")]
     if not isinstance(doc.data, dict):
         return [Problem(doc.file, *doc.where(()), "",
@@ -354,8 +355,7 @@ def _check_merged(merged: dict, doc: YamlDocument, origins: dict) -> list[Proble
         identity = merged.get("identity", {})
         for key in ("name", "description"):
             if key not in identity:
-                problems.append(doc.problem(("identity",) if identity else (),
-                                            f"identity.{key} is required (in this file or one it extends)",
+                problems.append(doc.problem(("identity", key), "is required (in this file or one it extends)",
                                             f"add `identity: {{{key}: ...}}`, or `kind: component` if this file is a part"))
         if not merged.get("traits") and not merged.get("constraints"):
             problems.append(doc.problem((), "an identity needs at least one trait or constraint",
@@ -415,32 +415,48 @@ def _schema_problem(doc: YamlDocument, error) -> list[Problem]:
     if validator == "required":
         missing = re.match(r"'(.*)' is a required property", error.message)
         key = missing.group(1) if missing else error.message
-        sub = schema.get("properties", {}).get(key, {}).get("description", "")
-        return [doc.problem(path, f"missing required key '{key}'", f"add `{key}:`" + (f" ({sub})" if sub else ""))]
+        return [doc.problem(path, f"missing required key '{key}'", f"add `{key}: ...` here")]
     if validator == "type":
         expected = error.validator_value if isinstance(error.validator_value, list) else [error.validator_value]
         want = " or ".join(_TYPE_NAMES.get(t, t) for t in expected)
-        hint = about
-        if "string" in expected and isinstance(error.instance, (bool, int, float)) or error.instance is None:
-            hint = "quote the value: YAML reads yes/no/on/off as booleans, bare numbers as numbers, and an empty value as nothing"
-        elif not isinstance(error.instance, str) and not isinstance(error.instance, (list, dict)):
-            hint = f"quote it if it is text; otherwise: {about}" if about else "check the value's type"
-        return [doc.problem(path, f"expected {want}, got {_describe(error.instance)}", hint or f"write {want} here")]
+        hint = f"write {want} here"
+        if "string" in expected and (isinstance(error.instance, (bool, int, float)) or error.instance is None):
+            hint = "quote the value: YAML reads yes/no/on/off as booleans, bare numbers as numbers, an empty value as nothing"
+        return [doc.problem(path, f"expected {want}, got {_describe(error.instance)}", hint)]
     if validator == "enum":
         options = ", ".join(repr(o) for o in error.validator_value)
-        return [doc.problem(path, f"{error.instance!r} is not one of {options}", about or f"use one of {options}")]
+        return [doc.problem(path, f"{error.instance!r} is not one of {options}", f"use one of {options}")]
+    if validator == "pattern" and error.validator_value == ID_PATTERN:
+        suggestion = _slug(str(error.instance))
+        return [doc.problem(path, f"{error.instance!r} is not a valid {'name' if path == ('name',) else 'id'}",
+                            "use lowercase letters, digits, '-', '_' or '.'"
+                            + (f", e.g. '{suggestion}'" if suggestion else ""))]
     if validator == "pattern":
-        return [doc.problem(path, f"{error.instance!r} is not a valid {path[-1] if path else 'value'}", about)]
+        return [doc.problem(path, f"{error.instance!r} does not have the expected form", about or error.message)]
+    if validator in ("minimum", "maximum"):
+        bound = "of at least" if validator == "minimum" else "of at most"
+        return [doc.problem(path, error.message, f"use a number {bound} {error.validator_value}")]
     if validator == "minLength":
-        return [doc.problem(path, "must not be empty", about or "write some text or remove the key")]
+        return [doc.problem(path, "must not be empty", "write some text, or remove the key")]
     if validator == "minItems":
-        return [doc.problem(path, "must not be an empty list", about or "add items or remove the key")]
+        return [doc.problem(path, "must not be an empty list", "add items, or remove the key")]
     if validator == "minProperties":
         keys = ", ".join(schema.get("properties", {}))
         return [doc.problem(path, "must not be empty", f"use at least one of: {keys}")]
     if validator == "uniqueItems":
         return [doc.problem(path, "contains the same entry twice", "remove the repeated entry")]
     return [doc.problem(path, error.message, about)]
+
+
+_ASCII = str.maketrans({"ı": "i", "İ": "i", "ß": "ss", "ø": "o", "æ": "ae", "ł": "l", "đ": "d", " ": "-"})
+
+
+def _slug(text: str) -> str:
+    """A valid id close to `text`: 'Sıcak Ton' -> 'sicak-ton'."""
+    import unicodedata
+
+    ascii_text = unicodedata.normalize("NFKD", text.translate(_ASCII)).encode("ascii", "ignore").decode()
+    return re.sub(r"-+", "-", re.sub(r"[^a-z0-9_.-]", "-", ascii_text.lower())).strip("-._")
 
 
 # ---------------------------------------------------------------------------------------------------------
