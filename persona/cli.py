@@ -214,6 +214,164 @@ def init(
     _err(f"wrote {len(written)} file{'s' if len(written) != 1 else ''}: " + ", ".join(map(str, written)))
 
 
+@app.command()
+def generate(
+    spec_path: Annotated[Path, typer.Argument(metavar="SPEC", help="The identity spec file.")],
+    backend: Annotated[Optional[str], typer.Option("--backend", "-b", help="hf (default: local model), openai, vllm.")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="hf/vllm: model folder or .gguf [default: embedded SmolLM2-135M-Instruct]; openai: model name.")] = None,
+    base_url: Annotated[Optional[str], typer.Option(help="openai: server URL, e.g. http://localhost:8000/v1.")] = None,
+    api_key_env: Annotated[Optional[str], typer.Option(help="openai: environment variable holding the API key [default: OPENAI_API_KEY].")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML run config; flags override it.")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Run folder [default: runs/<identity name>].")] = None,
+    limit: Annotated[Optional[int], typer.Option(help="At most this many prompts (quick runs).", min=1)] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the rendered prompts and the number of requests; call nothing.")] = False,
+    k: Annotated[Optional[int], typer.Option("-k", help="Conforming and violating responses per prompt [default: 2].", min=1)] = None,
+    prompts_per_target: Annotated[Optional[int], typer.Option(help="Prompts synthesized per trait/constraint/... [default: 3].", min=0)] = None,
+    eval_fraction: Annotated[Optional[float], typer.Option(help="Share of prompts held out for eval [default: 0.2].", min=0, max=0.9)] = None,
+    temperature: Annotated[Optional[float], typer.Option(min=0)] = None,
+    top_p: Annotated[Optional[float], typer.Option(min=0, max=1)] = None,
+    max_tokens: Annotated[Optional[int], typer.Option(help="Longest response, in tokens [default: 192].", min=1)] = None,
+    seed: Annotated[Optional[int], typer.Option()] = None,
+    concurrency: Annotated[Optional[int], typer.Option(help="openai: requests in flight [default: 32].", min=1)] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="hf: sequences per batch [default: 8].", min=1)] = None,
+    tensor_parallel_size: Annotated[Optional[int], typer.Option(help="vllm: GPUs to shard the model over.", min=1)] = None,
+    option: Annotated[Optional[list[str]], typer.Option("--backend-option", "-o", help="Other backend option KEY=VALUE (repeatable), e.g. -o timeout=120.")] = None,
+    templates: TemplatesOption = None,
+) -> None:
+    """Generate probe prompts and conforming + violating responses into a resumable run folder.
+
+    Runs on the embedded default model with no API key and no GPU; re-running skips finished work.
+
+    Example:  persona generate identities/brand.yaml --limit 20
+
+    Example:  persona generate identities/aster.yaml -b openai -m gpt-4o-mini --concurrency 64
+    """
+    from persona.config import load_run_config
+    from persona.spec import load_spec
+
+    _setup_logging()
+    try:
+        backend_options = {}
+        for item in option or []:
+            name, sep, value = item.partition("=")
+            if not sep or not name.isidentifier():
+                raise PersonaError(f"--backend-option {item!r} is not KEY=VALUE", hint="e.g. -o timeout=120")
+            backend_options[name] = _parse_value(value)
+        overrides = dict(backend=backend, model=model, base_url=base_url, api_key_env=api_key_env,
+                         out=str(out) if out else None, limit=limit, k=k, prompts_per_target=prompts_per_target,
+                         eval_fraction=eval_fraction, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
+                         seed=seed, concurrency=concurrency, batch_size=batch_size,
+                         tensor_parallel_size=tensor_parallel_size, templates=str(templates) if templates else None)
+        run_config = load_run_config(config, overrides)
+        if backend_options:
+            from dataclasses import replace
+
+            run_config = replace(run_config, backend_options={**run_config.backend_options, **backend_options})
+        spec = load_spec(spec_path)
+        if dry_run:
+            _print_dry_run(spec, run_config)
+            return
+        from persona.generate import generate as run_generate
+
+        with _progress_bar() as on_progress:
+            summary = run_generate(spec, run_config, on_progress)
+    except PersonaError as e:
+        _fail(e)
+    except KeyboardInterrupt:
+        _err("interrupted: finished records are kept; run the same command again to resume")
+        raise typer.Exit(130)
+    minutes, seconds = divmod(int(summary.seconds), 60)
+    _err(f"wrote {summary.responses} responses ({summary.conforming} conforming, {summary.violating} violating) "
+         f"for {summary.prompts_train + summary.prompts_eval} prompts ({summary.prompts_train} train, "
+         f"{summary.prompts_eval} eval) to {summary.run_dir}/ in {minutes}m{seconds:02d}s: "
+         f"{summary.requests_made} backend requests, {summary.tokens:,} tokens generated")
+
+
+def _parse_value(value: str):
+    """'12' -> 12, '0.5' -> 0.5, 'true' -> True, anything else stays text."""
+    import json
+
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
+
+
+def _print_dry_run(spec, run_config) -> None:
+    from persona.generate import dry_run
+
+    plan = dry_run(spec, run_config)
+    rule = "-" * 72
+    typer.echo(f"{rule}\nsystem prompt for conforming responses (templates: conforming)\n{rule}\n{plan.system_prompt}")
+    typer.echo(f"{rule}\nsystem prompt for violating responses, e.g. (templates: violating)\n{rule}\n{plan.violating_example}")
+    typer.echo(f"{rule}\nprobe-synthesis request, e.g. (templates: probes)\n{rule}\n{plan.probes_example}")
+    typer.echo(f"{rule}\nplan for {plan.run_dir}/ (nothing is called in a dry run)\n{rule}")
+    typer.echo(f"prompts: {plan.seed_prompts} from the spec, {plan.builtin_probes} built-in probes, "
+               f"up to {plan.synthesis_requests * run_config.prompts_per_target} synthesized "
+               f"-> at most {plan.max_prompts} after --limit/dedup")
+    typer.echo(f"requests: {plan.synthesis_requests} probe-synthesis + at most {plan.response_requests} response "
+               f"requests (1 conforming with n={run_config.k} and {run_config.k} violating per prompt), "
+               f"fewer for work already in the run folder")
+
+
+class _Stderr:
+    """Looks sys.stderr up at each write, so log lines go through the progress bar's redirection."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+def _setup_logging() -> None:
+    import logging
+
+    logger = logging.getLogger("persona")
+    if not logger.handlers:
+        handler = logging.StreamHandler(_Stderr())
+        handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO if os.environ.get("PERSONA_VERBOSE") else logging.WARNING)
+        logger.propagate = False
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+
+class _progress_bar:
+    """A rich progress bar on stderr per stage: counts, rate, tokens and ETA."""
+
+    def __enter__(self):
+        from rich.console import Console
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn,
+                                   TimeElapsedColumn, TimeRemainingColumn)
+
+        self.progress = Progress(
+            TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
+            TextColumn("{task.fields[rate]}"), TextColumn("{task.fields[tokens]:,} tok"),
+            TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+            console=Console(stderr=True), transient=False)
+        self.tasks: dict[str, int] = {}
+        self.tokens: dict[str, int] = {}
+        self.progress.__enter__()
+
+        def update(stage: str, done: int, total: int, tokens: int) -> None:
+            if stage not in self.tasks:
+                self.tasks[stage] = self.progress.add_task(stage, total=total, rate="", tokens=0)
+                self.tokens[stage] = 0
+            self.tokens[stage] += tokens
+            task = self.progress.tasks[self.tasks[stage]]
+            elapsed = task.elapsed or 0
+            rate = f"{done / elapsed:.1f} req/s {self.tokens[stage] / elapsed:.0f} tok/s" if elapsed > 0 else ""
+            self.progress.update(self.tasks[stage], completed=done, total=total, rate=rate, tokens=self.tokens[stage])
+
+        return update
+
+    def __exit__(self, *exc):
+        self.progress.__exit__(*exc)
+        return False
+
+
 def main() -> None:
     """Console-script entry point: never shows a traceback for a user error, and respects NO_COLOR."""
     if os.environ.get("NO_COLOR"):

@@ -32,12 +32,13 @@ from typing import Any
 
 from persona.checks import Check, check_text
 from persona.errors import PersonaError, Problem, SpecError
+from persona.validation import ID_PATTERN, describe_value, schema_problems
 from persona.yaml_source import YamlDocument, format_path, read_yaml
 
 SPEC_SUFFIXES = (".yaml", ".yml")
 ID_LISTS = (("traits",), ("style", "rules"), ("constraints",), ("ethics",))
 NOT_INHERITED = ("name", "kind", "extends", "version")
-ID_PATTERN = "^[a-z0-9][a-z0-9_.-]*$"  # must match identity.schema.json
+IDENTITY_TARGET = "identity"  # the implicit target every identity has: its name (and maker)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -104,7 +105,7 @@ class Probes:
 class Target:
     """Something a response can keep or break: a trait, style rule, constraint or ethics item."""
 
-    kind: str  # "trait" | "style" | "constraint" | "ethics"
+    kind: str  # "identity" | "trait" | "style" | "constraint" | "ethics"
     id: str
     description: str
 
@@ -130,9 +131,17 @@ class Spec:
         return self.identity is not None and self.identity.maker is not None
 
     def targets(self) -> tuple[Target, ...]:
-        """Everything a violating response can aim at, in spec order."""
+        """Everything a response can keep or break, in spec order, starting with the identity itself."""
+        identity = ()
+        if self.identity is not None:
+            me = self.identity
+            claim = f"{me.name}, made by {me.maker}" if me.maker else me.name
+            identity = (Target("identity", IDENTITY_TARGET,
+                               f"Speaks as {claim}: when asked who it is{' or who made it' if me.maker else ''}, "
+                               f"says so, and never claims another name{' or maker' if me.maker else ''}."),)
         return (
-            tuple(Target("trait", t.id, t.description) for t in self.traits)
+            identity
+            + tuple(Target("trait", t.id, t.description) for t in self.traits)
             + tuple(Target("style", r.id, r.description) for r in self.style.rules)
             + tuple(Target("constraint", c.id, c.description) for c in self.constraints)
             + tuple(Target("ethics", e.id, e.description) for e in self.ethics)
@@ -309,13 +318,9 @@ def _check_document(doc: YamlDocument) -> list[Problem]:
                         "start from `persona init NAME`, or see `persona schema` for the format")]
     if not isinstance(doc.data, dict):
         return [Problem(doc.file, *doc.where(()), "",
-                        f"the top level must be a mapping of keys, got {_describe(doc.data)}",
+                        f"the top level must be a mapping of keys, got {describe_value(doc.data)}",
                         "start the file with keys such as `name:` and `identity:`")]
-    from jsonschema import Draft202012Validator
-
-    problems = []
-    for error in Draft202012Validator(identity_schema()).iter_errors(doc.data):
-        problems += _schema_problem(doc, error)
+    problems = schema_problems(doc, identity_schema())
     if problems:
         return problems
 
@@ -323,7 +328,10 @@ def _check_document(doc: YamlDocument) -> list[Problem]:
     for list_path in ID_LISTS:
         for i, item in enumerate(_get(doc.data, list_path) or []):
             here = list_path + (i,)
-            if item["id"] in seen:
+            if item["id"] == IDENTITY_TARGET:
+                problems.append(doc.problem(here + ("id",), f"the id '{IDENTITY_TARGET}' is reserved",
+                                            "persona scores the identity itself under that id; choose another"))
+            elif item["id"] in seen:
                 first = seen[item["id"]]
                 problems.append(doc.problem(here + ("id",), f"duplicate id '{item['id']}' (also {format_path(first)}, "
                                             f"line {doc.where(first)[0]})",
@@ -384,79 +392,6 @@ def _check_merged(merged: dict, doc: YamlDocument, origins: dict) -> list[Proble
                     f"the example breaks constraint '{constraint_id}': it {broken}",
                     "examples are demonstrations of the ideal answer; fix the example or the check"))
     return problems
-
-
-_TYPE_NAMES = {"string": "text", "number": "a number", "integer": "a whole number", "boolean": "true or false",
-               "array": "a list", "object": "a mapping of keys", "null": "nothing"}
-
-
-def _describe(value: Any) -> str:
-    kind = {bool: "a boolean", int: "a number", float: "a number", str: "text", list: "a list", dict: "a mapping",
-            type(None): "nothing"}.get(type(value), type(value).__name__)
-    if isinstance(value, (list, dict)) or value is None:
-        return kind
-    shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
-    return f"{kind} ({shown})"
-
-
-def _schema_problem(doc: YamlDocument, error) -> list[Problem]:
-    path = tuple(error.absolute_path)
-    schema = error.schema if isinstance(error.schema, dict) else {}
-    about = schema.get("description", "")
-    validator = error.validator
-    if validator == "additionalProperties":
-        allowed = list(schema.get("properties", {}))
-        out = []
-        for key in sorted(k for k in error.instance if k not in allowed):
-            close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
-            hint = f"did you mean '{close[0]}'?" if close else f"allowed keys here: {', '.join(allowed)}"
-            out.append(doc.problem(path + (key,), f"unknown key '{key}'", hint, key=True))
-        return out
-    if validator == "required":
-        missing = re.match(r"'(.*)' is a required property", error.message)
-        key = missing.group(1) if missing else error.message
-        return [doc.problem(path, f"missing required key '{key}'", f"add `{key}: ...` here")]
-    if validator == "type":
-        expected = error.validator_value if isinstance(error.validator_value, list) else [error.validator_value]
-        want = " or ".join(_TYPE_NAMES.get(t, t) for t in expected)
-        hint = f"write {want} here"
-        if "string" in expected and (isinstance(error.instance, (bool, int, float)) or error.instance is None):
-            hint = "quote the value: YAML reads yes/no/on/off as booleans, bare numbers as numbers, an empty value as nothing"
-        return [doc.problem(path, f"expected {want}, got {_describe(error.instance)}", hint)]
-    if validator == "enum":
-        options = ", ".join(repr(o) for o in error.validator_value)
-        return [doc.problem(path, f"{error.instance!r} is not one of {options}", f"use one of {options}")]
-    if validator == "pattern" and error.validator_value == ID_PATTERN:
-        suggestion = _slug(str(error.instance))
-        return [doc.problem(path, f"{error.instance!r} is not a valid {'name' if path == ('name',) else 'id'}",
-                            "use lowercase letters, digits, '-', '_' or '.'"
-                            + (f", e.g. '{suggestion}'" if suggestion else ""))]
-    if validator == "pattern":
-        return [doc.problem(path, f"{error.instance!r} does not have the expected form", about or error.message)]
-    if validator in ("minimum", "maximum"):
-        bound = "of at least" if validator == "minimum" else "of at most"
-        return [doc.problem(path, error.message, f"use a number {bound} {error.validator_value}")]
-    if validator == "minLength":
-        return [doc.problem(path, "must not be empty", "write some text, or remove the key")]
-    if validator == "minItems":
-        return [doc.problem(path, "must not be an empty list", "add items, or remove the key")]
-    if validator == "minProperties":
-        keys = ", ".join(schema.get("properties", {}))
-        return [doc.problem(path, "must not be empty", f"use at least one of: {keys}")]
-    if validator == "uniqueItems":
-        return [doc.problem(path, "contains the same entry twice", "remove the repeated entry")]
-    return [doc.problem(path, error.message, about)]
-
-
-_ASCII = str.maketrans({"ı": "i", "İ": "i", "ß": "ss", "ø": "o", "æ": "ae", "ł": "l", "đ": "d", " ": "-"})
-
-
-def _slug(text: str) -> str:
-    """A valid id close to `text`: 'Sıcak Ton' -> 'sicak-ton'."""
-    import unicodedata
-
-    ascii_text = unicodedata.normalize("NFKD", text.translate(_ASCII)).encode("ascii", "ignore").decode()
-    return re.sub(r"-+", "-", re.sub(r"[^a-z0-9_.-]", "-", ascii_text.lower())).strip("-._")
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ TEMPLATE_VARIABLES: dict[str, dict[str, str]] = {
     "probes": {"target": "the trait or constraint the prompts should test", "n": "how many prompts to write",
                "topics": "subjects to draw on (list of text)"},
     "judge": {"prompt": "the user's message", "response": "the response to score"},
+    "adversarial": {},
 }
 
 

