@@ -339,36 +339,40 @@ def _setup_logging() -> None:
 
 
 class _progress_bar:
-    """A rich progress bar on stderr per stage: counts, rate, tokens and ETA."""
+    """A rich progress bar on stderr per stage: counts, rate, tokens and ETA. Starts at the first update,
+    so a run that fails early or has nothing to do prints no empty bar."""
 
     def __enter__(self):
-        from rich.console import Console
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn,
-                                   TimeElapsedColumn, TimeRemainingColumn)
-
-        self.progress = Progress(
-            TextColumn("{task.description:<10}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
-            TextColumn("{task.fields[rate]}"), TextColumn("{task.fields[tokens]:,} tok"),
-            TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-            console=Console(stderr=True), transient=False)
+        self.progress = None
         self.tasks: dict[str, int] = {}
         self.tokens: dict[str, int] = {}
+        return self.update
+
+    def _start(self):
+        from rich.console import Console
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                                   TimeRemainingColumn)
+
+        self.progress = Progress(
+            TextColumn("{task.description:<9}"), BarColumn(bar_width=24), MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"), TextColumn("{task.fields[tokens]:,} tok"),
+            TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=Console(stderr=True))
         self.progress.__enter__()
 
-        def update(stage: str, done: int, total: int, tokens: int) -> None:
-            if stage not in self.tasks:
-                self.tasks[stage] = self.progress.add_task(stage, total=total, rate="", tokens=0)
-                self.tokens[stage] = 0
-            self.tokens[stage] += tokens
-            task = self.progress.tasks[self.tasks[stage]]
-            elapsed = task.elapsed or 0
-            rate = f"{done / elapsed:.1f} req/s {self.tokens[stage] / elapsed:.0f} tok/s" if elapsed > 0 else ""
-            self.progress.update(self.tasks[stage], completed=done, total=total, rate=rate, tokens=self.tokens[stage])
-
-        return update
+    def update(self, stage: str, done: int, total: int, tokens: int) -> None:
+        if self.progress is None:
+            self._start()
+        if stage not in self.tasks:
+            self.tasks[stage] = self.progress.add_task(stage, total=total, rate="", tokens=0)
+            self.tokens[stage] = 0
+        self.tokens[stage] += tokens
+        elapsed = self.progress.tasks[self.tasks[stage]].elapsed or 0
+        rate = f"{done / elapsed:.2f} req/s {self.tokens[stage] / elapsed:.0f} tok/s" if elapsed > 0 and done else ""
+        self.progress.update(self.tasks[stage], completed=done, total=total, rate=rate, tokens=self.tokens[stage])
 
     def __exit__(self, *exc):
-        self.progress.__exit__(*exc)
+        if self.progress is not None:
+            self.progress.__exit__(*exc)
         return False
 
 

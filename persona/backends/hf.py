@@ -62,7 +62,9 @@ def default_model_dir() -> Path:
 def convert_gguf(gguf: Path, target: Path) -> Path:
     """Dequantize a GGUF file into a plain, savable transformers folder at `target` (atomically)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()
     log.warning("converting %s into %s (once; later runs load the folder)", gguf.name, target)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
@@ -111,7 +113,9 @@ class HFBackend:
                  dtype: str | None = None, max_context: int | None = None):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging as hf_logging
 
+        hf_logging.disable_progress_bar()  # persona shows its own progress
         source, self.model = resolve_model(model)
         self.batch_size = int(batch_size)
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
