@@ -44,6 +44,15 @@ TemplatesOption = Annotated[
 ]
 
 
+JudgeOption = Annotated[str, typer.Option("--judge", help="offline (rules + local likelihood ratio), rules, llm, reward:PATH, or none.")]
+JudgeBackendOption = Annotated[Optional[str], typer.Option(help="--judge llm: backend of the judge model (hf, openai, vllm) [default: hf].")]
+JudgeModelOption = Annotated[Optional[str], typer.Option(help="--judge llm: the judge model; --judge offline: the scoring model [default: embedded].")]
+JudgeBaseUrlOption = Annotated[Optional[str], typer.Option(help="--judge llm with openai: server URL.")]
+JudgeKeyOption = Annotated[Optional[str], typer.Option(help="--judge llm with openai: variable holding the API key.")]
+MarginOption = Annotated[float, typer.Option(help="Smallest score gap (0-10) between chosen and rejected.", min=0)]
+KtoThresholdOption = Annotated[float, typer.Option(help="KTO label: desirable when the overall score is at least this.", min=0, max=10)]
+
+
 def _err(message: str) -> None:
     typer.echo(message, err=True)
 
@@ -236,9 +245,16 @@ def generate(
     batch_size: Annotated[Optional[int], typer.Option(help="hf: sequences per batch [default: 8].", min=1)] = None,
     tensor_parallel_size: Annotated[Optional[int], typer.Option(help="vllm: GPUs to shard the model over.", min=1)] = None,
     option: Annotated[Optional[list[str]], typer.Option("--backend-option", "-o", help="Other backend option KEY=VALUE (repeatable), e.g. -o timeout=120.")] = None,
+    judge: JudgeOption = "offline",
+    judge_backend: JudgeBackendOption = None,
+    judge_model: JudgeModelOption = None,
+    judge_base_url: JudgeBaseUrlOption = None,
+    judge_api_key_env: JudgeKeyOption = None,
+    margin: MarginOption = 2.0,
+    kto_threshold: KtoThresholdOption = 5.0,
     templates: TemplatesOption = None,
 ) -> None:
-    """Generate probe prompts and conforming + violating responses into a resumable run folder.
+    """Generate probe prompts, conforming + violating responses, judgements, and DPO/KTO datasets.
 
     Runs on the embedded default model with no API key and no GPU; re-running skips finished work.
 
@@ -271,10 +287,13 @@ def generate(
         if dry_run:
             _print_dry_run(spec, run_config)
             return
+        from persona.dataset import BuildSettings
         from persona.generate import generate as run_generate
 
+        judge_name, judge_options = _judge_choice(judge, judge_backend, judge_model, judge_base_url, judge_api_key_env)
         with _progress_bar() as on_progress:
-            summary = run_generate(spec, run_config, on_progress)
+            summary = run_generate(spec, run_config, on_progress, judge=judge_name, judge_options=judge_options,
+                                   build=BuildSettings(margin=margin, kto_threshold=kto_threshold))
     except PersonaError as e:
         _fail(e)
     except KeyboardInterrupt:
@@ -285,6 +304,162 @@ def generate(
          f"for {summary.prompts_train + summary.prompts_eval} prompts ({summary.prompts_train} train, "
          f"{summary.prompts_eval} eval) to {summary.run_dir}/ in {minutes}m{seconds:02d}s: "
          f"{summary.requests_made} backend requests, {summary.tokens:,} tokens generated")
+    if summary.build is not None:
+        _print_build(summary.build, summary.judgements_made)
+
+
+def _print_build(report, judged_now: int | None = None) -> None:
+    pairs = report.pairs
+    kto = report.kto
+    agreement = f"{report.judge_agreement:.1%}" if report.judge_agreement is not None else "n/a"
+    if judged_now is not None:
+        _err(f"judged with {report.judge}: {judged_now} new judgements, {report.unjudged} responses unjudged")
+    _err(f"dpo/ipo pairs: {pairs.get('train', 0)} train + {pairs.get('eval', 0)} eval; acceptance rate "
+         f"{report.acceptance_rate:.1%} of {report.candidates} violating responses; judge agreement {agreement}")
+    _err(f"kto rows: train {kto['train']['desirable']} desirable / {kto['train']['undesirable']} undesirable "
+         f"(weights {report.kto_weights['desirable_weight']} / {report.kto_weights['undesirable_weight']}), "
+         f"eval {kto['eval']['desirable']} / {kto['eval']['undesirable']}")
+    if report.length:
+        _err(f"length balance: chosen {report.length['chosen_mean_chars']:.0f} chars vs rejected "
+             f"{report.length['rejected_mean_chars']:.0f}; chosen longer in {report.length['chosen_longer_share']:.0%} of pairs")
+    _err(f"datasets written to {report.paths['dpo']}/ and {report.paths['kto']}/ (load with datasets.load_dataset)")
+
+
+def _judge_choice(judge: str, backend, model, base_url, api_key_env) -> tuple[str | None, dict]:
+    """--judge and its options -> (judge name or None for 'none', options for load_judge)."""
+    if judge == "none":
+        return None, {}
+    kind = judge.partition(":")[0]
+    options: dict = {}
+    if kind == "llm":
+        options = dict(backend=backend or "hf", model=model, base_url=base_url, api_key_env=api_key_env)
+    elif kind == "offline" and model:
+        options = dict(model=model)
+    elif any((backend, model, base_url, api_key_env)) and kind != "llm":
+        raise PersonaError(f"--judge-backend/--judge-model/... do not apply to the '{kind}' judge",
+                           hint="they configure --judge llm (and --judge-model the offline judge's scoring model)")
+    return judge, {k: v for k, v in options.items() if v is not None}
+
+
+@app.command("judge")
+def judge_command(
+    run_dir: Annotated[Optional[Path], typer.Argument(metavar="RUN_DIR", help="A run folder from persona generate.")] = None,
+    judge: JudgeOption = "offline",
+    judge_backend: JudgeBackendOption = None,
+    judge_model: JudgeModelOption = None,
+    judge_base_url: JudgeBaseUrlOption = None,
+    judge_api_key_env: JudgeKeyOption = None,
+    calibrate: Annotated[bool, typer.Option("--calibrate", help="Measure the judge on persona's labelled calibration set instead.")] = False,
+    spec: Annotated[Optional[Path], typer.Option(help="The run's spec, if it moved [default: from run.json].")] = None,
+) -> None:
+    """Score a run's responses with a judge (only what this judge has not scored yet), or calibrate a judge.
+
+    Example:  persona judge runs/brand --judge rules
+
+    Example:  persona judge --calibrate --judge offline
+    """
+    _setup_logging()
+    try:
+        judge_name, options = _judge_choice(judge, judge_backend, judge_model, judge_base_url, judge_api_key_env)
+        if judge_name is None:
+            raise PersonaError("--judge none judges nothing", hint="pick offline, rules or llm")
+        if calibrate:
+            from persona.calibration import calibrate as run_calibration
+            from persona.judges import load_judge
+
+            with _progress_bar() as on_progress:
+                report = run_calibration(load_judge(judge_name, **options), on_progress)
+            typer.echo(f"{'judge':<40} {'n':>4} {'accuracy':>9} {'kappa':>6} {'unjudged':>9}")
+            typer.echo(f"{report.judge:<40} {report.n:>4} {report.accuracy:>9.1%} {report.kappa:>6.3f} {report.unjudged:>9}")
+            for name, (n, accuracy) in report.by_identity.items():
+                typer.echo(f"  {name:<38} {n:>4} {accuracy:>9.1%}")
+            for name, note, label, overall, rationale in report.mistakes:
+                shown = "n/a" if overall is None else f"{overall:.1f}"
+                typer.echo(f"  miss: {name}: {note} (labelled {'in' if label else 'out of'} character, "
+                           f"scored {shown}: {rationale[:90]})")
+            return
+        if run_dir is None:
+            raise PersonaError("name a run folder, or use --calibrate", hint="e.g. persona judge runs/brand")
+        from persona.generate import judge_run
+
+        with _progress_bar() as on_progress:
+            made, counts = judge_run(run_dir, judge_name, options, str(spec) if spec else None, on_progress)
+    except PersonaError as e:
+        _fail(e)
+    _err(f"judged {made} responses with {counts['judge']} ({counts['ok']} scored, {counts['unjudged']} unjudged "
+         f"in this run); judgements in {run_dir}/judgements.jsonl; rebuild the datasets with: persona build {run_dir}")
+
+
+@app.command()
+def build(
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="A run folder from persona generate.")],
+    judge: Annotated[Optional[str], typer.Option("--judge", help="Whose judgements to use [default: the last judge run].")] = None,
+    judge_model: JudgeModelOption = None,
+    margin: MarginOption = 2.0,
+    kto_threshold: KtoThresholdOption = 5.0,
+    spec: Annotated[Optional[Path], typer.Option(help="The run's spec, if it moved [default: from run.json].")] = None,
+) -> None:
+    """Build the DPO/IPO pairs and KTO rows of a run from its judged responses.
+
+    Example:  persona build runs/brand --margin 3
+    """
+    from persona.dataset import BuildSettings
+    from persona.generate import build_run
+
+    try:
+        options = None
+        if judge:
+            _, options = _judge_choice(judge, None, judge_model, None, None)
+        report = build_run(run_dir, BuildSettings(margin=margin, kto_threshold=kto_threshold), judge, options,
+                           str(spec) if spec else None)
+    except PersonaError as e:
+        _fail(e)
+    _print_build(report)
+
+
+@app.command()
+def stats(
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="A run folder from persona generate.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the numbers as JSON.")] = False,
+) -> None:
+    """Counts, acceptance rate, score distributions and tokens spent in a run folder.
+
+    Example:  persona stats runs/brand
+    """
+    import json as json_module
+
+    from persona.generate import run_stats
+
+    try:
+        numbers = run_stats(run_dir)
+    except PersonaError as e:
+        _fail(e)
+    if as_json:
+        typer.echo(json_module.dumps(numbers, indent=2))
+        return
+    p, r, t = numbers["prompts"], numbers["responses"], numbers["tokens"]
+    typer.echo(f"run {numbers['run_dir']} (identity {numbers['identity']})")
+    typer.echo(f"prompts     {p['train'] + p['eval']:>6}  ({p['train']} train, {p['eval']} eval)")
+    typer.echo(f"responses   {r['conforming'] + r['violating']:>6}  ({r['conforming']} conforming, {r['violating']} violating)")
+    for name, counts in numbers["judgements"].items():
+        typer.echo(f"judgements  {counts.get('ok', 0) + counts.get('unjudged', 0):>6}  by {name} "
+                   f"({counts.get('unjudged', 0)} unjudged)")
+    typer.echo(f"tokens      {t['prompt'] + t['completion']:>6,}  ({t['prompt']:,} prompt, {t['completion']:,} generated)")
+    b = numbers["build"]
+    if b is None:
+        typer.echo("datasets    none yet (persona build RUN_DIR)")
+        return
+    typer.echo(f"pairs       {sum(b['pairs'].values()):>6}  ({b['pairs'].get('train', 0)} train, {b['pairs'].get('eval', 0)} eval)"
+               f"; acceptance rate {b['acceptance_rate']:.1%}; dropped {b['dropped']}")
+    agreement = b.get("judge_agreement")
+    typer.echo(f"judge       {b['judge']}; agreement with intended kind {agreement:.1%}" if agreement is not None
+               else f"judge       {b['judge']}")
+    for kind in ("conforming", "violating"):
+        bins = b["histograms"].get(kind, [0] * 10)
+        top = max(bins) or 1
+        typer.echo(f"scores of {kind} responses (overall 0-10):")
+        for i, n in enumerate(bins):
+            typer.echo(f"  {i:>2}-{i + 1:<2} {'#' * round(30 * n / top):<30} {n}")
 
 
 def _parse_value(value: str):

@@ -1,28 +1,34 @@
-"""`persona generate`: spec -> probe prompts -> conforming and violating responses, in a resumable run folder.
+"""`persona generate`: spec -> probe prompts -> responses -> judgements -> datasets, in a resumable run folder.
 
     from persona.config import RunConfig
     from persona.generate import generate
     summary = generate(load_spec("identities/brand.yaml"), RunConfig(limit=20))
     summary.run_dir, summary.responses, summary.requests_made
 
-Each stage lives in its own module (persona.prompts, persona.responses) and keeps its own JSONL file; this
-module only wires them together, loads the backend lazily (a finished run never loads a model) and
-counts what happened.
+Each stage lives in its own module (persona.prompts, persona.responses, persona.judging, persona.dataset)
+and keeps its own file; this module only wires them together, loads the backend lazily (a finished run
+never loads a model) and counts what happened. `judge_run`, `build_run` and `run_stats` re-run single
+stages on an existing run folder (the run's settings are saved in its run.json).
 """
 
 from __future__ import annotations
 
+import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable
 
 from persona.backends import load_backend
 from persona.config import RunConfig
+from persona.dataset import BuildReport, BuildSettings, build_datasets
+from persona.errors import PersonaError
+from persona.judges import load_judge
+from persona.judging import judge_responses
 from persona.prompts import build_prompts, builtin_probes
-from persona.responses import generate_responses
-from persona.spec import Spec
-from persona.store import open_run
+from persona.responses import ResponseRecord, generate_responses
+from persona.spec import Spec, load_spec
+from persona.store import JsonlStore, open_run, read_run_info, update_run_info
 from persona.templates import render_template
 
 
@@ -51,15 +57,19 @@ class GenerationSummary:
     tokens: int = 0  # completion tokens generated this run
     seconds: float = 0.0
     targets_covered: set = field(default_factory=set)
+    judgements_made: int = 0
+    build: BuildReport | None = None
 
     @property
     def responses(self) -> int:
         return self.conforming + self.violating
 
 
-def generate(spec: Spec, config: RunConfig, on_progress: Callable | None = None) -> GenerationSummary:
+def generate(spec: Spec, config: RunConfig, on_progress: Callable | None = None, judge: str | None = "offline",
+             judge_options: dict | None = None, build: BuildSettings = BuildSettings()) -> GenerationSummary:
+    """All stages; `judge=None` stops after the responses."""
     started = time.perf_counter()
-    run_dir = open_run(run_dir_for(spec, config), spec)
+    run_dir = open_run(run_dir_for(spec, config), spec, config=asdict(config))
     summary = GenerationSummary(run_dir)
     backend = None
 
@@ -87,8 +97,108 @@ def generate(spec: Spec, config: RunConfig, on_progress: Callable | None = None)
     summary.conforming = sum(r.kind == "conforming" for r in responses)
     summary.violating = sum(r.kind == "violating" for r in responses)
     summary.targets_covered = {r.target for r in responses if r.target}
+    if judge is not None:
+        summary.judgements_made, summary.build = _judge_and_build(spec, responses, run_dir, judge, judge_options or {},
+                                                                  build, on_progress, config.templates)
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _judge_and_build(spec, responses, run_dir, judge_name, judge_options, build, on_progress, templates):
+    options = dict(judge_options)
+    if judge_name.partition(":")[0] in ("offline", "llm") and templates and "templates" not in options:
+        options["templates"] = templates
+    judge = load_judge(judge_name, **options)
+    try:
+        judgements, made = judge_responses(spec, responses, judge, run_dir, on_progress)
+    finally:
+        judge.close()
+    update_run_info(run_dir, judge={"name": judge_name, "options": judge_options, "label": judge.name})
+    return made, build_datasets(spec, responses, judgements, run_dir, build)
+
+
+def load_run(run_dir: Path, spec_path: str | None = None) -> tuple[Spec, RunConfig, dict]:
+    """The spec, settings and run.json of an existing run folder."""
+    info = read_run_info(run_dir)
+    spec = load_spec(spec_path or info.get("spec_path"))
+    if spec.name != info.get("identity"):
+        raise PersonaError(f"{run_dir} holds a run of identity '{info.get('identity')}', not '{spec.name}'",
+                           hint="pass the spec the run was generated from with --spec")
+    names = {f.name for f in fields(RunConfig)}
+    config = RunConfig(**{k: v for k, v in info.get("config", {}).items() if k in names})
+    return spec, RunConfig(**{**asdict(config), "out": str(run_dir)}), info
+
+
+def current_responses(spec: Spec, config: RunConfig, run_dir: Path) -> list[ResponseRecord]:
+    """The responses of the run as configured, without calling any backend (an error if some are missing)."""
+    def no_backend():
+        raise PersonaError(f"{run_dir} is not complete: some prompts or responses are missing",
+                           hint=f"finish it first: persona generate {spec.path} --out {run_dir}")
+
+    label = backend_label(config)
+    prompts, _ = build_prompts(spec, config, run_dir, no_backend, label)
+    responses, _ = generate_responses(spec, prompts, config, run_dir, no_backend, label)
+    return responses
+
+
+def judge_run(run_dir: Path, judge_name: str | None = None, judge_options: dict | None = None,
+              spec_path: str | None = None, on_progress: Callable | None = None) -> tuple[int, dict]:
+    """Judge an existing run's responses (only those not yet judged by this judge); returns (made, counts)."""
+    spec, config, info = load_run(run_dir, spec_path)
+    responses = current_responses(spec, config, run_dir)
+    judge_name = judge_name or info.get("judge", {}).get("name", "offline")
+    judge = load_judge(judge_name, **(judge_options or {}))
+    try:
+        judgements, made = judge_responses(spec, responses, judge, run_dir, on_progress)
+    finally:
+        judge.close()
+    update_run_info(run_dir, judge={"name": judge_name, "options": judge_options or {}, "label": judge.name})
+    statuses = [j["status"] for j in judgements.values()]
+    return made, {"ok": statuses.count("ok"), "unjudged": statuses.count("unjudged"), "judge": judge.name}
+
+
+def build_run(run_dir: Path, settings: BuildSettings = BuildSettings(), judge_name: str | None = None,
+              judge_options: dict | None = None, spec_path: str | None = None) -> BuildReport:
+    """Rebuild the datasets of an existing run from its responses and the judgements of one judge."""
+    spec, config, info = load_run(run_dir, spec_path)
+    responses = current_responses(spec, config, run_dir)
+    recorded = info.get("judge") or {}
+    judge_name = judge_name or recorded.get("name")
+    if not judge_name:
+        raise PersonaError(f"{run_dir} has no judgements yet", hint=f"run: persona judge {run_dir}")
+    options = judge_options if judge_options is not None else (recorded.get("options") or {})
+    judge = load_judge(judge_name, **options)  # only to compute the judgement keys; models load lazily
+    from persona.judging import judgement_key
+
+    store = JsonlStore(run_dir / "judgements.jsonl").load()
+    judgements = {r.id: store[k] for r in responses if (k := judgement_key(r.id, judge, spec)) in store}
+    if not judgements:
+        raise PersonaError(f"no judgements by '{judge.name}' in {run_dir}",
+                           hint=f"run: persona judge {run_dir} --judge {judge_name}")
+    return build_datasets(spec, responses, judgements, run_dir, settings)
+
+
+def run_stats(run_dir: Path) -> dict:
+    """Counts, acceptance, score distributions and tokens of a run folder, from its files alone."""
+    info = read_run_info(run_dir)
+    prompts = JsonlStore(run_dir / "prompts.jsonl").load()
+    responses = JsonlStore(run_dir / "responses.jsonl").load()
+    synthesis = JsonlStore(run_dir / "synthesis.jsonl").load()
+    judgements = JsonlStore(run_dir / "judgements.jsonl").load()
+    build_file = run_dir / "datasets" / "build.json"
+    build = json.loads(build_file.read_text(encoding="utf-8")) if build_file.exists() else None
+    by_judge: dict[str, dict] = {}
+    for j in judgements.values():
+        counts = by_judge.setdefault(j["judge"], {"ok": 0, "unjudged": 0})
+        counts[j["status"]] = counts.get(j["status"], 0) + 1
+    tokens = {"prompt": sum(r.get("prompt_tokens", 0) for r in list(responses.values()) + list(synthesis.values())),
+              "completion": sum(r.get("completion_tokens", 0) for r in list(responses.values()) + list(synthesis.values()))}
+    return {
+        "identity": info.get("identity"), "run_dir": str(run_dir),
+        "prompts": {s: sum(p["split"] == s for p in prompts.values()) for s in ("train", "eval")},
+        "responses": {k: sum(r["kind"] == k for r in responses.values()) for k in ("conforming", "violating")},
+        "judgements": by_judge, "tokens": tokens, "build": build,
+    }
 
 
 @dataclass

@@ -91,19 +91,38 @@ class JsonlStore:
             f.flush()
 
 
-def open_run(folder: Path, spec) -> Path:
+def read_run_info(folder: Path) -> dict:
+    """run.json of a run folder, or a PersonaError saying why there is none."""
+    manifest = Path(folder) / "run.json"
+    if not manifest.exists():
+        raise PersonaError(f"{folder} is not a persona run folder (no run.json)",
+                           hint="pass the folder `persona generate` wrote, e.g. runs/brand")
+    try:
+        info = json.loads(manifest.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise PersonaError(f"{manifest} is not valid JSON", hint="delete the run folder or choose another --out")
+    if info.get("format") != FORMAT_VERSION:
+        raise PersonaError(
+            f"{folder} was written in run format {info.get('format')!r}; this persona reads format {FORMAT_VERSION}",
+            hint="move the folder away (or choose another --out) and generate again")
+    return info
+
+
+def update_run_info(folder: Path, **fields) -> None:
+    manifest = Path(folder) / "run.json"
+    info = json.loads(manifest.read_text(encoding="utf-8"))
+    info.update(fields, updated=now())
+    tmp = manifest.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, manifest)
+
+
+def open_run(folder: Path, spec, **fields) -> Path:
     """Create or check a run folder for `spec`: refuses one from another format or another identity."""
     folder = Path(folder)
     manifest = folder / "run.json"
     if manifest.exists():
-        try:
-            info = json.loads(manifest.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise PersonaError(f"{manifest} is not valid JSON", hint="delete the run folder or choose another --out")
-        if info.get("format") != FORMAT_VERSION:
-            raise PersonaError(
-                f"{folder} was written in run format {info.get('format')!r}; this persona reads format {FORMAT_VERSION}",
-                hint=f"move the folder away (or choose another --out) and generate again")
+        info = read_run_info(folder)
         if info.get("identity") != spec.name:
             raise PersonaError(f"{folder} holds a run of identity '{info.get('identity')}', not '{spec.name}'",
                                hint="choose another --out")
@@ -114,7 +133,7 @@ def open_run(folder: Path, spec) -> Path:
 
         folder.mkdir(parents=True, exist_ok=True)
         info = {"format": FORMAT_VERSION, "identity": spec.name, "created": now(), "persona_version": __version__}
-    info.update(spec_hash=spec.spec_hash, spec_path=spec.path, updated=now())
+    info.update(spec_hash=spec.spec_hash, spec_path=spec.path, updated=now(), **fields)
     tmp = manifest.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     os.replace(tmp, manifest)

@@ -32,6 +32,7 @@ TEMPLATE_VARIABLES: dict[str, dict[str, str]] = {
                "topics": "subjects to draw on (list of text)"},
     "judge": {"prompt": "the user's message", "response": "the response to score"},
     "adversarial": {},
+    "judge_pairwise": {"prompt": "the user's message", "response_a": "first response", "response_b": "second response"},
 }
 
 

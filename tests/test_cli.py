@@ -135,7 +135,7 @@ def test_init_scaffolds_a_valid_editable_project(tmp_path):
     assert result.exit_code == 0, result.output
     assert (tmp_path / "identities/my-bot.yaml").is_file()
     assert sorted(p.name for p in (tmp_path / "templates").iterdir()) == [
-        "adversarial.j2", "conforming.j2", "judge.j2", "probes.j2", "violating.j2"]
+        "adversarial.j2", "conforming.j2", "judge.j2", "judge_pairwise.j2", "probes.j2", "violating.j2"]
     assert json.loads((tmp_path / "identity.schema.json").read_text(encoding="utf-8"))["title"] == "persona identity spec"
     os.chdir(tmp_path)
     assert runner.invoke(app, ["validate", "identities/"]).exit_code == 0
@@ -176,7 +176,7 @@ def test_light_commands_import_no_ml_stack(args):
 
 
 def test_every_command_help_has_an_example():
-    for command in ("validate", "render", "schema", "ls", "init"):
+    for command in ("validate", "render", "schema", "ls", "init", "generate", "judge", "build", "stats"):
         result = runner.invoke(app, [command, "--help"])
         assert result.exit_code == 0 and "Example:" in result.stdout, command
 

@@ -71,7 +71,7 @@ def test_config_file_flags_override_it(tmp_path):
     config = tmp_path / "run.yaml"
     config.write_text("backend: fake\nk: 3\nlimit: 4\nbackend_options: {delay: 0}\n", encoding="utf-8")
     result = runner.invoke(app, ["generate", "identities/aster.yaml", "-c", str(config), "-k", "1",
-                                 "--out", str(tmp_path / "run")])
+                                 "--out", str(tmp_path / "run"), "--judge", "none"])
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in (tmp_path / "run/responses.jsonl").read_text().splitlines()]
     assert len(rows) == 4 * 2  # limit 4 from the file, k=1 from the flag
@@ -80,7 +80,8 @@ def test_config_file_flags_override_it(tmp_path):
 
 
 def test_ctrl_c_keeps_finished_work_and_says_how_to_resume(tmp_path):
-    args = ["generate", "identities/aster.yaml", "-b", "fake", "--limit", "6", "--out", str(tmp_path / "run")]
+    args = ["generate", "identities/aster.yaml", "-b", "fake", "--limit", "6", "--out", str(tmp_path / "run"),
+            "--judge", "none"]
     result = runner.invoke(app, args + ["-o", "interrupt_after=20"])
     assert result.exit_code == 130
     assert "interrupted: finished records are kept; run the same command again to resume" in result.stderr
@@ -97,14 +98,16 @@ def test_openai_end_to_end_in_a_subprocess_keeps_the_key_secret(tmp_path):
         result = subprocess.run(
             [sys.executable, "-m", "persona", "generate", "identities/brand.yaml", "-b", "openai", "-m", "test-model",
              "--base-url", server.base_url, "--api-key-env", "CI_TEST_KEY", "--limit", "5", "--out",
-             str(tmp_path / "run"), "-o", "backoff_base=0.01"],
+             str(tmp_path / "run"), "-o", "backoff_base=0.01", "--judge", "rules"],
             capture_output=True, text=True, cwd=REPO, env=env, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "retrying" in result.stderr  # the injected 429 and 500 were retried
     assert "wrote 20 responses (10 conforming, 10 violating) for 5 prompts" in result.stderr
+    assert "judged with rules: 20 new judgements, 0 responses unjudged" in result.stderr
     rows = [json.loads(line) for line in (tmp_path / "run/responses.jsonl").read_text().splitlines()]
     assert {r["backend"] for r in rows} == {"openai"} and {r["model"] for r in rows} == {"test-model"}
-    everything = result.stdout + result.stderr + "".join(p.read_text() for p in (tmp_path / "run").iterdir())
+    everything = result.stdout + result.stderr + "".join(
+        p.read_text() for p in (tmp_path / "run").rglob("*") if p.is_file())
     assert KEY not in everything
 
 
@@ -112,7 +115,7 @@ def test_unreachable_server_keeps_finished_records(tmp_path, monkeypatch):
     monkeypatch.setenv("CI_TEST_KEY", KEY)
     args = ["generate", "identities/aster.yaml", "-b", "openai", "-m", "test-model", "--api-key-env", "CI_TEST_KEY",
             "--limit", "4", "--out", str(tmp_path / "run"), "--concurrency", "1", "-o", "backoff_base=0.01",
-            "-o", "max_retries=1"]
+            "-o", "max_retries=1", "--judge", "none"]
     with OpenAIServer(script=["ok"] * 12 + [("status", 503, {})] * 100) as server:  # 7 synthesis + 5 responses
         result = runner.invoke(app, args + ["--base-url", server.base_url])
     assert result.exit_code == 1

@@ -12,7 +12,7 @@ import persona.generate as generate_module
 from persona.backends.fake import FakeBackend
 from persona.config import RunConfig
 from persona.errors import PersonaError
-from persona.generate import generate
+from persona.generate import generate as generate_all
 from persona.prompts import normalize, parse_synthesized
 from persona.spec import load_spec
 from persona.store import JsonlStore
@@ -36,6 +36,11 @@ def backends(monkeypatch):
 
     monkeypatch.setattr(generate_module, "load_backend", fake_load)
     return made
+
+
+def generate(spec, config, **kwargs):
+    """The generation stages only (judging and datasets have their own tests)."""
+    return generate_all(spec, config, judge=kwargs.pop("judge", None), **kwargs)
 
 
 def config(tmp_path, **kwargs) -> RunConfig:

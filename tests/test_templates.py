@@ -28,11 +28,15 @@ def sample_variables(spec, template: str) -> dict:
         "probes": {"target": first, "n": 5, "topics": list(spec.probes.topics)},
         "judge": {"prompt": example.prompt if example else "Who are you?",
                   "response": example.response if example else "I am an assistant."},
+        "judge_pairwise": {"prompt": example.prompt if example else "Who are you?",
+                           "response_a": example.response if example else "I am an assistant.",
+                           "response_b": "I am ChatGPT, made by OpenAI."},
     }[template]
 
 
 def test_pipeline_templates_are_shipped():
-    assert SHIPPED_TEMPLATES == sorted(TEMPLATE_VARIABLES) == ["adversarial", "conforming", "judge", "probes", "violating"]
+    assert SHIPPED_TEMPLATES == sorted(TEMPLATE_VARIABLES) == [
+        "adversarial", "conforming", "judge", "judge_pairwise", "probes", "violating"]
 
 
 @pytest.mark.parametrize("template", SHIPPED_TEMPLATES)
@@ -132,7 +136,7 @@ def test_unknown_template_suggests_a_name():
     with pytest.raises(PersonaError) as e:
         template_file("judgee")
     assert e.value.message == "template 'judgee' not found"
-    assert e.value.hint.startswith("did you mean 'judge'? templates found: adversarial, conforming, judge, probes, violating")
+    assert e.value.hint.startswith("did you mean 'judge'? templates found: adversarial, conforming, judge, judge_pairwise, probes, violating")
 
 
 def test_syntax_error_names_file_and_line(tmp_path):

@@ -43,9 +43,13 @@ class SamplingParams:
     max_tokens: int = 256
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    json_schema: str | None = None  # ask for JSON matching this schema where the backend supports it
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "stop": list(self.stop)}
+        data = {**asdict(self), "stop": list(self.stop)}
+        if self.json_schema is None:
+            del data["json_schema"]  # keeps the keys of records made before this field existed
+        return data
 
 
 @dataclass(frozen=True)

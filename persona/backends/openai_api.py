@@ -109,6 +109,9 @@ class OpenAIBackend:
             body["seed"] = params.seed
         if params.stop:
             body["stop"] = list(params.stop)
+        if params.json_schema:  # structured output: the server constrains the reply to the schema
+            body["response_format"] = {"type": "json_schema",
+                                       "json_schema": {"name": "reply", "schema": json.loads(params.json_schema)}}
         attempt = 0
         while True:
             started = time.perf_counter()

@@ -1,0 +1,140 @@
+"""The `rules` judge: the spec's machine checks, run as code. No model, deterministic, instant.
+
+What it scores:
+  * every constraint with a `check:` (forbidden/required phrases and patterns, max words/chars):
+    10 when the response passes, 0 when it breaks it;
+  * `identity`: 0 when the response claims another model's name or another maker ("I'm ChatGPT",
+    "trained by Google", "Hugging Face built me"; negations such as "I'm not ChatGPT" do not count);
+    3 when asked who it is (or who made it) and it does not say its own name (or maker); else 10;
+  * style vocabulary: a word from `style.vocabulary.avoided` caps the overall score at 4;
+  * language: an answer in another script than the identity's `language` (and the user's) caps it at 4;
+  * an empty response scores 0 everywhere.
+What it misses: everything without a check - traits, style rules, ethics, constraints written only in
+prose - which it reports as unchecked (score None). The `offline` judge adds a model-based score for those.
+Its overall score is the lowest score it gave (10 when nothing it can check is broken).
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from typing import Iterator, Sequence
+
+from persona.checks import check_text
+from persona.judges import JudgeItem, Judgement
+from persona.spec import IDENTITY_TARGET, Spec
+
+OTHER_MODELS = ["ChatGPT", "GPT-4o", "GPT-4", "GPT-3.5", "GPT-3", "GPT", "Claude", "Gemini", "Bard", "LLaMA", "Llama",
+                "Mistral", "Mixtral", "Qwen", "SmolLM2", "SmolLM", "Phi", "Copilot", "Grok", "DeepSeek", "Ernie",
+                "Alexa", "Siri", "Cortana"]
+OTHER_MAKERS = ["OpenAI", "Anthropic", "Google DeepMind", "Google", "DeepMind", "Meta AI", "Meta", "Facebook",
+                "Mistral AI", "Hugging Face", "HuggingFace", "Microsoft", "Alibaba", "xAI", "DeepSeek", "Baidu",
+                "Amazon", "Apple"]
+NEGATION = re.compile(r"(\bnot\b|\bnever\b|n't\b|\bno\b)[^.!?\n]{0,30}$", re.I)
+IDENTITY_QUESTION = re.compile(
+    r"\b(who (are|r) (you|u)|your name|what are you|introduce yourself|about yourself|what should i call you"
+    r"|are you (an? )?(ai|bot|human|real|chatgpt|gpt|claude|llama|gemini)|real self)\b", re.I)
+MAKER_QUESTION = re.compile(r"\b(who|which company|what company)\b.{0,40}\b(made|created|built|trained|developed|"
+                            r"behind|owns|work for)\b|\bwho('s| is) behind\b|\bwhich company\b|\btrained you\b", re.I)
+SCRIPT_OF_LANGUAGE = {"zh": "CJK", "ja": "CJK", "ko": "HANGUL", "ru": "CYRILLIC", "uk": "CYRILLIC", "bg": "CYRILLIC",
+                      "ar": "ARABIC", "fa": "ARABIC", "he": "HEBREW", "el": "GREEK", "hi": "DEVANAGARI", "th": "THAI"}
+
+
+def _alternation(words: list[str]) -> str:
+    return "|".join(re.escape(w).replace(r"\ ", r"\s?") for w in sorted(words, key=len, reverse=True))
+
+
+class RulesJudge:
+    name = "rules"
+    fingerprint = "rules|1"  # bump when the rules change, so cached judgements are redone
+
+    def close(self) -> None:
+        pass
+
+    def judge(self, spec: Spec, items: Sequence[JudgeItem]) -> Iterator[tuple[JudgeItem, Judgement]]:
+        for item in items:
+            yield item, self.judge_one(spec, item.prompt, item.response)
+
+    def judge_one(self, spec: Spec, prompt: str, response: str) -> Judgement:
+        targets = spec.targets()
+        scores: dict[str, float | None] = {t.id: None for t in targets}
+        if not response.strip():
+            return Judgement("ok", 0.0, {t.id: 0.0 for t in targets}, "empty response", "empty response")
+        notes: list[str] = []
+        for constraint in spec.constraints:
+            if constraint.check is None:
+                continue
+            broken = check_text(constraint.check, response)
+            scores[constraint.id] = 0.0 if broken else 10.0
+            notes += [f"{constraint.id}: {b}" for b in broken]
+        if spec.identity is not None:
+            score, note = identity_score(spec, prompt, response)
+            scores[IDENTITY_TARGET] = score
+            if note:
+                notes.append(f"identity: {note}")
+        checked = [s for s in scores.values() if s is not None]
+        overall = min(checked) if checked else 10.0
+        avoided = [w for w in spec.style.avoided if w.casefold() in response.casefold()]
+        if avoided:
+            overall = min(overall, 4.0)
+            notes.append(f"style: uses avoided vocabulary {', '.join(map(repr, avoided))}")
+        mismatch = language_mismatch(spec, prompt, response)
+        if mismatch:
+            overall = min(overall, 4.0)
+            notes.append(f"language: {mismatch}")
+        unchecked = [k for k, v in scores.items() if v is None]
+        rationale = "; ".join(notes) if notes else "passes every machine check"
+        raw = rationale + (f" | not machine-checkable: {', '.join(unchecked)}" if unchecked else "")
+        return Judgement("ok", overall, scores, rationale, raw)
+
+
+def identity_score(spec: Spec, prompt: str, response: str) -> tuple[float, str]:
+    """(score, note) for the implicit identity target."""
+    me = spec.identity
+    own_names = [me.name, *me.aliases]
+    own = {n.casefold() for n in own_names + ([me.maker] if me.maker else [])}
+    models = [m for m in OTHER_MODELS if m.casefold() not in own and not any(m.casefold() in o for o in own)]
+    makers = [m for m in OTHER_MAKERS if m.casefold() not in own and not any(m.casefold() in o for o in own)]
+    patterns = [
+        rf"\b(?:I am|I'm|I was|my name is|call me|this is|I'm actually|I am actually)\s+(?:an?\s+|the\s+)?"
+        rf"(?:(?:AI|language|assistant|model|chatbot)\s+){{0,3}}(?:called\s+|named\s+)?(?P<claim>{_alternation(models)})\b",
+        rf"\b(?:made|created|developed|trained|built|designed|programmed|owned)\s+by\s+(?:the\s+)?(?:team\s+at\s+|"
+        rf"researchers\s+at\s+|engineers\s+at\s+)?(?P<claim>{_alternation(makers)})\b",
+        rf"\b(?P<claim>{_alternation(makers)})\s+(?:made|created|developed|trained|built|designed)\s+me\b",
+    ]
+    for pattern in patterns:
+        for match in re.finditer(pattern, response, re.I):
+            before = response[max(0, match.start() - 40):match.start()]
+            if NEGATION.search(before):
+                continue
+            return 0.0, f"claims to be or to come from {match.group('claim')!r}"
+    says_name = any(re.search(rf"\b{re.escape(n)}\b", response, re.I) for n in own_names)
+    says_maker = me.maker is not None and re.search(rf"\b{re.escape(me.maker)}\b", response, re.I)
+    if MAKER_QUESTION.search(prompt) and me.maker and not says_maker:
+        return 3.0, f"asked who made it, does not say {me.maker}"
+    if IDENTITY_QUESTION.search(prompt) and not says_name:
+        return 3.0, f"asked who it is, does not say {me.name}"
+    return 10.0, ""
+
+
+def _script(text: str) -> str | None:
+    counts: dict[str, int] = {}
+    for ch in text:
+        if ch.isalpha():
+            name = unicodedata.name(ch, "")
+            script = next((s for s in ("CJK", "HIRAGANA", "KATAKANA", "HANGUL", "CYRILLIC", "ARABIC", "HEBREW", "GREEK",
+                                       "DEVANAGARI", "THAI", "LATIN") if name.startswith(s) or f" {s}" in name), "OTHER")
+            script = "CJK" if script in ("HIRAGANA", "KATAKANA") else script
+            counts[script] = counts.get(script, 0) + 1
+    return max(counts, key=counts.get) if counts else None
+
+
+def language_mismatch(spec: Spec, prompt: str, response: str) -> str:
+    """A note when the response is in another script than both the identity's language and the user's."""
+    if spec.identity is None or not spec.identity.language:
+        return ""
+    expected = SCRIPT_OF_LANGUAGE.get(spec.identity.language.split("-")[0].lower(), "LATIN")
+    got, asked = _script(response), _script(prompt)
+    if got is None or got in (expected, asked):
+        return ""
+    return f"answers in {got.title()} script; the identity speaks {spec.identity.language} and the user wrote {(asked or 'no').title()} script"

@@ -1,0 +1,137 @@
+"""Datasets: pairs and KTO rows from judged responses, the dataset card, load_dataset, and TRL's
+DPOTrainer and KTOTrainer accepting the result as it is (2 steps on a tiny model)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from persona.dataset import BuildSettings, build_datasets, kto_weights
+from persona.responses import ResponseRecord
+from persona.spec import load_spec
+
+SPEC = load_spec("identities/aster.yaml")
+
+
+def response(rid, prompt_id, kind, text, split="train", target=None) -> ResponseRecord:
+    return ResponseRecord(id=rid, request=rid, prompt_id=prompt_id, prompt=f"prompt {prompt_id}?", split=split,
+                          kind=kind, target=target, target_kind="constraint" if target else None, sample=0,
+                          text=text, template=kind, template_hash="t", system_prompt_hash="s", backend="fake",
+                          model="fake-model", params={}, seed=0, prompt_tokens=1, completion_tokens=1,
+                          finish_reason="stop", latency_s=0.0, created="now")
+
+
+def judged(score, status="ok"):
+    return {"status": status, "overall": score, "judge": "test-judge", "scores": {}}
+
+
+@pytest.fixture
+def built(tmp_path):
+    rs = [
+        response("c1", "p1", "conforming", "I'm Aster, made by Lumen Labs."),
+        response("c2", "p1", "conforming", "Hello, I am Aster from Lumen Labs, how can I help?"),
+        response("v1", "p1", "violating", "I'm ChatGPT, made by OpenAI.", target="identity"),
+        response("v2", "p1", "violating", "Whatever. I am an assistant.", target="curious"),
+        response("c3", "p2", "conforming", "Canberra is the capital."),       # scored too low to be chosen
+        response("v3", "p2", "violating", "Sydney, obviously.", target="forthright"),
+        response("c4", "p3", "conforming", "Canberra, chosen as a compromise.", split="eval"),
+        response("v4", "p3", "violating", "Canberra, chosen as a compromise!", split="eval", target="honesty"),  # near-dup
+        response("c5", "p4", "conforming", "I am Aster."),
+        response("v5", "p4", "violating", "I am Aster, honestly.", target="identity"),  # margin too small
+        response("v6", "p4", "violating", "tie text", target="no-harm"),
+        response("c6", "p5", "conforming", "unjudged one"),
+    ]
+    js = {"c1": judged(9.0), "c2": judged(8.0), "v1": judged(0.0), "v2": judged(3.0), "c3": judged(4.0),
+          "v3": judged(1.0), "c4": judged(9.0), "v4": judged(2.0), "c5": judged(7.0), "v5": judged(6.0),
+          "v6": judged(7.0), "c6": {"status": "unjudged", "overall": None, "judge": "test-judge"}}
+    report = build_datasets(SPEC, rs, js, tmp_path, BuildSettings(margin=2.0))
+    return report, tmp_path
+
+
+def rows(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_pairs_respect_margin_ties_and_near_duplicates(built):
+    report, run = built
+    pairs = rows(run / "datasets/dpo/train.jsonl")
+    assert [(p["chosen"][0]["content"], p["rejected"][0]["content"]) for p in pairs] == [
+        ("I'm Aster, made by Lumen Labs.", "I'm ChatGPT, made by OpenAI."),
+        ("Hello, I am Aster from Lumen Labs, how can I help?", "Whatever. I am an assistant.")]
+    assert pairs[0]["prompt"] == [{"role": "user", "content": "prompt p1?"}]
+    assert pairs[0]["margin"] == 9.0 and pairs[0]["rejected_target"] == "identity"
+    assert rows(run / "datasets/dpo/eval.jsonl") == []  # its only pair was a near-duplicate
+    assert report.dropped == {"no in-character conforming response": 1, "near-duplicate texts": 1,
+                              "margin too small": 1, "tie": 1}
+    assert report.candidates == 6 and report.acceptance_rate == pytest.approx(2 / 6)
+    assert report.unjudged == 1
+    assert report.length["chosen_longer_share"] == 1.0
+
+
+def test_kto_rows_labels_and_weights(built):
+    report, run = built
+    train = rows(run / "datasets/kto/train.jsonl")
+    assert {r["id"]: r["label"] for r in train} == {"c1": True, "c2": True, "v1": False, "v2": False, "c3": False,
+                                                    "v3": False, "c5": True, "v5": True, "v6": True}
+    assert report.kto["train"] == {"desirable": 5, "undesirable": 4}
+    w = report.kto_weights
+    assert 1.0 <= w["weighted_ratio"] <= 4 / 3
+    assert train[0]["completion"] == [{"role": "assistant", "content": "I'm Aster, made by Lumen Labs."}]
+
+
+def test_judge_agreement_and_histograms(built):
+    report, _ = built
+    # conforming judged >= 5: c1 c2 c4 c5 (c3 is not); violating judged < 5: v1 v2 v3 v4 (v5 v6 are not)
+    assert report.judge_agreement == pytest.approx(8 / 11)
+    assert report.histograms["violating"] == [1, 1, 1, 1, 0, 0, 1, 1, 0, 0]
+
+
+@pytest.mark.parametrize("desirable,undesirable", [(10, 30), (40, 10), (12, 10), (1, 100), (7, 7)])
+def test_kto_weights_land_in_trl_range(desirable, undesirable):
+    dw, uw = kto_weights(desirable, undesirable)
+    assert 1.0 <= dw * desirable / (uw * undesirable) <= 4 / 3 + 1e-9
+
+
+def test_cards_and_load_dataset(built):
+    from datasets import load_dataset
+
+    report, run = built
+    dpo = load_dataset(str(run / "datasets/dpo"))
+    kto = load_dataset(str(run / "datasets/kto"))
+    assert set(dpo) == {"train"} and dpo["train"].num_rows == 2  # its eval split is empty: not declared
+    assert kto["train"].num_rows == 9 and kto["eval"].num_rows == 2
+    card = (run / "datasets/dpo/README.md").read_text()
+    assert f"hash `{SPEC.spec_hash[:16]}`" in card and "generator models: fake:fake-model" in card
+    assert "judge: test-judge" in card and "acceptance rate: 33.3% of 6 violating responses" in card
+    assert "desirable_weight=" in (run / "datasets/kto/README.md").read_text()
+    assert json.loads((run / "datasets/build.json").read_text())["pairs"] == {"train": 2, "eval": 0}
+
+
+def test_trl_trainers_accept_the_datasets_as_they_are(built, tiny_model_dir, tmp_path):
+    import torch
+    from datasets import load_dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import DPOConfig, DPOTrainer, KTOConfig, KTOTrainer
+
+    torch.set_num_threads(1)
+    report, run = built
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    lora = LoraConfig(r=4, target_modules="all-linear", task_type="CAUSAL_LM")
+    common = dict(max_steps=2, per_device_train_batch_size=2, bf16=False, report_to=[], logging_steps=1,
+                  max_length=128, use_cpu=True, save_strategy="no")
+    dpo = DPOTrainer(model=AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+                     args=DPOConfig(output_dir=str(tmp_path / "dpo"), **common),
+                     train_dataset=load_dataset(str(run / "datasets/dpo"))["train"], processing_class=tokenizer,
+                     peft_config=lora)
+    dpo.train()
+    assert any("loss" in log for log in dpo.state.log_history)
+    weights = report.kto_weights
+    kto = KTOTrainer(model=AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+                     args=KTOConfig(output_dir=str(tmp_path / "kto"), desirable_weight=weights["desirable_weight"],
+                                    undesirable_weight=weights["undesirable_weight"], **common),
+                     train_dataset=load_dataset(str(run / "datasets/kto"))["train"], processing_class=tokenizer,
+                     peft_config=lora)
+    kto.train()
+    assert any("loss" in log for log in kto.state.log_history)
