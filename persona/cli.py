@@ -50,6 +50,7 @@ JudgeModelOption = Annotated[Optional[str], typer.Option(help="--judge llm: the 
 JudgeBaseUrlOption = Annotated[Optional[str], typer.Option(help="--judge llm with openai: server URL.")]
 JudgeKeyOption = Annotated[Optional[str], typer.Option(help="--judge llm with openai: variable holding the API key.")]
 MarginOption = Annotated[float, typer.Option(help="Smallest score gap (0-10) between chosen and rejected.", min=0)]
+PairwiseOption = Annotated[bool, typer.Option("--pairwise", help="With --judge llm: keep a pair only if the judge prefers chosen in both orders.")]
 KtoThresholdOption = Annotated[float, typer.Option(help="KTO label: desirable when the overall score is at least this.", min=0, max=10)]
 
 
@@ -252,6 +253,7 @@ def generate(
     judge_api_key_env: JudgeKeyOption = None,
     margin: MarginOption = 2.0,
     kto_threshold: KtoThresholdOption = 5.0,
+    pairwise: PairwiseOption = False,
     templates: TemplatesOption = None,
 ) -> None:
     """Generate probe prompts, conforming + violating responses, judgements, and DPO/KTO datasets.
@@ -293,7 +295,7 @@ def generate(
         judge_name, judge_options = _judge_choice(judge, judge_backend, judge_model, judge_base_url, judge_api_key_env)
         with _progress_bar() as on_progress:
             summary = run_generate(spec, run_config, on_progress, judge=judge_name, judge_options=judge_options,
-                                   build=BuildSettings(margin=margin, kto_threshold=kto_threshold))
+                                   build=BuildSettings(margin=margin, kto_threshold=kto_threshold), pairwise=pairwise)
     except PersonaError as e:
         _fail(e)
     except KeyboardInterrupt:
@@ -319,6 +321,8 @@ def _print_build(report, judged_now: int | None = None) -> None:
     _err(f"kto rows: train {kto['train']['desirable']} desirable / {kto['train']['undesirable']} undesirable "
          f"(weights {report.kto_weights['desirable_weight']} / {report.kto_weights['undesirable_weight']}), "
          f"eval {kto['eval']['desirable']} / {kto['eval']['undesirable']}")
+    if report.swap_consistency is not None:
+        _err(f"pairwise check: swap consistency {report.swap_consistency:.1%}; pairs kept only when both orders agree")
     if report.length:
         _err(f"length balance: chosen {report.length['chosen_mean_chars']:.0f} chars vs rejected "
              f"{report.length['rejected_mean_chars']:.0f}; chosen longer in {report.length['chosen_longer_share']:.0%} of pairs")
@@ -395,8 +399,12 @@ def build(
     run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="A run folder from persona generate.")],
     judge: Annotated[Optional[str], typer.Option("--judge", help="Whose judgements to use [default: the last judge run].")] = None,
     judge_model: JudgeModelOption = None,
+    judge_backend: JudgeBackendOption = None,
+    judge_base_url: JudgeBaseUrlOption = None,
+    judge_api_key_env: JudgeKeyOption = None,
     margin: MarginOption = 2.0,
     kto_threshold: KtoThresholdOption = 5.0,
+    pairwise: PairwiseOption = False,
     spec: Annotated[Optional[Path], typer.Option(help="The run's spec, if it moved [default: from run.json].")] = None,
 ) -> None:
     """Build the DPO/IPO pairs and KTO rows of a run from its judged responses.
@@ -409,9 +417,9 @@ def build(
     try:
         options = None
         if judge:
-            _, options = _judge_choice(judge, None, judge_model, None, None)
+            _, options = _judge_choice(judge, judge_backend, judge_model, judge_base_url, judge_api_key_env)
         report = build_run(run_dir, BuildSettings(margin=margin, kto_threshold=kto_threshold), judge, options,
-                           str(spec) if spec else None)
+                           str(spec) if spec else None, pairwise)
     except PersonaError as e:
         _fail(e)
     _print_build(report)

@@ -22,6 +22,7 @@ Output, in TRL's conversational formats, loadable with `datasets.load_dataset(fo
 from __future__ import annotations
 
 import difflib
+import hashlib
 import json
 import os
 from collections import Counter
@@ -53,6 +54,7 @@ class BuildReport:
     judge_agreement: float | None = None  # judge's label == the response's intended kind
     unjudged: int = 0
     length: dict = field(default_factory=dict)  # chosen/rejected mean chars, share chosen longer
+    swap_consistency: float | None = None  # pairwise check: share of pairs judged the same in both orders
     histograms: dict = field(default_factory=dict)  # kind -> 10 bins of overall scores
     judge: str = ""
     generators: list = field(default_factory=list)
@@ -78,7 +80,9 @@ def _conversation(role: str, text: str) -> list[dict]:
 
 
 def build_datasets(spec: Spec, responses: list[ResponseRecord], judgements: dict[str, dict], run_dir: Path,
-                   settings: BuildSettings = BuildSettings()) -> BuildReport:
+                   settings: BuildSettings = BuildSettings(), pairwise=None) -> BuildReport:
+    """`pairwise`, when given, is a judge with `prefer(spec, [(key, prompt, a, b)])` (the llm judge): a pair
+    is kept only when it prefers the chosen response in both orders."""
     report = BuildReport(settings=asdict(settings), spec_hash=spec.spec_hash)
     judged = {}
     for r in responses:
@@ -122,6 +126,15 @@ def build_datasets(spec: Spec, responses: list[ResponseRecord], judgements: dict
                 "rejected": _conversation("assistant", bad.text), "id": f"{good.id}>{bad.id}",
                 "prompt_id": prompt_id, "chosen_score": good_score, "rejected_score": bad_score,
                 "margin": round(good_score - bad_score, 3), "rejected_target": bad.target})
+    if pairwise is not None and (pairs["train"] or pairs["eval"]):
+        every = pairs["train"] + pairs["eval"]
+        verdicts = pairwise.prefer(spec, [(p["id"], p["prompt"][0]["content"], p["chosen"][0]["content"],
+                                           p["rejected"][0]["content"]) for p in every])
+        report.swap_consistency = pairwise.swap_consistency
+        for split in pairs:
+            kept = [p for p in pairs[split] if verdicts.get(p["id"]) == "a"]
+            dropped["pairwise judge did not prefer chosen in both orders"] += len(pairs[split]) - len(kept)
+            pairs[split] = kept
     report.dropped = dict(dropped)
     report.pairs = {split: len(rows) for split, rows in pairs.items()}
     accepted = sum(report.pairs.values())
@@ -170,9 +183,13 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def _write_dataset(folder: Path, splits: dict[str, list[dict]], card: str) -> None:
-    for split, rows in splits.items():
-        _write_atomic(folder / f"{split}.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-    _write_atomic(folder / "README.md", card)
+    texts = {split: "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows) for split, rows in splits.items()}
+    # datasets caches a local folder under its name and its file patterns only, not the files' content:
+    # without this, load_dataset(folder) after a rebuild would return the previous build's rows.
+    digest = hashlib.sha256("".join(texts[s] for s in sorted(texts)).encode("utf-8")).hexdigest()[:12]
+    for split, text in texts.items():
+        _write_atomic(folder / f"{split}.jsonl", text)
+    _write_atomic(folder / "README.md", card.replace("config_name: default", f"config_name: rows-{digest}", 1))
 
 
 def _bar(bins: list[int]) -> str:
@@ -182,7 +199,8 @@ def _bar(bins: list[int]) -> str:
 
 def _card(spec: Spec, report: BuildReport, kind: str, splits: list[str]) -> str:
     """A dataset card: front matter that `datasets.load_dataset(folder)` reads (listing only the splits
-    that have rows: an empty split is an error there), then the numbers."""
+    that have rows: an empty split is an error there; the config is named after a hash of the rows, so
+    a rebuild is never served from the datasets cache), then the numbers."""
     files = "".join(f"  - split: {s}\n    path: {s}.jsonl\n" for s in (splits or ["train"]))
     front = (f"---\nconfigs:\n- config_name: default\n  data_files:\n{files}"
              f"tags: [persona, {'dpo' if kind == 'dpo' else 'kto'}, trl]\n---\n")
@@ -198,6 +216,8 @@ def _card(spec: Spec, report: BuildReport, kind: str, splits: list[str]) -> str:
                   "(the eval split holds prompts training never sees)",
                   f"- acceptance rate: {report.acceptance_rate:.1%} of {report.candidates} violating responses became a rejected example",
                   f"- dropped: {json.dumps(report.dropped)}",
+                  *([f"- pairwise check: swap consistency {report.swap_consistency:.1%} (preferences kept only "
+                     "when both orders agree)"] if report.swap_consistency is not None else []),
                   f"- length balance: {json.dumps(report.length)}", "",
                   "Columns: `prompt`, `chosen`, `rejected` (TRL conversational format), `id`, `prompt_id`, "
                   "`chosen_score`, `rejected_score`, `margin`, `rejected_target` (the trait or constraint the "

@@ -66,7 +66,8 @@ class GenerationSummary:
 
 
 def generate(spec: Spec, config: RunConfig, on_progress: Callable | None = None, judge: str | None = "offline",
-             judge_options: dict | None = None, build: BuildSettings = BuildSettings()) -> GenerationSummary:
+             judge_options: dict | None = None, build: BuildSettings = BuildSettings(),
+             pairwise: bool = False) -> GenerationSummary:
     """All stages; `judge=None` stops after the responses."""
     started = time.perf_counter()
     run_dir = open_run(run_dir_for(spec, config), spec, config=asdict(config))
@@ -99,22 +100,32 @@ def generate(spec: Spec, config: RunConfig, on_progress: Callable | None = None,
     summary.targets_covered = {r.target for r in responses if r.target}
     if judge is not None:
         summary.judgements_made, summary.build = _judge_and_build(spec, responses, run_dir, judge, judge_options or {},
-                                                                  build, on_progress, config.templates)
+                                                                  build, on_progress, config.templates, pairwise)
     summary.seconds = time.perf_counter() - started
     return summary
 
 
-def _judge_and_build(spec, responses, run_dir, judge_name, judge_options, build, on_progress, templates):
+def _pairwise_judge(judge, pairwise: bool):
+    if not pairwise:
+        return None
+    if not hasattr(judge, "prefer"):
+        raise PersonaError(f"--pairwise needs a judge that compares two responses; '{judge.name}' does not",
+                           hint="use --judge llm (with --judge-backend and --judge-model)")
+    return judge
+
+
+def _judge_and_build(spec, responses, run_dir, judge_name, judge_options, build, on_progress, templates, pairwise):
     options = dict(judge_options)
     if judge_name.partition(":")[0] in ("offline", "llm") and templates and "templates" not in options:
         options["templates"] = templates
     judge = load_judge(judge_name, **options)
     try:
+        checker = _pairwise_judge(judge, pairwise)
         judgements, made = judge_responses(spec, responses, judge, run_dir, on_progress)
+        update_run_info(run_dir, judge={"name": judge_name, "options": judge_options, "label": judge.name})
+        return made, build_datasets(spec, responses, judgements, run_dir, build, checker)
     finally:
         judge.close()
-    update_run_info(run_dir, judge={"name": judge_name, "options": judge_options, "label": judge.name})
-    return made, build_datasets(spec, responses, judgements, run_dir, build)
 
 
 def load_run(run_dir: Path, spec_path: str | None = None) -> tuple[Spec, RunConfig, dict]:
@@ -158,7 +169,7 @@ def judge_run(run_dir: Path, judge_name: str | None = None, judge_options: dict 
 
 
 def build_run(run_dir: Path, settings: BuildSettings = BuildSettings(), judge_name: str | None = None,
-              judge_options: dict | None = None, spec_path: str | None = None) -> BuildReport:
+              judge_options: dict | None = None, spec_path: str | None = None, pairwise: bool = False) -> BuildReport:
     """Rebuild the datasets of an existing run from its responses and the judgements of one judge."""
     spec, config, info = load_run(run_dir, spec_path)
     responses = current_responses(spec, config, run_dir)
@@ -175,7 +186,10 @@ def build_run(run_dir: Path, settings: BuildSettings = BuildSettings(), judge_na
     if not judgements:
         raise PersonaError(f"no judgements by '{judge.name}' in {run_dir}",
                            hint=f"run: persona judge {run_dir} --judge {judge_name}")
-    return build_datasets(spec, responses, judgements, run_dir, settings)
+    try:
+        return build_datasets(spec, responses, judgements, run_dir, settings, _pairwise_judge(judge, pairwise))
+    finally:
+        judge.close()
 
 
 def run_stats(run_dir: Path) -> dict:

@@ -18,10 +18,16 @@ GOLDEN = REPO / "tests" / "golden"
 SHIPPED_IDENTITIES = sorted((REPO / "identities").glob("*.yaml"))
 
 
+@pytest.fixture(scope="session")
+def session_home(tmp_path_factory):
+    """One temp home per test session: the default model is converted into it once, not once per test."""
+    return tmp_path_factory.mktemp("home")
+
+
 @pytest.fixture(autouse=True)
-def isolated(tmp_path_factory, monkeypatch):
+def isolated(session_home, monkeypatch):
     """Every cache and output folder points into a temp dir; no hub access; work from the repo root."""
-    home = tmp_path_factory.mktemp("home")
+    home = session_home
     for var in ("HF_HOME", "XDG_CACHE_HOME", "PERSONA_CACHE"):
         monkeypatch.setenv(var, str(home / var.lower()))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

@@ -98,3 +98,9 @@ def test_calibrate_the_rules_judge():
     assert (name, n, unjudged) == ("rules", "48", "0")
     assert float(accuracy.rstrip("%")) >= 80.0
     assert any(line.strip().startswith("brand") for line in rest)
+
+
+def test_pairwise_needs_a_comparing_judge(run):
+    result = runner.invoke(app, ["build", str(run), "--judge", "rules", "--pairwise"])
+    assert result.exit_code == 1
+    assert "error: --pairwise needs a judge that compares two responses; 'rules' does not" in result.stderr

@@ -108,6 +108,17 @@ def test_cards_and_load_dataset(built):
     assert json.loads((run / "datasets/build.json").read_text())["pairs"] == {"train": 2, "eval": 0}
 
 
+def test_a_rebuild_is_never_served_from_the_datasets_cache(built):
+    from datasets import load_dataset
+
+    report, run = built
+    assert load_dataset(str(run / "datasets/kto"))["train"].num_rows == 9
+    rs = [response("c1", "p1", "conforming", "I'm Aster."), response("v1", "p1", "violating", "I'm ChatGPT.")]
+    build_datasets(SPEC, rs, {"c1": judged(9.0), "v1": judged(1.0)}, run, BuildSettings())
+    assert load_dataset(str(run / "datasets/kto"))["train"].num_rows == 2
+    assert load_dataset(str(run / "datasets/dpo"))["train"].num_rows == 1
+
+
 def test_trl_trainers_accept_the_datasets_as_they_are(built, tiny_model_dir, tmp_path):
     import torch
     from datasets import load_dataset
@@ -135,3 +146,21 @@ def test_trl_trainers_accept_the_datasets_as_they_are(built, tiny_model_dir, tmp
                      peft_config=lora)
     kto.train()
     assert any("loss" in log for log in kto.state.log_history)
+
+
+def test_pairwise_check_keeps_only_consistent_preferences(tmp_path):
+    class Pairwise:  # prefers chosen for the first pair only, and is consistent on half of the pairs
+        swap_consistency = None
+
+        def prefer(self, spec, pairs):
+            self.swap_consistency = 0.5
+            return {key: ("a" if i == 0 else None) for i, (key, *_rest) in enumerate(pairs)}
+
+    rs = [response("c1", "p1", "conforming", "I'm Aster, made by Lumen Labs."),
+          response("v1", "p1", "violating", "I'm ChatGPT, made by OpenAI.", target="identity"),
+          response("v2", "p1", "violating", "Whatever. I am an assistant.", target="curious")]
+    js = {"c1": judged(9.0), "v1": judged(0.0), "v2": judged(3.0)}
+    report = build_datasets(SPEC, rs, js, tmp_path, BuildSettings(), pairwise=Pairwise())
+    assert report.pairs == {"train": 1, "eval": 0} and report.swap_consistency == 0.5
+    assert report.dropped == {"pairwise judge did not prefer chosen in both orders": 1}
+    assert "swap consistency 50.0%" in (tmp_path / "datasets/dpo/README.md").read_text()
