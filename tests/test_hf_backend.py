@@ -127,8 +127,10 @@ def test_real_default_model_generates(caplog):
     assert "converting" not in caplog.text
 
 
-def test_missing_default_model_package_names_the_install_command(monkeypatch):
+def test_missing_default_model_package_names_the_install_command(monkeypatch, tmp_path):
     import importlib.util
+
+    monkeypatch.setenv("PERSONA_CACHE", str(tmp_path))  # not yet converted
 
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
