@@ -213,3 +213,16 @@ def test_unknown_judge_and_reward_slot():
     assert e.value.hint == "did you mean 'offline'? judges: rules, offline, llm, reward"
     with pytest.raises(PersonaError, match="reward-model judges need a reward model trained by"):
         load_judge("reward:models/rm")
+
+
+def test_the_rules_judge_says_once_what_it_cannot_check(caplog, tmp_path):
+    spec_file = tmp_path / "soft2.yaml"
+    spec_file.write_text("name: soft2\nidentity: {name: Soft, description: No checks.}\n"
+                         "traits: [{id: kind, description: Kind.}, {id: calm, description: Calm.}]\n", encoding="utf-8")
+    spec = load_spec(spec_file)
+    judge = load_judge("rules")
+    list(judge.judge(spec, [JudgeItem("a", "Hi", "Hello")]))
+    list(judge.judge(spec, [JudgeItem("b", "Hi", "Hello")]))
+    warnings = [r.getMessage() for r in caplog.records if "no machine check covers" in r.getMessage()]
+    assert warnings == ["rules judge: no machine check covers 2 of soft2: kind, calm (their scores stay null; "
+                        "add `check:` blocks or use --judge llm)"]

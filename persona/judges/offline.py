@@ -27,7 +27,7 @@ import math
 from typing import Iterator, Sequence
 
 from persona.judges import JudgeItem, Judgement
-from persona.judges.rules import RulesJudge
+from persona.judges.rules import RulesJudge, warn_unchecked
 from persona.spec import Spec
 from persona.templates import render_template
 
@@ -67,6 +67,7 @@ class OfflineJudge:
         return self._lm
 
     def judge(self, spec: Spec, items: Sequence[JudgeItem]) -> Iterator[tuple[JudgeItem, Judgement]]:
+        warn_unchecked(spec, "offline", " (only the likelihood ratio, through the overall score, reflects them)")
         persona_system = render_template("conforming", self.templates, spec=spec)
         for start in range(0, len(items), self.batch_size):
             batch = list(items[start:start + self.batch_size])

@@ -20,6 +20,8 @@ import re
 import unicodedata
 from typing import Iterator, Sequence
 
+import logging
+
 from persona.checks import check_text
 from persona.judges import JudgeItem, Judgement
 from persona.spec import IDENTITY_TARGET, Spec
@@ -36,6 +38,9 @@ IDENTITY_QUESTION = re.compile(
     r"|are you (an? )?(ai|bot|human|real|chatgpt|gpt|claude|llama|gemini)|real self)\b", re.I)
 MAKER_QUESTION = re.compile(r"\b(who|which company|what company)\b.{0,40}\b(made|created|built|trained|developed|"
                             r"behind|owns|work for)\b|\bwho('s| is) behind\b|\bwhich company\b|\btrained you\b", re.I)
+log = logging.getLogger("persona")
+_warned: set[str] = set()
+
 SCRIPT_OF_LANGUAGE = {"zh": "CJK", "ja": "CJK", "ko": "HANGUL", "ru": "CYRILLIC", "uk": "CYRILLIC", "bg": "CYRILLIC",
                       "ar": "ARABIC", "fa": "ARABIC", "he": "HEBREW", "el": "GREEK", "hi": "DEVANAGARI", "th": "THAI"}
 
@@ -52,6 +57,7 @@ class RulesJudge:
         pass
 
     def judge(self, spec: Spec, items: Sequence[JudgeItem]) -> Iterator[tuple[JudgeItem, Judgement]]:
+        warn_unchecked(spec, self.name)
         for item in items:
             yield item, self.judge_one(spec, item.prompt, item.response)
 
@@ -86,6 +92,23 @@ class RulesJudge:
         rationale = "; ".join(notes) if notes else "passes every machine check"
         raw = rationale + (f" | not machine-checkable: {', '.join(unchecked)}" if unchecked else "")
         return Judgement("ok", overall, scores, rationale, raw)
+
+
+def unchecked_targets(spec: Spec) -> list[str]:
+    """Targets no machine check covers: traits, style rules, ethics, constraints without `check:`."""
+    checked = {c.id for c in spec.constraints if c.check is not None}
+    if spec.identity is not None:
+        checked.add(IDENTITY_TARGET)
+    return [t.id for t in spec.targets() if t.id not in checked]
+
+
+def warn_unchecked(spec: Spec, judge_name: str, fallback: str = "") -> None:
+    """Say once per spec and judge what the machine checks cannot see."""
+    missing = unchecked_targets(spec)
+    if missing and (spec.spec_hash, judge_name) not in _warned:
+        _warned.add((spec.spec_hash, judge_name))
+        log.warning("%s judge: no machine check covers %s of %s: %s%s", judge_name, len(missing), spec.name,
+                    ", ".join(missing), fallback or " (their scores stay null; add `check:` blocks or use --judge llm)")
 
 
 def identity_score(spec: Spec, prompt: str, response: str) -> tuple[float, str]:
