@@ -470,6 +470,56 @@ def stats(
             typer.echo(f"  {i:>2}-{i + 1:<2} {'#' * round(30 * n / top):<30} {n}")
 
 
+@app.command("train")
+def train_command(
+    source: Annotated[Path, typer.Argument(metavar="RUN_DIR_OR_DATASET", help="A run folder, a dataset folder or a .jsonl file in TRL's format.")],
+    method: Annotated[str, typer.Option(help="dpo, ipo, kto or reward.")] = "dpo",
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Base model folder or .gguf [default: embedded SmolLM2-135M-Instruct].")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Flat YAML of TRL / PEFT settings.")] = None,
+    setting: Annotated[Optional[list[str]], typer.Option("--set", help="One setting NAME=VALUE (repeatable), e.g. --set beta=0.5.")] = None,
+    output_dir: Annotated[Optional[Path], typer.Option(help="Where to write [default: RUN_DIR/train-METHOD].")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace a finished run in the output folder.")] = False,
+    resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint in the output folder.")] = False,
+    merge: Annotated[bool, typer.Option(help="Also save the base model with the LoRA adapter merged in.")] = False,
+) -> None:
+    """Fine-tune a model on a run's datasets with TRL: DPO, IPO, KTO, or a reward model (LoRA by default).
+
+    Example:  persona train runs/brand --method ipo --set beta=0.5 --set max_steps=100
+    """
+    _setup_logging()
+    from persona.train import train as run_train
+
+    try:
+        overrides = {}
+        for item in setting or []:
+            name, sep, value = item.partition("=")
+            if not sep or not name.isidentifier():
+                raise PersonaError(f"--set {item!r} is not NAME=VALUE", hint="e.g. --set learning_rate=5e-5")
+            overrides[name] = _parse_value(value)
+
+        def show(entry: dict) -> None:
+            shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in entry.items()
+                     if k in ("step", "loss", "rewards/margins", "rewards/accuracies", "kl", "accuracy")}
+            _err("  " + "  ".join(f"{k} {v}" for k, v in shown.items()))
+
+        def start(settings: dict, out: Path) -> None:
+            _err(f"training {method} into {out}/ with:")
+            for key, value in settings.items():
+                _err(f"  {key}: {value}")
+
+        result = run_train(source, method, model, config, overrides, output_dir, overwrite, resume, merge, show, start)
+    except PersonaError as e:
+        _fail(e)
+    except KeyboardInterrupt:
+        _err("interrupted: the model so far is saved in OUTPUT/interrupted; --resume continues from the last checkpoint")
+        raise typer.Exit(130)
+    losses = [m["loss"] for m in result.metrics if "loss" in m]
+    _err(f"trained {method} for {len(losses)} logged steps in {result.seconds:.0f}s "
+         f"(loss {losses[0]:.4f} -> {losses[-1]:.4f}); wrote {result.output_dir}/"
+         + (f" and {result.merged_dir}/" if result.merged_dir else "") if losses else
+         f"trained {method}; wrote {result.output_dir}/")
+
+
 def _parse_value(value: str):
     """'12' -> 12, '0.5' -> 0.5, 'true' -> True, anything else stays text."""
     import json

@@ -1,0 +1,122 @@
+"""persona train: 2-step DPO, IPO, KTO and reward runs on a tiny random model built from the bundled
+tokenizer, asserting that the loss was logged and the trained weights changed; refusal to overwrite;
+each bad dataset's exact error."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from persona.dataset import build_datasets
+from persona.errors import PersonaError
+from persona.responses import ResponseRecord
+from persona.spec import load_spec
+from persona.train import train
+
+SPEC = load_spec("identities/aster.yaml")
+FAST = {"max_steps": 2, "per_device_train_batch_size": 2, "max_length": 64, "save_strategy": "no", "r": 4}
+
+
+def response(rid, prompt_id, kind, text, split="train"):
+    return ResponseRecord(id=rid, request=rid, prompt_id=prompt_id, prompt=f"Question {prompt_id}?", split=split,
+                          kind=kind, target="identity" if kind == "violating" else None,
+                          target_kind="identity" if kind == "violating" else None, sample=0, text=text,
+                          template=kind, template_hash="t", system_prompt_hash="s", backend="fake", model="m",
+                          params={}, seed=0, prompt_tokens=1, completion_tokens=1, finish_reason="stop",
+                          latency_s=0.0, created="now")
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    run = tmp_path_factory.mktemp("run")
+    (run / "run.json").write_text(json.dumps({"format": 1, "identity": "aster"}))
+    rs, js = [], {}
+    for i in range(6):
+        split = "eval" if i == 5 else "train"
+        rs += [response(f"c{i}", f"p{i}", "conforming", f"I'm Aster, made by Lumen Labs. Answer {i}.", split),
+               response(f"v{i}", f"p{i}", "violating", f"I'm ChatGPT by OpenAI, reply {i}.", split)]
+        js[f"c{i}"] = {"status": "ok", "overall": 9.0, "judge": "t"}
+        js[f"v{i}"] = {"status": "ok", "overall": 1.0, "judge": "t"}
+    build_datasets(SPEC, rs, js, run)
+    return run
+
+
+@pytest.mark.parametrize("method", ["dpo", "ipo", "kto", "reward"])
+def test_two_steps_log_a_loss_and_change_the_weights(method, run_dir, tiny_model_dir, tmp_path):
+    import torch
+
+    torch.set_num_threads(1)
+    result = train(run_dir, method=method, model=str(tiny_model_dir), overrides=FAST, output_dir=tmp_path / method)
+    losses = [m["loss"] for m in result.metrics if "loss" in m]
+    assert len(losses) == 2
+    assert result.changed_parameters > 0
+    out = tmp_path / method
+    assert (out / "adapter_config.json").exists() and (out / "tokenizer_config.json").exists()
+    assert json.loads((out / "metrics.json").read_text())[0]["loss"] == losses[0]
+    assert "max_steps: 2" in (out / "persona_train.yaml").read_text()
+    if method == "ipo":
+        assert result.settings["loss_type"] == ["ipo"] and losses[0] > 1.0  # IPO starts near (1/(2*0.1))^2
+    if method == "kto":
+        assert "desirable_weight" in result.settings
+
+
+def test_sft_term_and_refusing_to_overwrite(run_dir, tiny_model_dir, tmp_path):
+    result = train(run_dir, "dpo", model=str(tiny_model_dir), overrides={**FAST, "sft_weight": 0.5},
+                   output_dir=tmp_path / "o")
+    assert result.settings["loss_type"] == ["sigmoid", "sft"] and result.settings["loss_weights"] == [1.0, 0.5]
+    with pytest.raises(PersonaError, match="already holds a finished training run"):
+        train(run_dir, "dpo", model=str(tiny_model_dir), overrides=FAST, output_dir=tmp_path / "o")
+
+
+def test_bad_datasets(tmp_path, tiny_model_dir):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    with pytest.raises(PersonaError) as e:
+        train(empty, "dpo", model=str(tiny_model_dir))
+    assert e.value.message == f"{empty}: the file is empty"
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"prompt": "Hi", "chosen": \n')
+    with pytest.raises(PersonaError, match=r"broken.jsonl: cannot read it as JSON lines"):
+        train(broken, "dpo", model=str(tiny_model_dir))
+    thumbs = tmp_path / "thumbs.jsonl"
+    thumbs.write_text(json.dumps({"prompt": "Hi", "completion": "Hello", "label": True}) + "\n")
+    with pytest.raises(PersonaError) as e:
+        train(thumbs, "dpo", model=str(tiny_model_dir))
+    assert e.value.message == (f"{thumbs}: DPO needs preference pairs, but these rows are unpaired "
+                               "(prompt/completion/label)")
+    assert e.value.hint == "use --method kto for thumbs-up/down data"
+    missing = tmp_path / "missing.jsonl"
+    missing.write_text(json.dumps({"prompt": "Hi", "chosen": "Hello"}) + "\n")
+    with pytest.raises(PersonaError) as e:
+        train(missing, "dpo", model=str(tiny_model_dir))
+    assert e.value.message == f"{missing}: DPO needs columns prompt, chosen, rejected; missing rejected"
+    with pytest.raises(PersonaError, match="dataset '.*nowhere' not found"):
+        train(tmp_path / "nowhere", "dpo")
+    with pytest.raises(PersonaError, match="did you mean 'kto'"):
+        train(thumbs, "kot")
+
+
+def test_unknown_setting_suggests_one(run_dir, tiny_model_dir, tmp_path):
+    with pytest.raises(PersonaError) as e:
+        train(run_dir, "dpo", model=str(tiny_model_dir), overrides={**FAST, "learnig_rate": 1e-4},
+              output_dir=tmp_path / "x")
+    assert e.value.message == "'learnig_rate' is not a setting of DPOConfig or LoRA"
+    assert e.value.hint == "did you mean 'learning_rate'?"
+
+
+def test_cli_train(run_dir, tiny_model_dir, tmp_path):
+    from typer.testing import CliRunner
+
+    from persona.cli import app
+
+    args = ["train", str(run_dir), "--method", "ipo", "-m", str(tiny_model_dir), "--output-dir", str(tmp_path / "t"),
+            "--set", "max_steps=2", "--set", "max_length=64", "--set", "save_strategy=no", "--set", "r=4"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert f"trained ipo for 2 logged steps" in result.stderr and str(tmp_path / "t") in result.stderr
+    assert "  loss_type: ['ipo']\n" in result.stderr and "  max_steps: 2\n" in result.stderr  # settings printed first
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 1
+    assert again.stderr == (f"error: {tmp_path / 't'} already holds a finished training run\n"
+                            "hint: pass --overwrite to replace it, or --output-dir for another folder\n")
