@@ -99,8 +99,14 @@ def generate(spec: Spec, config: RunConfig, on_progress: Callable | None = None,
     summary.violating = sum(r.kind == "violating" for r in responses)
     summary.targets_covered = {r.target for r in responses if r.target}
     if judge is not None:
-        summary.judgements_made, summary.build = _judge_and_build(spec, responses, run_dir, judge, judge_options or {},
-                                                                  build, on_progress, config.templates, pairwise)
+        run_judge = make_judge(judge, judge_options, config.templates)
+        try:
+            checker = _pairwise_judge(run_judge, pairwise)
+            judgements, summary.judgements_made = _judge(spec, responses, run_dir, run_judge, judge, judge_options,
+                                                         on_progress)
+            summary.build = build_datasets(spec, responses, judgements, run_dir, build, checker)
+        finally:
+            run_judge.close()
     summary.seconds = time.perf_counter() - started
     return summary
 
@@ -114,18 +120,20 @@ def _pairwise_judge(judge, pairwise: bool):
     return judge
 
 
-def _judge_and_build(spec, responses, run_dir, judge_name, judge_options, build, on_progress, templates, pairwise):
-    options = dict(judge_options)
-    if judge_name.partition(":")[0] in ("offline", "llm") and templates and "templates" not in options:
+def make_judge(name: str, options: dict | None, templates: str | None):
+    """The judge for a run: judges that render templates use the run's templates folder, so the
+    judgements (and their cache keys) are the same whichever command makes them."""
+    options = dict(options or {})
+    if name.partition(":")[0] in ("offline", "llm") and templates and "templates" not in options:
         options["templates"] = templates
-    judge = load_judge(judge_name, **options)
-    try:
-        checker = _pairwise_judge(judge, pairwise)
-        judgements, made = judge_responses(spec, responses, judge, run_dir, on_progress)
-        update_run_info(run_dir, judge={"name": judge_name, "options": judge_options, "label": judge.name})
-        return made, build_datasets(spec, responses, judgements, run_dir, build, checker)
-    finally:
-        judge.close()
+    return load_judge(name, **options)
+
+
+def _judge(spec, responses, run_dir, judge, name: str, options: dict | None, on_progress):
+    """Judge what is missing and remember the judge in run.json (for `persona build`)."""
+    judgements, made = judge_responses(spec, responses, judge, run_dir, on_progress)
+    update_run_info(run_dir, judge={"name": name, "options": options or {}, "label": judge.name})
+    return judgements, made
 
 
 def load_run(run_dir: Path, spec_path: str | None = None) -> tuple[Spec, RunConfig, dict]:
@@ -158,12 +166,11 @@ def judge_run(run_dir: Path, judge_name: str | None = None, judge_options: dict 
     spec, config, info = load_run(run_dir, spec_path)
     responses = current_responses(spec, config, run_dir)
     judge_name = judge_name or info.get("judge", {}).get("name", "offline")
-    judge = load_judge(judge_name, **(judge_options or {}))
+    judge = make_judge(judge_name, judge_options, config.templates)
     try:
-        judgements, made = judge_responses(spec, responses, judge, run_dir, on_progress)
+        judgements, made = _judge(spec, responses, run_dir, judge, judge_name, judge_options, on_progress)
     finally:
         judge.close()
-    update_run_info(run_dir, judge={"name": judge_name, "options": judge_options or {}, "label": judge.name})
     statuses = [j["status"] for j in judgements.values()]
     return made, {"ok": statuses.count("ok"), "unjudged": statuses.count("unjudged"), "judge": judge.name}
 
@@ -178,7 +185,7 @@ def build_run(run_dir: Path, settings: BuildSettings = BuildSettings(), judge_na
     if not judge_name:
         raise PersonaError(f"{run_dir} has no judgements yet", hint=f"run: persona judge {run_dir}")
     options = judge_options if judge_options is not None else (recorded.get("options") or {})
-    judge = load_judge(judge_name, **options)  # only to compute the judgement keys; models load lazily
+    judge = make_judge(judge_name, options, config.templates)  # for the judgement keys; models load lazily
     from persona.judging import judgement_key
 
     store = JsonlStore(run_dir / "judgements.jsonl").load()

@@ -104,3 +104,21 @@ def test_pairwise_needs_a_comparing_judge(run):
     result = runner.invoke(app, ["build", str(run), "--judge", "rules", "--pairwise"])
     assert result.exit_code == 1
     assert "error: --pairwise needs a judge that compares two responses; 'rules' does not" in result.stderr
+
+
+def test_judge_and_build_use_the_runs_templates(tmp_path):
+    import shutil
+
+    templates = tmp_path / "templates"
+    shutil.copytree("templates", templates)
+    (templates / "judge.j2").write_text((templates / "judge.j2").read_text() + "\nBe terse.\n")  # a user's edit
+    out = tmp_path / "run"
+    common = ["--judge", "llm", "--judge-backend", "fake"]
+    result = runner.invoke(app, ["generate", "identities/aster.yaml", "-b", "fake", "--limit", "2", "--out", str(out),
+                                 "--templates", str(templates), *common])
+    assert result.exit_code == 0, result.output
+    # the same judge from `persona judge` finds every judgement already made (same templates, same keys)
+    result = runner.invoke(app, ["judge", str(out), *common])
+    assert result.exit_code == 0 and result.stderr.startswith("judged 0 responses"), result.output
+    result = runner.invoke(app, ["build", str(out), "--judge", "llm", "--judge-backend", "fake"])
+    assert result.exit_code == 0, result.output
