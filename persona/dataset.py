@@ -24,7 +24,6 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
-import os
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -33,6 +32,7 @@ from persona.judges import IN_CHARACTER
 from persona.prompts import normalize
 from persona.responses import ResponseRecord
 from persona.spec import Spec
+from persona.store import write_atomic
 
 
 @dataclass(frozen=True)
@@ -171,15 +171,8 @@ def build_datasets(spec: Spec, responses: list[ResponseRecord], judgements: dict
     report.paths = {"dpo": str(out / "dpo"), "kto": str(out / "kto")}
     _write_dataset(out / "dpo", pairs, _card(spec, report, "dpo", [s for s, rows in pairs.items() if rows]))
     _write_dataset(out / "kto", kto, _card(spec, report, "kto", [s for s, rows in kto.items() if rows]))
-    _write_atomic(out / "build.json", json.dumps(asdict(report), indent=2) + "\n")
+    write_atomic(out / "build.json", json.dumps(asdict(report), indent=2) + "\n")
     return report
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _write_dataset(folder: Path, splits: dict[str, list[dict]], card: str) -> None:
@@ -188,8 +181,8 @@ def _write_dataset(folder: Path, splits: dict[str, list[dict]], card: str) -> No
     # without this, load_dataset(folder) after a rebuild would return the previous build's rows.
     digest = hashlib.sha256("".join(texts[s] for s in sorted(texts)).encode("utf-8")).hexdigest()[:12]
     for split, text in texts.items():
-        _write_atomic(folder / f"{split}.jsonl", text)
-    _write_atomic(folder / "README.md", card.replace("config_name: default", f"config_name: rows-{digest}", 1))
+        write_atomic(folder / f"{split}.jsonl", text)
+    write_atomic(folder / "README.md", card.replace("config_name: default", f"config_name: rows-{digest}", 1))
 
 
 def _bar(bins: list[int]) -> str:

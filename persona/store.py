@@ -38,6 +38,15 @@ def input_key(*parts) -> str:
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
 
 
+def write_atomic(path: Path, text: str) -> None:
+    """Write via a temporary file and a rename: readers never see a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
 def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -112,9 +121,7 @@ def update_run_info(folder: Path, **fields) -> None:
     manifest = Path(folder) / "run.json"
     info = json.loads(manifest.read_text(encoding="utf-8"))
     info.update(fields, updated=now())
-    tmp = manifest.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, manifest)
+    write_atomic(manifest, json.dumps(info, indent=2) + "\n")
 
 
 def open_run(folder: Path, spec, **fields) -> Path:
@@ -134,7 +141,5 @@ def open_run(folder: Path, spec, **fields) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
         info = {"format": FORMAT_VERSION, "identity": spec.name, "created": now(), "persona_version": __version__}
     info.update(spec_hash=spec.spec_hash, spec_path=spec.path, updated=now(), **fields)
-    tmp = manifest.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, manifest)
+    write_atomic(manifest, json.dumps(info, indent=2) + "\n")
     return folder
