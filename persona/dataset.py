@@ -169,20 +169,18 @@ def build_datasets(spec: Spec, responses: list[ResponseRecord], judgements: dict
 
     out = run_dir / "datasets"
     report.paths = {"dpo": str(out / "dpo"), "kto": str(out / "kto")}
-    _write_dataset(out / "dpo", pairs, _card(spec, report, "dpo", [s for s, rows in pairs.items() if rows]))
-    _write_dataset(out / "kto", kto, _card(spec, report, "kto", [s for s, rows in kto.items() if rows]))
+    _write_dataset(out / "dpo", pairs, spec, report, "dpo")
+    _write_dataset(out / "kto", kto, spec, report, "kto")
     write_atomic(out / "build.json", json.dumps(asdict(report), indent=2) + "\n")
     return report
 
 
-def _write_dataset(folder: Path, splits: dict[str, list[dict]], card: str) -> None:
+def _write_dataset(folder: Path, splits: dict[str, list[dict]], spec: Spec, report: BuildReport, kind: str) -> None:
     texts = {split: "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows) for split, rows in splits.items()}
-    # datasets caches a local folder under its name and its file patterns only, not the files' content:
-    # without this, load_dataset(folder) after a rebuild would return the previous build's rows.
-    digest = hashlib.sha256("".join(texts[s] for s in sorted(texts)).encode("utf-8")).hexdigest()[:12]
     for split, text in texts.items():
         write_atomic(folder / f"{split}.jsonl", text)
-    write_atomic(folder / "README.md", card.replace("config_name: default", f"config_name: rows-{digest}", 1))
+    digest = hashlib.sha256("".join(texts[s] for s in sorted(texts)).encode("utf-8")).hexdigest()[:12]
+    write_atomic(folder / "README.md", _card(spec, report, kind, [s for s, rows in splits.items() if rows], digest))
 
 
 def _bar(bins: list[int]) -> str:
@@ -190,12 +188,13 @@ def _bar(bins: list[int]) -> str:
     return "\n".join(f"    {i:>2}-{i + 1:<2} {'#' * round(20 * n / top):<20} {n}" for i, n in enumerate(bins))
 
 
-def _card(spec: Spec, report: BuildReport, kind: str, splits: list[str]) -> str:
-    """A dataset card: front matter that `datasets.load_dataset(folder)` reads (listing only the splits
-    that have rows: an empty split is an error there; the config is named after a hash of the rows, so
-    a rebuild is never served from the datasets cache), then the numbers."""
+def _card(spec: Spec, report: BuildReport, kind: str, splits: list[str], digest: str) -> str:
+    """A dataset card: front matter that `datasets.load_dataset(folder)` reads, then the numbers. It lists
+    only the splits that have rows (an empty split is an error there), and its config is named after a
+    hash of the rows: datasets caches a local folder by its name and file patterns only, not the files'
+    content, so without it load_dataset(folder) after a rebuild would return the previous build's rows."""
     files = "".join(f"  - split: {s}\n    path: {s}.jsonl\n" for s in (splits or ["train"]))
-    front = (f"---\nconfigs:\n- config_name: default\n  data_files:\n{files}"
+    front = (f"---\nconfigs:\n- config_name: rows-{digest}\n  data_files:\n{files}"
              f"tags: [persona, {'dpo' if kind == 'dpo' else 'kto'}, trl]\n---\n")
     me = spec.identity
     lines = [f"# {spec.name}: {'preference pairs (DPO / IPO)' if kind == 'dpo' else 'KTO thumbs-up/down rows'}", "",
