@@ -143,11 +143,8 @@ def render(
         if template == "probes":
             variables["n"] = 5
             variables["topics"] = list(spec.probes.topics)
-        for item in var or []:
-            name, sep, value = item.partition("=")
-            if not sep or not name.isidentifier():
-                raise PersonaError(f"--var {item!r} is not NAME=VALUE", hint='e.g. --var prompt="Who made you?"')
-            variables[name] = int(value) if value.isdigit() else value
+        variables.update(_assignments(var, "--var", 'e.g. --var prompt="Who made you?"',
+                                      parse=lambda value: int(value) if value.isdigit() else value))
         typer.echo(render_template(template, templates_dir=templates, spec=spec, **variables), nl=False)
     except PersonaError as e:
         _fail(e)
@@ -269,12 +266,7 @@ def generate(
 
     _setup_logging()
     try:
-        backend_options = {}
-        for item in option or []:
-            name, sep, value = item.partition("=")
-            if not sep or not name.isidentifier():
-                raise PersonaError(f"--backend-option {item!r} is not KEY=VALUE", hint="e.g. -o timeout=120")
-            backend_options[name] = _parse_value(value)
+        backend_options = _assignments(option, "--backend-option", "e.g. -o timeout=120", word="KEY")
         overrides = dict(backend=backend, model=model, base_url=base_url, api_key_env=api_key_env,
                          out=str(out) if out else None, limit=limit, k=k, prompts_per_target=prompts_per_target,
                          eval_fraction=eval_fraction, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
@@ -490,12 +482,7 @@ def train_command(
     from persona.train import train as run_train
 
     try:
-        overrides = {}
-        for item in setting or []:
-            name, sep, value = item.partition("=")
-            if not sep or not name.isidentifier():
-                raise PersonaError(f"--set {item!r} is not NAME=VALUE", hint="e.g. --set learning_rate=5e-5")
-            overrides[name] = _parse_value(value)
+        overrides = _assignments(setting, "--set", "e.g. --set learning_rate=5e-5")
 
         def show(entry: dict) -> None:
             shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in entry.items()
@@ -518,6 +505,17 @@ def train_command(
          f"(loss {losses[0]:.4f} -> {losses[-1]:.4f}); wrote {result.output_dir}/"
          + (f" and {result.merged_dir}/" if result.merged_dir else "") if losses else
          f"trained {method}; wrote {result.output_dir}/")
+
+
+def _assignments(items: list[str] | None, flag: str, example: str, parse=None, word: str = "NAME") -> dict:
+    """Repeatable NAME=VALUE options -> {name: parsed value}."""
+    out = {}
+    for item in items or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name.isidentifier():
+            raise PersonaError(f"{flag} {item!r} is not {word}=VALUE", hint=example)
+        out[name] = (parse or _parse_value)(value)
+    return out
 
 
 def _parse_value(value: str):
