@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable
 
-from persona.backends import load_backend
+from persona.backends import load_backend, model_name
 from persona.config import RunConfig
 from persona.dataset import BuildReport, BuildSettings, build_datasets
 from persona.errors import PersonaError
@@ -34,12 +34,7 @@ from persona.templates import render_template
 
 def backend_label(config: RunConfig) -> str:
     """What response keys depend on: the backend and the model, as configured (resolving no files)."""
-    model = config.model
-    if config.backend in ("hf", "vllm") and not model:
-        from persona.backends.hf import DEFAULT_MODEL
-
-        model = DEFAULT_MODEL
-    return f"{config.backend}:{model or 'default'}"
+    return f"{config.backend}:{model_name(config.backend, config.model) or 'default'}"
 
 
 def run_dir_for(spec: Spec, config: RunConfig) -> Path:

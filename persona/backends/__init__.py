@@ -83,6 +83,17 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
+def model_name(backend: str, model: str | None) -> str | None:
+    """The model `backend` runs for --model `model` (None: its default), without loading anything."""
+    if model:
+        return model
+    if backend in ("hf", "vllm"):
+        from persona.backends.hf import DEFAULT_MODEL  # hf.py imports torch only inside functions
+
+        return DEFAULT_MODEL
+    return "fake-model" if backend == "fake" else None
+
+
 def load_backend(name: str, **options) -> Backend:
     """Instantiate backend `name` with `options` (None values are left to the backend's defaults)."""
     if name not in BACKENDS:

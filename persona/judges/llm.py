@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 from typing import Iterator, Sequence
 
-from persona.backends import Request, SamplingParams, load_backend
+from persona.backends import Request, SamplingParams, load_backend, model_name
 from persona.judges import JudgeItem, Judgement
 from persona.judges.parse import ParseError, parse_preference, parse_verdict
 from persona.spec import Spec
@@ -48,11 +48,7 @@ class LLMJudge:
         if backend in ("hf", "vllm", "fake"):
             options = {"model": model}
         self._backend_name, self._backend_options, self._backend = backend, options, None
-        if model is None and backend in ("hf", "vllm"):
-            from persona.backends.hf import DEFAULT_MODEL
-
-            model = DEFAULT_MODEL
-        self.name = f"llm:{backend}:{model or 'fake-model'}"
+        self.name = f"llm:{backend}:{model_name(backend, model) or 'default'}"
         self.max_tokens = int(max_tokens)
         self.structured_output = bool(structured_output)
         self.templates = templates
