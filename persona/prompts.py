@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -177,8 +177,7 @@ def _select(records: list[PromptRecord], config: RunConfig) -> list[PromptRecord
     if len(records) >= 2 and config.eval_fraction > 0 and splits != {"train", "eval"}:
         missing = "eval" if "eval" not in splits else "train"
         moved = min(records, key=lambda r: r.id)
-        records = [PromptRecord(r.id, r.text, r.source, r.target, missing, r.provenance) if r is moved else r
-                   for r in records]
+        records = [replace(r, split=missing) if r is moved else r for r in records]
     if config.limit is None or config.limit >= len(records):
         return records
     groups: dict[tuple, list[PromptRecord]] = {}

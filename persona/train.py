@@ -139,17 +139,13 @@ def find_dataset(source: str | Path, method: str) -> tuple[Any, dict, str]:
     from datasets import DatasetDict, load_dataset
 
     path = Path(source)
-    card: dict = {}
     if (path / "run.json").exists():
-        sub = "kto" if method == "kto" else "dpo"
-        build = path / "datasets" / "build.json"
-        if not build.exists():
+        if not (path / "datasets" / "build.json").exists():
             raise PersonaError(f"{path} has no datasets yet", hint=f"run: persona build {path}")
-        card = json.loads(build.read_text(encoding="utf-8"))
-        path = path / "datasets" / sub
+        path = path / "datasets" / ("kto" if method == "kto" else "dpo")
+    build = path.parent / "build.json"  # persona build's numbers (KTO weights, spec hash) sit beside the folder
+    card = json.loads(build.read_text(encoding="utf-8")) if path.is_dir() and build.exists() else {}
     if path.is_dir():
-        if (path.parent / "build.json").exists() and not card:
-            card = json.loads((path.parent / "build.json").read_text(encoding="utf-8"))
         try:
             data = load_dataset(str(path))
         except Exception as e:  # datasets raises many types for an unreadable folder
@@ -198,7 +194,7 @@ def check_columns(data, method: str, where: str):
     return data
 
 
-def load_base(model: str | None, method: str, use_lora: bool):
+def load_base(model: str | None, method: str):
     """(model, tokenizer, name) for the base model; the embedded default when `model` is None."""
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
@@ -250,7 +246,7 @@ def train(source: str | Path, method: str = "dpo", model: str | None = None, con
     import torch
     from transformers import TrainerCallback
 
-    lm, tokenizer, model_name = load_base(model, method, settings["use_lora"])
+    lm, tokenizer, model_name = load_base(model, method)
     peft_config = None
     if settings["use_lora"]:
         from peft import LoraConfig
