@@ -120,3 +120,23 @@ def test_cli_train(run_dir, tiny_model_dir, tmp_path):
     assert again.exit_code == 1
     assert again.stderr == (f"error: {tmp_path / 't'} already holds a finished training run\n"
                             "hint: pass --overwrite to replace it, or --output-dir for another folder\n")
+
+
+def test_merge_writes_a_plain_model(run_dir, tiny_model_dir, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    result = train(run_dir, "dpo", model=str(tiny_model_dir), overrides=FAST, output_dir=tmp_path / "m", merge=True)
+    assert result.merged_dir == tmp_path / "m" / "merged"
+    merged = AutoModelForCausalLM.from_pretrained(result.merged_dir)
+    assert not any("lora" in name for name, _ in merged.named_parameters())
+    assert (result.merged_dir / "tokenizer_config.json").exists()
+
+
+def test_resume_continues_from_the_last_checkpoint(run_dir, tiny_model_dir, tmp_path):
+    steps = {**FAST, "save_strategy": "steps", "save_steps": 1}
+    train(run_dir, "dpo", model=str(tiny_model_dir), overrides=steps, output_dir=tmp_path / "r")
+    assert (tmp_path / "r" / "checkpoint-2").is_dir()
+    result = train(run_dir, "dpo", model=str(tiny_model_dir), overrides={**steps, "max_steps": 3},
+                   output_dir=tmp_path / "r", resume=True)
+    logged = [m["step"] for m in result.metrics if "loss" in m]
+    assert logged == [3]  # steps 1 and 2 came from the checkpoint; only step 3 ran
