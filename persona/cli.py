@@ -473,16 +473,22 @@ def train_command(
     overwrite: Annotated[bool, typer.Option(help="Replace a finished run in the output folder.")] = False,
     resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint in the output folder.")] = False,
     merge: Annotated[bool, typer.Option(help="Also save the base model with the LoRA adapter merged in.")] = False,
+    report_to: Annotated[Optional[str], typer.Option(help="Passed to TRL: none, tensorboard, trackio, wandb (when installed).")] = None,
 ) -> None:
     """Fine-tune a model on a run's datasets with TRL: DPO, IPO, KTO, or a reward model (LoRA by default).
 
     Example:  persona train runs/brand --method ipo --set beta=0.5 --set max_steps=100
+
+    Example:  accelerate launch -m persona train runs/brand --method dpo
     """
     _setup_logging()
+    from persona.train import Interrupted
     from persona.train import train as run_train
 
     try:
         overrides = _assignments(setting, "--set", "e.g. --set learning_rate=5e-5")
+        if report_to is not None:
+            overrides["report_to"] = report_to
 
         def show(entry: dict) -> None:
             shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in entry.items()
@@ -497,14 +503,23 @@ def train_command(
         result = run_train(source, method, model, config, overrides, output_dir, overwrite, resume, merge, show, start)
     except PersonaError as e:
         _fail(e)
+    except Interrupted as e:
+        _err(f"interrupted: checkpoint saved in {e.checkpoint}/; run the same command with --resume to continue"
+             if e.checkpoint else "interrupted before the first step; nothing to resume")
+        raise typer.Exit(130)
     except KeyboardInterrupt:
-        _err("interrupted: the model so far is saved in OUTPUT/interrupted; --resume continues from the last checkpoint")
+        _err("interrupted (no checkpoint for the step in progress); --resume continues from the last one saved")
         raise typer.Exit(130)
     losses = [m["loss"] for m in result.metrics if "loss" in m]
     _err(f"trained {method} for {len(losses)} logged steps in {result.seconds:.0f}s "
          f"(loss {losses[0]:.4f} -> {losses[-1]:.4f}); wrote {result.output_dir}/"
          + (f" and {result.merged_dir}/" if result.merged_dir else "") if losses else
          f"trained {method}; wrote {result.output_dir}/")
+    if result.reward:
+        r = result.reward
+        accuracy = "n/a (no eval split)" if r["eval_pairwise_accuracy"] is None else f"{100 * r['eval_pairwise_accuracy']:.1f}%"
+        _err(f"reward model: pairwise accuracy {accuracy} on {r['eval_pairs']} held-out pairs; "
+             f"judge with --judge reward:{result.output_dir}")
 
 
 def _assignments(items: list[str] | None, flag: str, example: str, parse=None, word: str = "NAME") -> dict:

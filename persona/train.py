@@ -71,6 +71,15 @@ class TrainResult:
     seconds: float = 0.0
     changed_parameters: int = 0  # trainable tensors that differ from their initial values
     merged_dir: Path | None = None
+    reward: dict | None = None  # reward models: pairwise accuracy on the held-out split, the judge's centre
+
+
+class Interrupted(Exception):
+    """Ctrl-C during training: a checkpoint was saved, `--resume` continues from it."""
+
+    def __init__(self, checkpoint: Path | None):
+        super().__init__(str(checkpoint))
+        self.checkpoint = checkpoint
 
 
 def resolve_settings(method: str, config_path: str | Path | None, overrides: dict | None, card: dict) -> dict:
@@ -90,7 +99,7 @@ def resolve_settings(method: str, config_path: str | Path | None, overrides: dic
         settings.pop("beta")
         settings["learning_rate"] = 1e-4
     gpu = torch.cuda.is_available()
-    settings.update(bf16=gpu, gradient_checkpointing=False, use_cpu=not gpu)
+    settings.update(bf16=gpu, activation_checkpointing=False, use_cpu=not gpu)
     if config_path is not None:
         settings.update(_read_yaml_settings(Path(config_path)))
     settings.update({k: v for k, v in (overrides or {}).items() if v is not None})
@@ -254,6 +263,7 @@ def train(source: str | Path, method: str = "dpo", model: str | None = None, con
         peft_config = LoraConfig(task_type="SEQ_CLS" if method == "reward" else "CAUSAL_LM",
                                  **{k: settings[k] for k in LORA_FIELDS if k in settings})
     logs: list[dict] = []
+    stop = {"requested": False}
 
     class Record(TrainerCallback):
         def on_log(self, args, state, control, logs_=None, **kwargs):
@@ -262,24 +272,37 @@ def train(source: str | Path, method: str = "dpo", model: str | None = None, con
             if on_log:
                 on_log(entry)
 
+        def on_step_end(self, args, state, control, **kwargs):
+            if stop["requested"]:  # Ctrl-C: finish this step, save a checkpoint, stop
+                control.should_save = True
+                control.should_training_stop = True
+            return control
+
     trainer = _make_trainer(method, lm, tokenizer, args, data, peft_config, [Record()])
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
-    _write_settings(out, method, model_name, where, settings)
+    _write_settings(out, method, model, model_name, where, settings)
     started = time.perf_counter()
     checkpoint = _last_checkpoint(out) if resume else None
     try:
-        trainer.train(resume_from_checkpoint=checkpoint)
-    except KeyboardInterrupt:
-        trainer.save_model(str(out / "interrupted"))
-        raise
+        with _first_ctrl_c_stops_gently(stop):
+            trainer.train(resume_from_checkpoint=checkpoint)
     except torch.OutOfMemoryError:
         raise PersonaError("out of memory on the GPU",
                            hint="lower per_device_train_batch_size or max_length, keep LoRA on, or set "
-                                "gradient_checkpointing: true") from None
+                                "activation_checkpointing: true") from None
+    if stop["requested"]:
+        saved = _last_checkpoint(out)
+        raise Interrupted(Path(saved) if saved else None)
     changed = sum(not torch.equal(before[n], p.detach()) for n, p in trainer.model.named_parameters() if n in before)
     trainer.save_model(str(out))
     tokenizer.save_pretrained(str(out))
     result = TrainResult(out, method, settings, logs, time.perf_counter() - started, changed)
+    if method == "reward":
+        from persona.judges.reward import CALIBRATION_FILE, RewardScorer, calibrate
+
+        scorer = RewardScorer(trainer.model, tokenizer, max_length=settings.get("max_length") or 1024)
+        result.reward = calibrate(scorer, data["train"], data["eval"] if "eval" in data else [])
+        (out / CALIBRATION_FILE).write_text(json.dumps(result.reward, indent=2) + "\n", encoding="utf-8")
     if merge and settings["use_lora"]:
         merged = trainer.model.merge_and_unload()
         merged.save_pretrained(str(out / "merged"))
@@ -294,9 +317,39 @@ def _make_trainer(method, lm, tokenizer, args, data, peft_config, callbacks):
     from trl import DPOTrainer, KTOTrainer, RewardTrainer
 
     cls = {"dpo": DPOTrainer, "ipo": DPOTrainer, "kto": KTOTrainer, "reward": RewardTrainer}[method]
+    if method != "reward":
+        cls = _with_reusable_reference_cache(cls)
     eval_split = data["eval"] if "eval" in data and data["eval"].num_rows else None
     return cls(model=lm, args=args, train_dataset=data["train"], eval_dataset=eval_split, processing_class=tokenizer,
                peft_config=peft_config, callbacks=callbacks)
+
+
+def _with_reusable_reference_cache(cls):
+    """TRL caches precomputed reference log-probs under a fingerprint of (dataset, reference weights), but the
+    fingerprint of its last preprocessing step is random, so a second run never finds the first run's cache.
+    Fingerprinting the tokenized rows by content makes the cache hit across runs (same data, same model)."""
+
+    class Trainer(cls):
+        def _precompute_ref_logps(self, dataset, name, batch_size):
+            dataset._fingerprint = content_fingerprint(dataset)
+            return super()._precompute_ref_logps(dataset, name, batch_size)
+
+    Trainer.__name__ = Trainer.__qualname__ = cls.__name__
+    return Trainer
+
+
+def content_fingerprint(dataset) -> str:
+    """A hash of a datasets.Dataset's rows (in order), independent of how it was made."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for batch in dataset.with_format(None).iter(batch_size=1000):
+        digest.update(json.dumps(batch, sort_keys=True, default=str).encode("utf-8"))
+    return digest.hexdigest()[:16]
+
+
+def _pct(value) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}%"
 
 
 def _default_output(source, method: str) -> Path:
@@ -305,15 +358,90 @@ def _default_output(source, method: str) -> Path:
     return base / f"train-{method}"
 
 
+class _first_ctrl_c_stops_gently:
+    """While training: the first Ctrl-C asks the trainer to save a checkpoint after this step and stop; a
+    second one stops at once (KeyboardInterrupt). Only in the main thread, where signals arrive."""
+
+    def __init__(self, stop: dict):
+        self.stop, self.previous = stop, None
+
+    def __enter__(self):
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        import logging
+
+        if self.stop["requested"]:
+            raise KeyboardInterrupt
+        self.stop["requested"] = True
+        logging.getLogger("persona").warning("Ctrl-C: saving a checkpoint after this step (Ctrl-C again to quit now)")
+
+    def __exit__(self, *exc):
+        import signal
+
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+        return False
+
+
+def load_trained(path: str | Path, method: str | None = None):
+    """(model, tokenizer) for the output of `persona train`: a LoRA adapter on its base model, or a full
+    model. A plain PEFT adapter folder or model folder works too. `method` "reward" loads a scorer."""
+    import torch
+    import yaml
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+
+    path = Path(path)
+    if not path.is_dir():
+        raise PersonaError(f"model or adapter folder '{path}' not found", hint="give the output folder of persona train")
+    settings_file = path / "persona_train.yaml"
+    settings = yaml.safe_load(settings_file.read_text(encoding="utf-8")) if settings_file.is_file() else {}
+    method = method or settings.get("method")
+    tokenizer = None
+    adapter = path / "adapter_config.json"
+    if adapter.is_file():
+        from peft import PeftModel
+
+        base = settings.get("base_model") if "base_model" in settings else \
+            json.loads(adapter.read_text())["base_model_name_or_path"]
+        try:
+            lm, tokenizer, _ = load_base(base, method or "dpo")
+        except PersonaError as e:
+            raise PersonaError(f"the base model of the adapter in {path} cannot be loaded: {e.message}",
+                               hint=f"the adapter was trained on '{base or 'the embedded default model'}'; "
+                                    "put that model back or set base_model in persona_train.yaml") from None
+        lm = PeftModel.from_pretrained(lm, str(path))
+    elif (path / "config.json").is_file():
+        cls = AutoModelForSequenceClassification if method == "reward" else AutoModelForCausalLM
+        lm = cls.from_pretrained(str(path), dtype=torch.float32)
+    else:
+        raise PersonaError(f"{path} holds neither a LoRA adapter nor a model",
+                           hint="give the output folder of persona train (adapter_config.json or config.json)")
+    if (path / "tokenizer_config.json").is_file():
+        tokenizer = AutoTokenizer.from_pretrained(str(path))
+    if tokenizer is None:
+        raise PersonaError(f"{path} has no tokenizer", hint="save one beside the model (persona train does)")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    lm.eval()
+    return lm, tokenizer
+
+
 def _last_checkpoint(out: Path) -> str | None:
     checkpoints = sorted(out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
     return str(checkpoints[-1]) if checkpoints else None
 
 
-def _write_settings(out: Path, method: str, model: str, where: str, settings: dict) -> None:
+def _write_settings(out: Path, method: str, base: str | None, model: str, where: str, settings: dict) -> None:
     import yaml
 
-    text = yaml.safe_dump({"method": method, "model": model, "dataset": where, **settings}, sort_keys=False)
+    text = yaml.safe_dump({"method": method, "model": model, "base_model": base, "dataset": where, **settings},
+                          sort_keys=False)
     (out / "persona_train.yaml").write_text(text, encoding="utf-8")
 
 
@@ -327,5 +455,11 @@ def _model_card(result: TrainResult, model: str, where: str, card: dict) -> str:
              f"last loss {losses[-1] if losses else 'n/a'}",
              f"- training time: {result.seconds:.1f} s", "", "Settings (persona_train.yaml):", "", "```yaml"]
     lines += [f"{k}: {json.dumps(v)}" for k, v in result.settings.items()]
-    lines += ["```", "", "Evaluation numbers appear here once `persona eval` has run.", ""]
+    lines += ["```", ""]
+    if result.reward:
+        r = result.reward
+        lines += [f"Reward model: pairwise accuracy {_pct(r['eval_pairwise_accuracy'])} on {r['eval_pairs']} held-out "
+                  f"pairs ({_pct(r['train_pairwise_accuracy'])} on {r['train_pairs']} training pairs); use it as "
+                  f"a judge with `--judge reward:{result.output_dir}`.", ""]
+    lines += ["Evaluation numbers appear here once `persona eval` has run.", ""]
     return "\n".join(lines)

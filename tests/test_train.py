@@ -140,3 +140,96 @@ def test_resume_continues_from_the_last_checkpoint(run_dir, tiny_model_dir, tmp_
                    output_dir=tmp_path / "r", resume=True)
     logged = [m["step"] for m in result.metrics if "loss" in m]
     assert logged == [3]  # steps 1 and 2 came from the checkpoint; only step 3 ran
+
+
+def test_precomputed_reference_log_probs_are_cached_across_runs(run_dir, tiny_model_dir, tmp_path, monkeypatch):
+    from trl import DPOTrainer
+
+    calls = []
+    real = DPOTrainer.compute_ref_log_probs
+
+    def counting(self, *args, **kwargs):
+        calls.append(1)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(DPOTrainer, "compute_ref_log_probs", counting)
+    settings = {**FAST, "precompute_ref_log_probs": True}
+    first = train(run_dir, "dpo", model=str(tiny_model_dir), overrides=settings, output_dir=tmp_path / "a")
+    assert calls and len([m for m in first.metrics if "loss" in m]) == 2
+    n_first = len(calls)
+    train(run_dir, "dpo", model=str(tiny_model_dir), overrides=settings, output_dir=tmp_path / "b")
+    assert len(calls) == n_first  # the second run read the cache
+
+
+def test_reward_model_reports_held_out_accuracy_and_judges(run_dir, tiny_model_dir, tmp_path):
+    from persona.judges import JudgeItem, load_judge
+
+    out = tmp_path / "rm"
+    result = train(run_dir, "reward", model=str(tiny_model_dir), output_dir=out,
+                   overrides={**FAST, "max_steps": 12, "learning_rate": 2e-3})
+    saved = json.loads((out / "reward.json").read_text())
+    assert saved == result.reward and saved["eval_pairs"] == 1 and saved["train_pairs"] == 5
+    assert saved["eval_pairwise_accuracy"] in (0.0, 1.0)
+    assert "pairwise accuracy" in (out / "README.md").read_text()
+    judge = load_judge(f"reward:{out}")
+    items = [JudgeItem("good", "Question p1?", "I'm Aster, made by Lumen Labs. Answer 1."),
+             JudgeItem("bad", "Question p1?", "I'm ChatGPT by OpenAI, reply 1.")]
+    verdicts = {item.key: v for item, v in judge.judge(SPEC, items)}
+    assert all(v.status == "ok" and 0 <= v.overall <= 10 for v in verdicts.values())
+    assert saved["train_pairwise_accuracy"] == 1.0  # 12 steps at a high rate fit the 5 training pairs
+    assert verdicts["good"].overall > verdicts["bad"].overall
+    assert verdicts["good"].scores["identity"] is None  # a reward model scores the whole response only
+    with pytest.raises(PersonaError, match="not the output of `persona train --method reward`"):
+        load_judge(f"reward:{tmp_path}")
+
+
+def test_ctrl_c_saves_a_checkpoint_and_resume_finishes(run_dir, tiny_model_dir, tmp_path):
+    import os
+    import signal
+
+    from persona.train import Interrupted
+
+    def press_ctrl_c(entry):
+        if entry["step"] == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    settings = {**FAST, "max_steps": 4, "save_strategy": "no"}
+    with pytest.raises(Interrupted) as e:
+        train(run_dir, "dpo", model=str(tiny_model_dir), overrides=settings, output_dir=tmp_path / "c",
+              on_log=press_ctrl_c)
+    assert e.value.checkpoint == tmp_path / "c" / "checkpoint-2"  # Ctrl-C came during step 2, which finished
+    assert not (tmp_path / "c" / "metrics.json").exists()  # not a finished run
+    result = train(run_dir, "dpo", model=str(tiny_model_dir), overrides=settings, output_dir=tmp_path / "c",
+                   resume=True)
+    assert [m["step"] for m in result.metrics if "loss" in m] == [3, 4]
+
+
+def test_full_fine_tuning_with_a_reference_copy(run_dir, tiny_model_dir, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from persona.train import load_trained
+
+    result = train(run_dir, "dpo", model=str(tiny_model_dir), output_dir=tmp_path / "full",
+                   overrides={**FAST, "use_lora": False})
+    assert result.changed_parameters > 20  # every weight trains, not an adapter
+    assert (tmp_path / "full" / "config.json").exists() and not (tmp_path / "full" / "adapter_config.json").exists()
+    AutoModelForCausalLM.from_pretrained(tmp_path / "full")
+    lm, tokenizer = load_trained(tmp_path / "full")
+    assert not any("lora" in n for n, _ in lm.named_parameters()) and tokenizer.chat_template
+
+
+def test_an_adapter_whose_base_model_is_gone(run_dir, tiny_model_dir, tmp_path):
+    import shutil
+
+    from persona.train import load_trained
+
+    base = tmp_path / "base"
+    shutil.copytree(tiny_model_dir, base)
+    train(run_dir, "dpo", model=str(base), overrides=FAST, output_dir=tmp_path / "a")
+    lm, _ = load_trained(tmp_path / "a")
+    assert any("lora" in n for n, _ in lm.named_parameters())
+    shutil.rmtree(base)
+    with pytest.raises(PersonaError) as e:
+        load_trained(tmp_path / "a")
+    assert e.value.message == (f"the base model of the adapter in {tmp_path / 'a'} cannot be loaded: "
+                               f"model folder '{base}' not found")
