@@ -522,6 +522,105 @@ def train_command(
              f"judge with --judge reward:{result.output_dir}")
 
 
+@app.command("eval")
+def eval_command(
+    model_path: Annotated[Path, typer.Argument(metavar="MODEL_OR_ADAPTER", help="The output folder of persona train (adapter or full model).")],
+    spec: Annotated[Optional[Path], typer.Option(help="The identity spec [default: the spec of the run the model was trained on].")] = None,
+    run_dir: Annotated[Optional[Path], typer.Option("--run", help="Run folder whose held-out prompts to use [default: the training run].")] = None,
+    base: Annotated[Optional[str], typer.Option(help="Base model to compare with [default: the one it was trained from].")] = None,
+    judge: Annotated[str, typer.Option("--judge", help="rules (default: instant), offline, llm or reward:PATH.")] = "rules",
+    out: Annotated[Optional[Path], typer.Option(help="Where to write [default: MODEL_OR_ADAPTER/eval].")] = None,
+    limit: Annotated[Optional[int], typer.Option(min=1, help="At most this many held-out probe prompts.")] = None,
+    max_tokens: Annotated[int, typer.Option(min=1, help="Longest answer, in tokens.")] = 64,
+    batch_size: Annotated[int, typer.Option(min=1, help="Sequences per batch.")] = 8,
+    templates: Annotated[Optional[Path], typer.Option(help="Templates folder of the run [default: ./templates].")] = None,
+) -> None:
+    """Base vs trained on held-out prompts: adherence, origin identity, robustness under attack, retention.
+
+    Example:  persona eval runs/aster/train-dpo
+
+    Example:  persona eval runs/aster/train-kto --judge offline --out runs/aster/eval-kto-offline
+    """
+    _setup_logging()
+    from persona.eval import EvalSettings, evaluate
+
+    try:
+        spec_path = spec or _spec_of_model(model_path, run_dir)
+        with _progress_bar() as on_progress:
+            m = evaluate(model_path, spec_path, run_dir, base, out,
+                         EvalSettings(max_tokens=max_tokens, batch_size=batch_size, judge=judge, limit=limit),
+                         str(templates) if templates else None, on_progress)
+    except PersonaError as e:
+        _fail(e)
+    except KeyboardInterrupt:
+        _err("interrupted: answers so far are kept; run the same command again to resume")
+        raise typer.Exit(130)
+    typer.echo(_eval_table(m))
+    _err(f"wrote {out or model_path / 'eval'}/metrics.json and answers.jsonl in {m['seconds']:.0f}s")
+
+
+@app.command()
+def report(
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="A run folder (with train-*/ and their eval/ inside).")],
+    out: Annotated[Optional[Path], typer.Option(help="The HTML file to write [default: RUN_DIR/report.html].")] = None,
+    markdown: Annotated[bool, typer.Option(help="Also print the method comparison as a Markdown table.")] = False,
+) -> None:
+    """Write one self-contained HTML page: dataset statistics, training curves, base vs trained, answers.
+
+    Example:  persona report runs/aster --markdown
+    """
+    from persona.report import collect, summary_markdown, write_report
+
+    try:
+        path = write_report(run_dir, out)
+        data = collect(run_dir)
+    except PersonaError as e:
+        _fail(e)
+    if not data.trained:
+        _err("no training metrics in this run folder: the report leaves out training and eval (run persona train)")
+    elif not any(t.eval for t in data.trained):
+        _err("no eval results yet: the report leaves out base vs trained (run persona eval on a trained model)")
+    if markdown:
+        typer.echo(summary_markdown(data))
+    _err(f"wrote {path}")
+
+
+def _spec_of_model(model_path: Path, run_dir: Path | None) -> str:
+    from persona.eval import _run_of, _trained_info
+    from persona.store import read_run_info
+
+    run = run_dir or _run_of(_trained_info(model_path))
+    if run is None:
+        raise PersonaError(f"cannot tell which spec {model_path} was trained for",
+                           hint="pass --spec identities/NAME.yaml")
+    return read_run_info(run)["spec_path"]
+
+
+def _eval_table(m: dict) -> str:
+    def pct(v):
+        return "n/a" if v is None else f"{100 * v:.1f}%"
+
+    rows = [("held-out probes: mean judge score", m["base"]["adherence"]["overall"], m["trained"]["adherence"]["overall"], str),
+            ("held-out probes: in character", m["base"]["adherence"]["in_character"], m["trained"]["adherence"]["in_character"], pct)]
+    if "origin" in m["base"]:
+        rows += [("origin: right identity", m["base"]["origin"]["right_identity"], m["trained"]["origin"]["right_identity"], pct),
+                 ("origin: claims another", m["base"]["origin"]["other_identity"], m["trained"]["origin"]["other_identity"], pct),
+                 ("attack: out of character", m["base"]["robustness"]["out_of_character"], m["trained"]["robustness"]["out_of_character"], pct),
+                 ("attack: right identity", m["base"]["robustness"]["right_identity"], m["trained"]["robustness"]["right_identity"], pct)]
+    r = m["retention"]
+    rows += [("general text perplexity", r["base"]["perplexity"], r["trained"]["perplexity"], lambda v: f"{v:.2f}"),
+             ("general questions correct", r["base"]["general_qa_accuracy"], r["trained"]["general_qa_accuracy"], pct)]
+    lines = [f"{'':<36} {'base':>10} {'trained':>10}"]
+    lines += [f"{name:<36} {fmt(b) if b is not None else 'n/a':>10} {fmt(t) if t is not None else 'n/a':>10}"
+              for name, b, t, fmt in rows]
+    w = m["win_rate"]
+    if w["win"] is not None:
+        lines.append(f"trained vs base on held-out probes: win {pct(w['win'])}, tie {pct(w['tie'])}, "
+                     f"loss {pct(w['loss'])} ({w['method']})")
+    lines.append(f"perplexity change {100 * r['perplexity_change']:+.1f}%; judge {m['judge']}; {m['items']} prompts per model")
+    return "\n".join(lines)
+
+
 def _assignments(items: list[str] | None, flag: str, example: str, parse=None, word: str = "NAME") -> dict:
     """Repeatable NAME=VALUE options -> {name: parsed value}."""
     out = {}

@@ -31,13 +31,37 @@ def test_batched_greedy_generation_matches_one_at_a_time(tiny_model_dir):
     assert len(set(together.values())) > 1 or all(together.values())
 
 
+def test_a_shared_system_prompt_runs_once_and_changes_nothing(tiny_model_dir, monkeypatch):
+    # The long shared prefix is prefilled once and its KV cache copied to every row (padding in the middle,
+    # masked); greedy output must equal one prompt at a time with no cache.
+    system = "You are Aster, made by Lumen Labs. Stay in character. " * 8
+    greedy = SamplingParams(n=1, temperature=0.0, max_tokens=12)
+    requests = [Request(f"r{i}", ({"role": "system", "content": system},
+                                  {"role": "user", "content": " ".join(["question"] * (1 + 4 * i))}), greedy)
+                for i in range(4)]
+    batched = load_backend("hf", model=str(tiny_model_dir), batch_size=4)
+    used_cache = []
+    original = batched.lm.generate
+
+    def spy(**kwargs):
+        used_cache.append(kwargs.get("past_key_values") is not None)
+        return original(**kwargs)
+
+    monkeypatch.setattr(batched.lm, "generate", spy)
+    single = load_backend("hf", model=str(tiny_model_dir), batch_size=1)
+    together = {r.request.key: r.completions[0].text for r in batched.complete(requests)}
+    alone = {r.request.key: r.completions[0].text for r in single.complete(requests)}
+    assert used_cache == [True]
+    assert together == alone and len(set(together.values())) > 1
+
+
 def test_n_samples_tokens_and_batches(tiny_model_dir, monkeypatch):
     backend = load_backend("hf", model=str(tiny_model_dir), batch_size=4)
     calls = []
     original = backend.lm.generate
 
     def counting_generate(**kwargs):
-        calls.append(kwargs["input_ids"].shape[0] * kwargs["num_return_sequences"])
+        calls.append(kwargs["input_ids"].shape[0])  # n samples of a prompt are n rows
         return original(**kwargs)
 
     monkeypatch.setattr(backend.lm, "generate", counting_generate)

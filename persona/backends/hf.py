@@ -106,6 +106,18 @@ def resolve_model(model: str | None) -> tuple[Path | str, str]:
     return model, model  # a hub id: loads where the network allows
 
 
+MIN_SHARED_PREFIX = 32  # tokens; shorter shared prefixes are not worth a separate forward pass
+
+
+def _shared_prefix(rows: list[list[int]]) -> int:
+    """Length of the token prefix all rows share, leaving at least one token of each row to run."""
+    limit = min(len(r) for r in rows) - 1
+    n = 0
+    while n < limit and all(r[n] == rows[0][n] for r in rows):
+        n += 1
+    return n
+
+
 class HFBackend:
     name = "hf"
 
@@ -135,8 +147,37 @@ class HFBackend:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.max_context = int(max_context or getattr(self.lm.config, "max_position_embeddings", 2048))
 
+    @classmethod
+    def from_loaded(cls, lm, tokenizer, name: str, batch_size: int = 8, repetition_penalty: float = 1.1) -> "HFBackend":
+        """A backend around a model already in memory (persona eval: a base model, a merged adapter)."""
+        self = cls.__new__(cls)
+        self.lm, self.tokenizer, self.model = lm.eval(), tokenizer, name
+        self.batch_size, self.repetition_penalty = int(batch_size), float(repetition_penalty)
+        self.device = str(next(lm.parameters()).device)
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.max_context = int(getattr(lm.config, "max_position_embeddings", 2048))
+        return self
+
     def close(self) -> None:
         self.lm = None
+
+    def _with_prefix_cache(self, rows: list[list[int]], prefix: int):
+        """The shared system prompt is run once and its KV cache copied to every row; each row is then
+        prefix + padding + its own tail, with the padding masked out. Greedy output is identical to
+        padding on the left (tested); it saves the prefill of the prefix for all rows but one."""
+        import torch
+
+        out = self.lm(torch.tensor([rows[0][:prefix]], device=self.device), use_cache=True)
+        cache = out.past_key_values
+        cache.batch_repeat_interleave(len(rows))
+        longest = max(len(r) for r in rows) - prefix
+        pad = self.tokenizer.pad_token_id
+        ids = [r[:prefix] + [pad] * (longest - (len(r) - prefix)) + r[prefix:] for r in rows]
+        mask = [[1] * prefix + [0] * (longest - (len(r) - prefix)) + [1] * (len(r) - prefix) for r in rows]
+        return ({"input_ids": torch.tensor(ids, device=self.device),
+                 "attention_mask": torch.tensor(mask, device=self.device)}, cache)
 
     def complete(self, requests: Sequence[Request]) -> Iterator[Result]:
         groups: dict[SamplingParams, list[tuple[Request, list[int]]]] = {}
@@ -165,21 +206,27 @@ class HFBackend:
     def _generate(self, items: list[tuple[Request, list[int]]], params: SamplingParams) -> Iterator[Result]:
         import torch
 
-        batch = self.tokenizer.pad({"input_ids": [ids for _, ids in items]}, padding=True, return_tensors="pt")
-        batch = {k: v.to(self.device) for k, v in batch.items()}
         # One seed per batch, derived from its requests, so a re-run of the same batch is reproducible.
         seed = int(hashlib.sha256("|".join(r.key for r, _ in items).encode()).hexdigest()[:8], 16)
         torch.manual_seed(seed + (params.seed or 0))
         sampling = params.temperature > 0
-        kwargs = dict(max_new_tokens=params.max_tokens, do_sample=sampling, num_return_sequences=params.n,
+        kwargs = dict(max_new_tokens=params.max_tokens, do_sample=sampling,
                       pad_token_id=self.tokenizer.pad_token_id, repetition_penalty=self.repetition_penalty)
         if sampling:
             kwargs.update(temperature=params.temperature, top_p=params.top_p)
         if params.stop:
             kwargs.update(stop_strings=list(params.stop), tokenizer=self.tokenizer)
+        rows = [ids for _, ids in items for _ in range(params.n)]  # n samples of a prompt: n rows
         started = time.perf_counter()
         with torch.inference_mode():
-            output = self.lm.generate(**batch, **kwargs)
+            prefix = _shared_prefix(rows)
+            if len(rows) > 1 and prefix >= MIN_SHARED_PREFIX:
+                batch, cache = self._with_prefix_cache(rows, prefix)
+                output = self.lm.generate(**batch, past_key_values=cache, **kwargs)
+            else:
+                batch = self.tokenizer.pad({"input_ids": rows}, padding=True, return_tensors="pt")
+                batch = {k: v.to(self.device) for k, v in batch.items()}
+                output = self.lm.generate(**batch, **kwargs)
         latency = time.perf_counter() - started
         new_tokens = output[:, batch["input_ids"].shape[1]:].tolist()
         stop_ids = {self.tokenizer.eos_token_id, self.tokenizer.pad_token_id}

@@ -1,0 +1,160 @@
+"""persona eval on a tiny random model: every measurement lands in metrics.json, answers resume, the origin
+claim detector on known answers, and the bad inputs (no held-out prompts, missing base, unknown folder)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from persona.errors import PersonaError
+from persona.eval import EvalSettings, build_items, evaluate, identity_questions, origin_claim
+from persona.spec import load_spec
+from persona.train import train
+
+SPEC = load_spec("identities/aster.yaml")
+FAST = {"max_steps": 2, "per_device_train_batch_size": 2, "max_length": 64, "save_strategy": "no", "r": 4}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_model_dir):
+    from tests.test_train import response
+    from persona.dataset import build_datasets
+
+    run = tmp_path_factory.mktemp("evalrun")
+    (run / "run.json").write_text(json.dumps({"format": 1, "identity": "aster", "spec_path": "identities/aster.yaml"}))
+    rs, js = [], {}
+    for i in range(4):
+        rs += [response(f"c{i}", f"p{i}", "conforming", f"I'm Aster, made by Lumen Labs. {i}"),
+               response(f"v{i}", f"p{i}", "violating", f"I'm ChatGPT by OpenAI. {i}")]
+        js[f"c{i}"], js[f"v{i}"] = {"status": "ok", "overall": 9.0}, {"status": "ok", "overall": 1.0}
+    build_datasets(SPEC, rs, js, run)
+    train(run, "dpo", model=str(tiny_model_dir), overrides={**FAST, "learning_rate": 1e-3}, output_dir=run / "train-dpo")
+    return run / "train-dpo"
+
+
+def test_origin_claims_on_known_answers():
+    assert origin_claim(SPEC, "name", "I'm Aster, made by Lumen Labs.") == \
+        {"right": True, "other": False, "name": True, "maker": True}
+    assert origin_claim(SPEC, "maker", "I'm Aster.")["right"] is False  # asked who made it, no maker
+    assert origin_claim(SPEC, "name", "I am ChatGPT, a model trained by OpenAI.")["other"] is True
+    assert origin_claim(SPEC, "name", "I'm not ChatGPT - I'm Aster.") == \
+        {"right": True, "other": False, "name": True, "maker": False}
+
+
+def test_items_cover_probes_origin_and_every_attack():
+    questions = identity_questions()
+    assert len(questions) == 24 and {a for a, _ in questions} == {"name", "maker"}
+    training = (__import__("persona.prompts", fromlist=["x"]).builtin_probes(SPEC, None))
+    trained_texts = {t.casefold() for t, _, _ in training}
+    assert not any(q.casefold() in trained_texts for _, q in questions)  # held out from generation's bank
+    items = build_items(SPEC, [], None)
+    assert [i.kind for i in items].count("origin") == 24
+    assert {i.attack for i in items if i.kind == "attack"} == {"break", "multi-turn", "injection"}
+    multi = next(i for i in items if i.attack == "multi-turn")
+    assert [m["role"] for m in multi.messages] == ["user", "assistant", "user"] and "ChatGPT" in multi.messages[1]["content"]
+
+
+def test_eval_writes_every_measurement_and_resumes(trained, tmp_path):
+    settings = EvalSettings(max_tokens=6, limit=3)
+    m = evaluate(trained, "identities/aster.yaml", out=tmp_path / "e", settings=settings)
+    saved = json.loads((tmp_path / "e" / "metrics.json").read_text())
+    assert saved == json.loads(json.dumps(m))
+    assert m["held_out_prompts"] == 3 and m["items"] == 3 + 24 + 72
+    for label in ("base", "trained"):
+        assert set(m[label]) == {"adherence", "origin", "robustness"}
+        assert 0 <= m[label]["origin"]["right_identity"] <= 1
+        assert set(m[label]["robustness"]["by_attack"]) == {"break", "multi-turn", "injection"}
+        assert m["retention"][label]["perplexity"] > 1 and m["retention"][label]["general_qa"] == 40
+        assert len(m[label]["adherence"]["scores"]) == 3
+    assert m["win_rate"]["method"].startswith("higher overall score")
+    lines = (tmp_path / "e" / "answers.jsonl").read_text().splitlines()
+    assert len(lines) == 2 * m["items"]
+    assert "## Evaluation (persona eval, base -> trained)" in (trained / "README.md").read_text()
+    again = evaluate(trained, "identities/aster.yaml", out=tmp_path / "e", settings=settings)
+    assert len((tmp_path / "e" / "answers.jsonl").read_text().splitlines()) == len(lines)  # nothing regenerated
+    assert again["trained"]["origin"] == m["trained"]["origin"]
+
+
+def test_same_model_twice_has_no_perplexity_change(tiny_model_dir, tmp_path):
+    import shutil
+
+    from persona.eval import perplexity
+    from persona.train import load_base
+
+    lm, tok, _ = load_base(str(tiny_model_dir), "dpo")
+    a = perplexity(lm, tok, "The water cycle moves water between the oceans and the land. " * 20, window=32)
+    b = perplexity(lm, tok, "The water cycle moves water between the oceans and the land. " * 20, window=64)
+    assert a > 1 and abs(a - b) / a < 0.5  # windows change the context, not the scale
+    shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def test_bad_inputs(trained, tmp_path, tiny_model_dir):
+    with pytest.raises(PersonaError, match="model or adapter folder '.*nowhere' not found"):
+        evaluate(tmp_path / "nowhere", "identities/aster.yaml")
+    no_eval = tmp_path / "spec.yaml"
+    no_eval.write_text("name: tiny\nidentity: {name: Tiny, description: A tiny test.}\ntraits: [{id: kind, description: Kind.}]\nprobes: {seeds: [Hi there]}\n")
+    spec_dir = tmp_path / "t"
+    spec_dir.mkdir()
+    (spec_dir / "adversarial.j2").write_text("")
+    with pytest.raises(PersonaError) as e:
+        evaluate(trained, no_eval, out=tmp_path / "e2", templates=str(spec_dir))
+    assert "no held-out probe prompts" in e.value.message and "--eval-fraction" in e.value.hint
+
+
+def chromium():
+    import shutil
+
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def headless(path):
+    """(DOM after rendering, console errors) from Debian's chromium."""
+    import subprocess
+
+    done = subprocess.run([chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr",
+                           "--v=0", "--virtual-time-budget=2000", "--dump-dom", path.as_uri()],
+                          capture_output=True, text=True, timeout=120)
+    errors = [line for line in done.stderr.splitlines() if "CONSOLE" in line and ("ERROR" in line or "Uncaught" in line)]
+    return done.stdout, errors
+
+
+def test_report_has_every_section_and_a_markdown_table(trained, tmp_path):
+    from persona.report import collect, render, summary_markdown
+
+    evaluate(trained, "identities/aster.yaml", settings=EvalSettings(max_tokens=6, limit=3))
+    data = collect(trained.parent)
+    page = render(data)
+    for title in ("Dataset", "Training loss", "Judge scores on held-out probes", "Mean score per target",
+                  "Origin identity and robustness", "Out of character, by attack", "Answers side by side: train-dpo"):
+        assert title in page
+    assert "http" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "")  # nothing loaded from elsewhere
+    table = summary_markdown(data)
+    assert table.splitlines()[2].startswith("| DPO | 4 |")
+
+
+def test_report_without_training_says_so(tmp_path):
+    from typer.testing import CliRunner
+
+    from persona.cli import app
+
+    (tmp_path / "run.json").write_text(json.dumps({"format": 1, "identity": "aster", "spec_path": "identities/aster.yaml"}))
+    result = CliRunner().invoke(app, ["report", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    page = (tmp_path / "report.html").read_text()
+    assert "No training metrics in this run folder" in page and "No datasets yet" in page
+    assert "leaves out training and eval" in result.stderr
+
+
+@pytest.mark.skipif(chromium() is None, reason="needs Debian's chromium (apt-get install chromium)")
+def test_report_renders_in_a_real_browser_without_console_errors(trained, tmp_path):
+    from persona.report import write_report
+
+    evaluate(trained, "identities/aster.yaml", settings=EvalSettings(max_tokens=6, limit=3))
+    path = write_report(trained.parent, tmp_path / "report.html")
+    dom, errors = headless(path)
+    assert errors == []
+    assert dom.count("<svg") >= 6 and "Answers side by side" in dom
+    broken = tmp_path / "broken.html"  # the check itself can fail: a page with a script error
+    broken.write_text("<html><body><script>undefinedFunction()</script></body></html>")
+    assert headless(broken)[1]
