@@ -51,6 +51,7 @@ JudgeBaseUrlOption = Annotated[Optional[str], typer.Option(help="--judge llm wit
 JudgeKeyOption = Annotated[Optional[str], typer.Option(help="--judge llm with openai: variable holding the API key.")]
 MarginOption = Annotated[float, typer.Option(help="Smallest score gap (0-10) between chosen and rejected.", min=0)]
 PairwiseOption = Annotated[bool, typer.Option("--pairwise", help="With --judge llm: keep a pair only if the judge prefers chosen in both orders.")]
+RejectedFromOption = Annotated[str, typer.Option(help="Rejected responses: 'violating' (written to break the rubric) or 'any' (also conforming attempts the judge scored out of character).")]
 KtoThresholdOption = Annotated[float, typer.Option(help="KTO label: desirable when the overall score is at least this.", min=0, max=10)]
 
 
@@ -250,6 +251,7 @@ def generate(
     judge_api_key_env: JudgeKeyOption = None,
     margin: MarginOption = 2.0,
     kto_threshold: KtoThresholdOption = 5.0,
+    rejected_from: RejectedFromOption = "violating",
     pairwise: PairwiseOption = False,
     templates: TemplatesOption = None,
 ) -> None:
@@ -287,7 +289,7 @@ def generate(
         judge_name, judge_options = _judge_choice(judge, judge_backend, judge_model, judge_base_url, judge_api_key_env)
         with _progress_bar() as on_progress:
             summary = run_generate(spec, run_config, on_progress, judge=judge_name, judge_options=judge_options,
-                                   build=BuildSettings(margin=margin, kto_threshold=kto_threshold), pairwise=pairwise)
+                                   build=BuildSettings(margin=margin, kto_threshold=kto_threshold, rejected_from=_rejected_from(rejected_from)), pairwise=pairwise)
     except PersonaError as e:
         _fail(e)
     except KeyboardInterrupt:
@@ -300,6 +302,13 @@ def generate(
          f"{summary.requests_made} backend requests, {summary.tokens:,} tokens generated")
     if summary.build is not None:
         _print_build(summary.build, summary.judgements_made)
+
+
+def _rejected_from(value: str) -> str:
+    if value not in ("violating", "any"):
+        raise PersonaError(f"--rejected-from '{value}' is not 'violating' or 'any'",
+                           hint="'any' also pairs conforming attempts the judge scored out of character")
+    return value
 
 
 def _print_build(report, judged_now: int | None = None) -> None:
@@ -396,6 +405,7 @@ def build(
     judge_api_key_env: JudgeKeyOption = None,
     margin: MarginOption = 2.0,
     kto_threshold: KtoThresholdOption = 5.0,
+    rejected_from: RejectedFromOption = "violating",
     pairwise: PairwiseOption = False,
     spec: Annotated[Optional[Path], typer.Option(help="The run's spec, if it moved [default: from run.json].")] = None,
 ) -> None:
@@ -410,7 +420,7 @@ def build(
         options = None
         if judge:
             _, options = _judge_choice(judge, judge_backend, judge_model, judge_base_url, judge_api_key_env)
-        report = build_run(run_dir, BuildSettings(margin=margin, kto_threshold=kto_threshold), judge, options,
+        report = build_run(run_dir, BuildSettings(margin=margin, kto_threshold=kto_threshold, rejected_from=_rejected_from(rejected_from)), judge, options,
                            str(spec) if spec else None, pairwise)
     except PersonaError as e:
         _fail(e)

@@ -41,6 +41,7 @@ class BuildSettings:
     chosen_min: float = IN_CHARACTER  # a chosen response must be judged in character
     kto_threshold: float = IN_CHARACTER
     near_duplicate: float = 0.9  # text similarity (0-1) above which a pair teaches nothing
+    rejected_from: str = "violating"  # or "any": conforming attempts the judge scored out of character too
 
 
 @dataclass
@@ -101,10 +102,14 @@ def build_datasets(spec: Spec, responses: list[ResponseRecord], judgements: dict
     dropped: Counter = Counter()
     seen_pairs: set[tuple[str, str]] = set()
     report.candidates = sum(r.kind == "violating" for r in responses)
+    if settings.rejected_from == "any":
+        report.candidates += sum(r.kind == "conforming" and s < settings.chosen_min for r, s in judged.values())
     for prompt_id, group in by_prompt.items():
         chosen = sorted([(r, s) for r, s in group if r.kind == "conforming" and s >= settings.chosen_min],
                         key=lambda x: -x[1])
-        rejected = sorted([(r, s) for r, s in group if r.kind == "violating"], key=lambda x: x[1])
+        rejected = sorted([(r, s) for r, s in group if r.kind == "violating" or (
+            settings.rejected_from == "any" and r.kind == "conforming" and s < settings.chosen_min)],
+            key=lambda x: x[1])
         if not chosen:
             dropped["no in-character conforming response"] += len(rejected)
             continue

@@ -164,3 +164,17 @@ def test_pairwise_check_keeps_only_consistent_preferences(tmp_path):
     assert report.pairs == {"train": 1, "eval": 0} and report.swap_consistency == 0.5
     assert report.dropped == {"pairwise judge did not prefer chosen in both orders": 1}
     assert "swap consistency 50.0%" in (tmp_path / "datasets/dpo/README.md").read_text()
+
+
+def test_rejected_from_any_also_pairs_failed_conforming_attempts(tmp_path):
+    spec = load_spec("identities/aster.yaml")
+    rs = [response("good", "p", "conforming", "I'm Aster, made by Lumen Labs."),
+          response("miss", "p", "conforming", "I am a helpful assistant from the moon."),
+          response("bad", "p", "violating", "I'm ChatGPT by OpenAI.", target="identity")]
+    js = {"good": judged(10.0), "miss": judged(3.0), "bad": judged(0.0)}
+    only = build_datasets(spec, rs, js, tmp_path / "a")
+    assert only.pairs["train"] == 1 and only.candidates == 1
+    both = build_datasets(spec, rs, js, tmp_path / "b", BuildSettings(rejected_from="any"))
+    assert both.pairs["train"] == 2 and both.candidates == 2
+    rejected = [r["rejected"][0]["content"] for r in rows(tmp_path / "b" / "datasets" / "dpo" / "train.jsonl")]
+    assert sorted(rejected) == ["I am a helpful assistant from the moon.", "I'm ChatGPT by OpenAI."]
