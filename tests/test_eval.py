@@ -158,3 +158,19 @@ def test_report_renders_in_a_real_browser_without_console_errors(trained, tmp_pa
     broken = tmp_path / "broken.html"  # the check itself can fail: a page with a script error
     broken.write_text("<html><body><script>undefinedFunction()</script></body></html>")
     assert headless(broken)[1]
+
+
+def test_cli_eval_prints_the_table_and_errors_cleanly(trained, tmp_path):
+    from typer.testing import CliRunner
+
+    from persona.cli import app
+
+    result = CliRunner().invoke(app, ["eval", str(trained), "--limit", "2", "--max-tokens", "4", "--out", str(tmp_path / "e")])
+    assert result.exit_code == 0, result.output
+    assert "origin: right identity" in result.stdout and "general text perplexity" in result.stdout
+    assert (tmp_path / "e" / "metrics.json").exists()
+    missing = CliRunner().invoke(app, ["eval", str(tmp_path / "nope"), "--spec", "identities/aster.yaml"])
+    assert missing.exit_code == 1
+    assert missing.stderr.startswith(f"error: model or adapter folder '{tmp_path / 'nope'}' not found\nhint: ")
+    unknown = CliRunner().invoke(app, ["eval", str(trained), "--judge", "rulez", "--out", str(tmp_path / "u")])
+    assert unknown.exit_code == 1 and "did you mean 'rules'" in unknown.stderr

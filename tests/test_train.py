@@ -233,3 +233,35 @@ def test_an_adapter_whose_base_model_is_gone(run_dir, tiny_model_dir, tmp_path):
         load_trained(tmp_path / "a")
     assert e.value.message == (f"the base model of the adapter in {tmp_path / 'a'} cannot be loaded: "
                                f"model folder '{base}' not found")
+
+
+def test_base_model_errors(run_dir, tiny_model_dir, tmp_path):
+    import shutil
+
+    with pytest.raises(PersonaError) as e:
+        train(run_dir, "dpo", model=str(tmp_path / "no-model"), overrides=FAST, output_dir=tmp_path / "x")
+    assert e.value.message == f"model folder '{tmp_path / 'no-model'}' not found"
+    bare = tmp_path / "bare"
+    shutil.copytree(tiny_model_dir, bare)
+    config = json.loads((bare / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    (bare / "tokenizer_config.json").write_text(json.dumps(config))
+    (bare / "chat_template.jinja").unlink(missing_ok=True)
+    with pytest.raises(PersonaError) as e:
+        train(run_dir, "dpo", model=str(bare), overrides=FAST, output_dir=tmp_path / "y")
+    assert e.value.message == f"the tokenizer of '{bare}' has no chat template"
+    assert "instruct model" in e.value.hint
+
+
+def test_out_of_memory_becomes_a_hint(run_dir, tiny_model_dir, tmp_path, monkeypatch):
+    import torch
+    from trl import DPOTrainer
+
+    def oom(self, *args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(DPOTrainer, "train", oom)
+    with pytest.raises(PersonaError) as e:
+        train(run_dir, "dpo", model=str(tiny_model_dir), overrides=FAST, output_dir=tmp_path / "o")
+    assert e.value.message == "out of memory on the GPU"
+    assert "per_device_train_batch_size" in e.value.hint and "LoRA" in e.value.hint
