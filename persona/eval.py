@@ -116,14 +116,17 @@ def build_items(spec, probes: list, limit: int | None) -> list[EvalItem]:
 
 
 def answer(backend, label: str, items: list[EvalItem], settings: EvalSettings, store, on_progress=None) -> dict:
-    """{item id: answer text} for one model, reusing answers already in the store."""
+    """{item id: answer record} for one model, reusing answers already in the store (keyed by the model's
+    name, the item and the sampling settings)."""
     from persona.backends import Request, SamplingParams
     from persona.store import input_key, now
 
     params = SamplingParams(n=1, temperature=0.0, top_p=1.0, max_tokens=settings.max_tokens, seed=0)
-    done = {r["item"]: r for r in store.load().values() if r["model"] == label}
-    pending = [Request(input_key(label, i.id, params.to_dict()), i.messages, params) for i in items if i.id not in done]
-    by_key = {input_key(label, i.id, params.to_dict()): i for i in items}
+    keys = {i.id: input_key(backend.model, settings.repetition_penalty, i.id, i.messages, params.to_dict()) for i in items}
+    saved = store.load()
+    done = {i.id: saved[keys[i.id]] for i in items if keys[i.id] in saved}
+    pending = [Request(keys[i.id], i.messages, params) for i in items if i.id not in done]
+    by_key = {keys[i.id]: i for i in items}
     if on_progress:
         on_progress(label, len(done), len(items), 0)
     for n, result in enumerate(backend.complete(pending), len(done) + 1):
@@ -135,7 +138,7 @@ def answer(backend, label: str, items: list[EvalItem], settings: EvalSettings, s
         done[item.id] = record
         if on_progress:
             on_progress(label, n, len(items), c.completion_tokens)
-    return {k: v["text"] for k, v in done.items()}
+    return done
 
 
 def origin_claim(spec, asks: str, text: str) -> dict:
@@ -223,6 +226,8 @@ def evaluate(model_path: str | Path, spec_path: str | Path, run_dir: str | Path 
     probes = held_out_prompts(spec, run, templates, out / "prompts")
     items = build_items(spec, probes, settings.limit)
     store = JsonlStore(out / "answers.jsonl")
+    # the base model's answers are shared by every model trained from the run (same prompts, same settings)
+    base_store = JsonlStore(run / "eval-base-answers.jsonl") if run is not None else store
     judge = make_judge(settings.judge, None, templates)
 
     base_name = base if base is not None else trained_info.get("base_model")
@@ -232,7 +237,11 @@ def evaluate(model_path: str | Path, spec_path: str | Path, run_dir: str | Path 
         from persona.backends.hf import HFBackend
 
         backend = HFBackend.from_loaded(lm, tokenizer, name, settings.batch_size, settings.repetition_penalty)
-        answers[label] = answer(backend, label, items, settings, store, on_progress)
+        records = answer(backend, label, items, settings, base_store if label == "base" else store, on_progress)
+        if label == "base" and base_store is not store:  # the report reads both models' answers from one file
+            saved = store.load()
+            store.append([r for r in records.values() if r["id"] not in saved])
+        answers[label] = {k: r["text"] for k, r in records.items()}
         ppl = perplexity(lm, tokenizer, (DATA / "general_text.txt").read_text(encoding="utf-8"))
         accuracy, n_qa = general_qa_accuracy(lm, tokenizer)
         retention[label] = {"perplexity": round(ppl, 4), "general_qa_accuracy": round(accuracy, 4), "general_qa": n_qa}

@@ -74,6 +74,11 @@ def test_eval_writes_every_measurement_and_resumes(trained, tmp_path):
     again = evaluate(trained, "identities/aster.yaml", out=tmp_path / "e", settings=settings)
     assert len((tmp_path / "e" / "answers.jsonl").read_text().splitlines()) == len(lines)  # nothing regenerated
     assert again["trained"]["origin"] == m["trained"]["origin"]
+    shared = trained.parent / "eval-base-answers.jsonl"
+    before = len(shared.read_text().splitlines())
+    evaluate(trained, "identities/aster.yaml", out=tmp_path / "other", settings=settings)
+    assert len(shared.read_text().splitlines()) == before  # another eval of the run reuses the base answers
+    assert len((tmp_path / "other" / "answers.jsonl").read_text().splitlines()) == 2 * m["items"]
 
 
 def test_same_model_twice_has_no_perplexity_change(tiny_model_dir, tmp_path):
