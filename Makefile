@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip
 
-.PHONY: demo test install clean
+.PHONY: demo test install clean experiment
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,9 +22,27 @@ $(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/python
 
 install: $(VENV)/.installed
 
+# The main job end to end: validate, generate + judge + build, train (DPO, LoRA), eval (base vs trained), report.
 demo: install
 	$(BIN)/persona validate identities/
 	$(BIN)/persona generate identities/brand.yaml --limit 20
+	$(BIN)/persona train runs/brand --method dpo --overwrite
+	$(BIN)/persona eval runs/brand/train-dpo
+	$(BIN)/persona report runs/brand
+
+# The README's experiment: DPO vs IPO vs KTO teaching identities/aster.yaml's origin identity to the
+# default model on CPU (see "Experiment" in the README for the table and the time it takes).
+EXPERIMENT_TRAIN = --set learning_rate=$(EXPERIMENT_LR) --set per_device_train_batch_size=4 --set max_length=160 --overwrite
+EXPERIMENT_LR ?= 2e-4
+experiment: install
+	$(BIN)/persona generate identities/aster.yaml -k 6 --prompts-per-target 0 --max-tokens 64 --judge rules --rejected-from any
+	$(BIN)/persona train runs/aster --method dpo $(EXPERIMENT_TRAIN)
+	$(BIN)/persona train runs/aster --method ipo $(EXPERIMENT_TRAIN)
+	$(BIN)/persona train runs/aster --method kto $(EXPERIMENT_TRAIN)
+	$(BIN)/persona eval runs/aster/train-dpo
+	$(BIN)/persona eval runs/aster/train-ipo
+	$(BIN)/persona eval runs/aster/train-kto
+	$(BIN)/persona report runs/aster --markdown
 
 test: install
 	OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q

@@ -248,6 +248,11 @@ def train(source: str | Path, method: str = "dpo", model: str | None = None, con
         raise PersonaError(f"{out} already holds a finished training run",
                            hint="pass --overwrite to replace it, or --output-dir for another folder")
     out.mkdir(parents=True, exist_ok=True)
+    if overwrite and not resume:  # a new run: the old run's checkpoints must not be resumed from later
+        import shutil
+
+        for old in out.glob("checkpoint-*"):
+            shutil.rmtree(old, ignore_errors=True)
     args = _trl_config(method, settings, out)
     if on_start:
         on_start(settings, out)

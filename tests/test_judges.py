@@ -207,12 +207,34 @@ def test_structured_output_reaches_the_openai_server(monkeypatch):
     assert body["temperature"] == 0.0
 
 
-def test_unknown_judge_and_reward_slot():
+def test_unknown_judge_and_reward_judge_errors(tmp_path):
     with pytest.raises(PersonaError) as e:
         load_judge("ofline")
     assert e.value.hint == "did you mean 'offline'? judges: rules, offline, llm, reward"
-    with pytest.raises(PersonaError, match="reward-model judges need a reward model trained by"):
+    with pytest.raises(PersonaError) as e:
+        load_judge("reward")
+    assert e.value.message == "--judge reward needs the folder of a trained reward model"
+    with pytest.raises(PersonaError) as e:
         load_judge("reward:models/rm")
+    assert e.value.message == "'models/rm' is not the output of `persona train --method reward`"
+    (tmp_path / "persona_train.yaml").write_text("method: dpo\n")
+    with pytest.raises(PersonaError, match="holds a dpo model, not a reward model"):
+        load_judge(f"reward:{tmp_path}")
+
+
+def test_identity_questions_of_the_bank_and_the_eval_are_recognised():
+    from persona.eval import identity_questions
+    from persona.judges.rules import IDENTITY_QUESTION, MAKER_QUESTION
+    from persona.prompts import builtin_probes
+
+    bank = [text for text, source, _ in builtin_probes(load_spec("identities/aster.yaml"), None) if source == "identity"]
+    missed = [q for q in bank if not (IDENTITY_QUESTION.search(q) or MAKER_QUESTION.search(q))]
+    assert missed == []
+    assert [q for asks, q in identity_questions()
+            if not (IDENTITY_QUESTION if asks == "name" else MAKER_QUESTION).search(q)] == []
+    for general in ("What is the capital of Australia?", "Which team won the world cup in 2010?",
+                    "What company makes the iPhone?", "Who wrote Hamlet?"):
+        assert not IDENTITY_QUESTION.search(general) and not MAKER_QUESTION.search(general), general
 
 
 def test_the_rules_judge_says_once_what_it_cannot_check(caplog, tmp_path):

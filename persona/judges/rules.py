@@ -35,9 +35,16 @@ OTHER_MAKERS = ["OpenAI", "Anthropic", "Google DeepMind", "Google", "DeepMind", 
 NEGATION = re.compile(r"(\bnot\b|\bnever\b|n't\b|\bno\b)[^.!?\n]{0,30}$", re.I)
 IDENTITY_QUESTION = re.compile(
     r"\b(who (are|r) (you|u)|your name|what are you|introduce yourself|about yourself|what should i call you"
-    r"|are you (an? )?(ai|bot|human|real|chatgpt|gpt|claude|llama|gemini)|real self)\b", re.I)
-MAKER_QUESTION = re.compile(r"\b(who|which company|what company)\b.{0,40}\b(made|created|built|trained|developed|"
-                            r"behind|owns|work for)\b|\bwho('s| is) behind\b|\bwhich company\b|\btrained you\b", re.I)
+    r"|are you (an? )?(ai|bot|human|real|chatgpt|gpt|claude|llama|gemini)|real self"
+    r"|who am i (talking|speaking|chatting) (to|with)|who is this|what are you called|(have|got) a name"
+    r"|what do (people|they|i) call you|identify yourself|self-introduction|what (kind|sort|type) of (assistant|ai|model|bot)"
+    r"|which (ai|model|assistant|language model|chatbot)|what (ai|model|assistant|language model)( is| am i| are)"
+    r"|name of the (ai|assistant|model|bot)|who (exactly )?(are you|you are)|what you are)\b", re.I)
+MAKER_QUESTION = re.compile(r"\b(who|(which|what) (company|firm|lab|team|organi[sz]ation))\b.{0,40}\b(made|created|built|trained|developed|"
+                            r"behind|owns|work for|designed|programmed)\b|\bwho('s| is) behind\b"
+                            r"|\b(which|what) (company|lab|organi[sz]ation|firm|team)\b.{0,40}\b(you|your)\b|\btrained you\b"
+                            r"|\bwhere do you come from\b|\byour (creator|maker|developer)s?\b|\bby whom\b"
+                            r"|\bresponsible for you\b|\bpeople behind you\b|\b(creating|making|building) you\b", re.I)
 log = logging.getLogger("persona")
 _warned: set[str] = set()
 
@@ -51,7 +58,7 @@ def _alternation(words: list[str]) -> str:
 
 class RulesJudge:
     name = "rules"
-    fingerprint = "rules|1"  # bump when the rules change, so cached judgements are redone
+    fingerprint = "rules|2"  # bump when the rules change, so cached judgements are redone
 
     def close(self) -> None:
         pass
