@@ -38,7 +38,7 @@ experiment: install
 	$(BIN)/persona generate identities/aster.yaml -k 6 --prompts-per-target 0 --max-tokens 64 --judge rules --rejected-from any
 	$(BIN)/persona train runs/aster --method dpo $(EXPERIMENT_TRAIN)
 	$(BIN)/persona train runs/aster --method ipo $(EXPERIMENT_TRAIN)
-	$(BIN)/persona train runs/aster --method kto $(EXPERIMENT_TRAIN)
+	$(BIN)/persona train runs/aster/datasets/dpo --method kto --output-dir runs/aster/train-kto $(EXPERIMENT_TRAIN)
 	$(BIN)/persona eval runs/aster/train-dpo
 	$(BIN)/persona eval runs/aster/train-ipo
 	$(BIN)/persona eval runs/aster/train-kto

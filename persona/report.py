@@ -263,7 +263,8 @@ def _dataset_section(data: RunData) -> list[str]:
                f"<td>{_e(b.get('judge', ''))}</td></tr></table>")
     hist = b.get("histograms") or {}
     if hist:
-        groups = [str(i) for i in range(len(next(iter(hist.values()))))]
+        n_bins = len(next(iter(hist.values())))
+        groups = [f"{10 * i / n_bins:g}-{10 * (i + 1) / n_bins:g}" for i in range(n_bins)]
         total = {k: (sum(v) or 1) for k, v in hist.items()}
         out.append(bar_chart(groups, {k: [x / total[k] for x in v] for k, v in hist.items()},
                              "Judge scores of generated responses (share per score bin)", percent=True))

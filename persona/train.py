@@ -241,7 +241,10 @@ def train(source: str | Path, method: str = "dpo", model: str | None = None, con
         raise PersonaError(f"unknown method '{method}'", hint=(f"did you mean '{close[0]}'? " if close else "")
                            + "methods: " + ", ".join(METHODS))
     data, card, where = find_dataset(source, method)
+    from_pairs = method == "kto" and "train" in data and "chosen" in data["train"].column_names
     data = check_columns(data, method, where)
+    if from_pairs:  # every pair gives one desirable and one undesirable row: balanced, so equal weights
+        card = {**card, "kto_weights": {"desirable_weight": 1.0, "undesirable_weight": 1.0}}
     settings = resolve_settings(method, config_path, overrides, card)
     out = Path(output_dir) if output_dir else _default_output(source, method)
     if (out / "metrics.json").exists() and not (overwrite or resume):

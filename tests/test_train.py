@@ -265,3 +265,19 @@ def test_out_of_memory_becomes_a_hint(run_dir, tiny_model_dir, tmp_path, monkeyp
         train(run_dir, "dpo", model=str(tiny_model_dir), overrides=FAST, output_dir=tmp_path / "o")
     assert e.value.message == "out of memory on the GPU"
     assert "per_device_train_batch_size" in e.value.hint and "LoRA" in e.value.hint
+
+
+def test_kto_on_pairs_uses_equal_weights_not_the_kto_cards(run_dir, tiny_model_dir, tmp_path):
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    build = json.loads((copy / "datasets" / "build.json").read_text())
+    build["kto_weights"] = {"desirable_weight": 1.33, "undesirable_weight": 1.0}
+    (copy / "datasets" / "build.json").write_text(json.dumps(build))
+    on_kto_rows = train(copy, "kto", model=str(tiny_model_dir), overrides={**FAST, "max_steps": 1},
+                        output_dir=tmp_path / "k1")
+    assert on_kto_rows.settings["desirable_weight"] == 1.33
+    on_pairs = train(copy / "datasets" / "dpo", "kto", model=str(tiny_model_dir), overrides={**FAST, "max_steps": 1},
+                     output_dir=tmp_path / "k2")
+    assert on_pairs.settings["desirable_weight"] == 1.0 and on_pairs.settings["undesirable_weight"] == 1.0
