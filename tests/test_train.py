@@ -281,3 +281,20 @@ def test_kto_on_pairs_uses_equal_weights_not_the_kto_cards(run_dir, tiny_model_d
     on_pairs = train(copy / "datasets" / "dpo", "kto", model=str(tiny_model_dir), overrides={**FAST, "max_steps": 1},
                      output_dir=tmp_path / "k2")
     assert on_pairs.settings["desirable_weight"] == 1.0 and on_pairs.settings["undesirable_weight"] == 1.0
+
+
+def test_runs_under_accelerate_launch_unchanged(run_dir, tiny_model_dir, tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    accelerate = Path(sys.executable).parent / "accelerate"
+    done = subprocess.run([str(accelerate), "launch", "--cpu", "--num_processes", "1", "--num_machines", "1",
+                           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "persona", "train", str(run_dir),
+                           "--method", "dpo", "-m", str(tiny_model_dir), "--output-dir", str(tmp_path / "acc"),
+                           "--set", "max_steps=2", "--set", "max_length=64", "--set", "r=4", "--set", "save_strategy=no"],
+                          capture_output=True, text=True, timeout=600, env={**os.environ, "TQDM_DISABLE": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "trained dpo for 2 logged steps" in done.stderr
+    assert len([m for m in json.loads((tmp_path / "acc" / "metrics.json").read_text()) if "loss" in m]) == 2
