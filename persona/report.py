@@ -205,7 +205,7 @@ def summary_rows(data: RunData) -> list[dict]:
         e = t.eval
         rows.append({
             "method": t.method, "folder": t.name, "pairs": train_pairs, "all_pairs": pairs,
-            "kto_rows": sum((data.build or {}).get("kto", {}).get("train", {}).values()) if data.build else None,
+            "rows": _training_rows(t),
             "minutes": t.minutes,
             "base_right": e["base"].get("origin", {}).get("right_identity"),
             "right": e["trained"].get("origin", {}).get("right_identity"),
@@ -221,17 +221,30 @@ def summary_rows(data: RunData) -> list[dict]:
     return rows
 
 
+def _training_rows(t: Trained) -> int | None:
+    """Rows the model was trained on: pairs for DPO/IPO/reward; for KTO, thumbs rows (two per pair when it
+    was trained on pairs, which are unpaired first)."""
+    dataset = Path(t.settings.get("dataset", ""))
+    train = dataset / "train.jsonl" if dataset.is_dir() else dataset
+    if not train.is_file():
+        return None
+    n = sum(1 for line in train.read_text(encoding="utf-8").splitlines() if line.strip())
+    if t.method == "kto" and '"chosen"' in train.read_text(encoding="utf-8")[:2000]:
+        n *= 2
+    return n
+
+
 def summary_markdown(data: RunData) -> str:
     rows = summary_rows(data)
     if not rows:
         return "(no evaluated models in this run: run persona train, then persona eval)"
-    lines = ["| method | training pairs | minutes | right identity (base -> trained) | claims another | "
+    lines = ["| method | training rows | minutes | right identity (base -> trained) | claims another | "
              "out of character under attack | right identity under attack | perplexity change | general QA |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        rows_used = f"{r['kto_rows']} rows (unpaired)" if r["method"] == "kto" else str(r["pairs"])
+        rows_used = "n/a" if r["rows"] is None else f"{r['rows']} rows" if r["method"] == "kto" else str(r["rows"])
         minutes = "n/a" if r["minutes"] is None else f"{r['minutes']:.1f}"
-        lines.append(f"| {r['method'].upper()} | {rows_used} | {minutes} | {_pct(r['base_right'])} -> {_pct(r['right'])} | "
+        lines.append(f"| {r['folder'].removeprefix('train-').upper()} | {rows_used} | {minutes} | {_pct(r['base_right'])} -> {_pct(r['right'])} | "
                      f"{_pct(r['base_other'])} -> {_pct(r['other'])} | {_pct(r['base_ooc'])} -> {_pct(r['ooc'])} | "
                      f"{_pct(r['attack_right'])} | {100 * r['ppl_change']:+.1f}% | "
                      f"{_pct(r['qa_base'])} -> {_pct(r['qa'])} |")

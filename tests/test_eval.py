@@ -135,7 +135,7 @@ def test_report_has_every_section_and_a_markdown_table(trained, tmp_path):
         assert title in page
     assert "http" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "")  # nothing loaded from elsewhere
     table = summary_markdown(data)
-    assert table.splitlines()[2].startswith("| DPO | 4 |")
+    assert table.splitlines()[2].startswith("| DPO | 4 |")  # 4 training pairs
 
 
 def test_report_without_training_says_so(tmp_path):
