@@ -289,7 +289,7 @@ def generate(
         judge_name, judge_options = _judge_choice(judge, judge_backend, judge_model, judge_base_url, judge_api_key_env)
         with _progress_bar() as on_progress:
             summary = run_generate(spec, run_config, on_progress, judge=judge_name, judge_options=judge_options,
-                                   build=BuildSettings(margin=margin, kto_threshold=kto_threshold, rejected_from=_rejected_from(rejected_from)), pairwise=pairwise)
+                                   build=BuildSettings(margin=margin, kto_threshold=kto_threshold, rejected_from=rejected_from), pairwise=pairwise)
     except PersonaError as e:
         _fail(e)
     except KeyboardInterrupt:
@@ -302,13 +302,6 @@ def generate(
          f"{summary.requests_made} backend requests, {summary.tokens:,} tokens generated")
     if summary.build is not None:
         _print_build(summary.build, summary.judgements_made)
-
-
-def _rejected_from(value: str) -> str:
-    if value not in ("violating", "any"):
-        raise PersonaError(f"--rejected-from '{value}' is not 'violating' or 'any'",
-                           hint="'any' also pairs conforming attempts the judge scored out of character")
-    return value
 
 
 def _print_build(report, judged_now: int | None = None) -> None:
@@ -420,7 +413,7 @@ def build(
         options = None
         if judge:
             _, options = _judge_choice(judge, judge_backend, judge_model, judge_base_url, judge_api_key_env)
-        report = build_run(run_dir, BuildSettings(margin=margin, kto_threshold=kto_threshold, rejected_from=_rejected_from(rejected_from)), judge, options,
+        report = build_run(run_dir, BuildSettings(margin=margin, kto_threshold=kto_threshold, rejected_from=rejected_from), judge, options,
                            str(spec) if spec else None, pairwise)
     except PersonaError as e:
         _fail(e)

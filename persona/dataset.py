@@ -43,6 +43,13 @@ class BuildSettings:
     near_duplicate: float = 0.9  # text similarity (0-1) above which a pair teaches nothing
     rejected_from: str = "violating"  # or "any": conforming attempts the judge scored out of character too
 
+    def __post_init__(self):
+        if self.rejected_from not in ("violating", "any"):
+            from persona.errors import PersonaError
+
+            raise PersonaError(f"--rejected-from '{self.rejected_from}' is not 'violating' or 'any'",
+                               hint="'any' also pairs conforming attempts the judge scored out of character")
+
 
 @dataclass
 class BuildReport:

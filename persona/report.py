@@ -228,8 +228,9 @@ def _training_rows(t: Trained) -> int | None:
     train = dataset / "train.jsonl" if dataset.is_dir() else dataset
     if not train.is_file():
         return None
-    n = sum(1 for line in train.read_text(encoding="utf-8").splitlines() if line.strip())
-    if t.method == "kto" and '"chosen"' in train.read_text(encoding="utf-8")[:2000]:
+    text = train.read_text(encoding="utf-8")
+    n = sum(1 for line in text.splitlines() if line.strip())
+    if t.method == "kto" and '"chosen"' in text[:2000]:
         n *= 2
     return n
 

@@ -89,3 +89,18 @@ def tiny_model_dir(smollm2_tokenizer_dir, tmp_path_factory):
     for file in smollm2_tokenizer_dir.iterdir():
         shutil.copy(file, folder / file.name)
     return folder
+
+
+@pytest.fixture
+def no_template_model_dir(tiny_model_dir, tmp_path):
+    """A copy of the tiny model whose tokenizer has no chat template."""
+    import json
+    import shutil
+
+    folder = tmp_path / "no-template"
+    shutil.copytree(tiny_model_dir, folder)
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    (folder / "chat_template.jinja").unlink(missing_ok=True)
+    return folder

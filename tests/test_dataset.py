@@ -178,3 +178,14 @@ def test_rejected_from_any_also_pairs_failed_conforming_attempts(tmp_path):
     assert both.pairs["train"] == 2 and both.candidates == 2
     rejected = [r["rejected"][0]["content"] for r in rows(tmp_path / "b" / "datasets" / "dpo" / "train.jsonl")]
     assert sorted(rejected) == ["I am a helpful assistant from the moon.", "I'm ChatGPT by OpenAI."]
+
+
+def test_rejected_from_takes_only_violating_or_any(tmp_path):
+    from typer.testing import CliRunner
+
+    from persona.cli import app
+
+    result = CliRunner().invoke(app, ["build", str(tmp_path), "--rejected-from", "all"])
+    assert result.exit_code == 1
+    assert result.stderr == ("error: --rejected-from 'all' is not 'violating' or 'any'\n"
+                             "hint: 'any' also pairs conforming attempts the judge scored out of character\n")

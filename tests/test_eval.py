@@ -179,3 +179,14 @@ def test_cli_eval_prints_the_table_and_errors_cleanly(trained, tmp_path):
     assert missing.stderr.startswith(f"error: model or adapter folder '{tmp_path / 'nope'}' not found\nhint: ")
     unknown = CliRunner().invoke(app, ["eval", str(trained), "--judge", "rulez", "--out", str(tmp_path / "u")])
     assert unknown.exit_code == 1 and "did you mean 'rules'" in unknown.stderr
+
+
+def test_report_of_a_folder_that_is_not_a_run(tmp_path):
+    from typer.testing import CliRunner
+
+    from persona.cli import app
+
+    result = CliRunner().invoke(app, ["report", str(tmp_path)])
+    assert result.exit_code == 1
+    assert result.stderr == (f"error: {tmp_path} is not a run folder (no run.json)\n"
+                             "hint: give the folder persona generate wrote\n")

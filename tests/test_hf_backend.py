@@ -118,16 +118,8 @@ def test_model_folder_errors(tmp_path, smollm2_tokenizer_dir):
         load_backend("hf", model=str(tmp_path / "x.gguf"))
 
 
-def test_tokenizer_without_chat_template(tiny_model_dir, tmp_path):
-    import json
-    import shutil
-
-    folder = tmp_path / "no-template"
-    shutil.copytree(tiny_model_dir, folder)
-    config = json.loads((folder / "tokenizer_config.json").read_text())
-    config.pop("chat_template", None)
-    (folder / "tokenizer_config.json").write_text(json.dumps(config))
-    (folder / "chat_template.jinja").unlink(missing_ok=True)
+def test_tokenizer_without_chat_template(no_template_model_dir):
+    folder = no_template_model_dir
     with pytest.raises(PersonaError, match="has no chat template"):
         load_backend("hf", model=str(folder))
 

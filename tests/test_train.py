@@ -235,18 +235,11 @@ def test_an_adapter_whose_base_model_is_gone(run_dir, tiny_model_dir, tmp_path):
                                f"model folder '{base}' not found")
 
 
-def test_base_model_errors(run_dir, tiny_model_dir, tmp_path):
-    import shutil
-
+def test_base_model_errors(run_dir, no_template_model_dir, tmp_path):
     with pytest.raises(PersonaError) as e:
         train(run_dir, "dpo", model=str(tmp_path / "no-model"), overrides=FAST, output_dir=tmp_path / "x")
     assert e.value.message == f"model folder '{tmp_path / 'no-model'}' not found"
-    bare = tmp_path / "bare"
-    shutil.copytree(tiny_model_dir, bare)
-    config = json.loads((bare / "tokenizer_config.json").read_text())
-    config.pop("chat_template", None)
-    (bare / "tokenizer_config.json").write_text(json.dumps(config))
-    (bare / "chat_template.jinja").unlink(missing_ok=True)
+    bare = no_template_model_dir
     with pytest.raises(PersonaError) as e:
         train(run_dir, "dpo", model=str(bare), overrides=FAST, output_dir=tmp_path / "y")
     assert e.value.message == f"the tokenizer of '{bare}' has no chat template"

@@ -142,6 +142,9 @@ class HFBackend:
         if not self.tokenizer.chat_template:
             raise PersonaError(f"the tokenizer of '{self.model}' has no chat template",
                                hint="use an instruct/chat model, or add a chat_template to its tokenizer_config.json")
+        self._prepare(max_context)
+
+    def _prepare(self, max_context: int | None = None) -> None:
         self.tokenizer.padding_side = "left"  # decoder-only batching: pad on the left, generate on the right
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
@@ -154,10 +157,7 @@ class HFBackend:
         self.lm, self.tokenizer, self.model = lm.eval(), tokenizer, name
         self.batch_size, self.repetition_penalty = int(batch_size), float(repetition_penalty)
         self.device = str(next(lm.parameters()).device)
-        self.tokenizer.padding_side = "left"
-        if self.tokenizer.pad_token is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.max_context = int(getattr(lm.config, "max_position_embeddings", 2048))
+        self._prepare()
         return self
 
     def close(self) -> None:
