@@ -56,8 +56,11 @@ def calibrate(judge: Judge, on_progress=None) -> CalibrationReport:
     for name in dict.fromkeys(i["identity"] for i in items):
         spec = load_spec(builtin_dir("identities") / f"{name}.yaml")
         group = [i for i in items if i["identity"] == name]
-        batch = [JudgeItem(f"{name}-{k}", i["prompt"], i["response"]) for k, i in enumerate(group)]
-        for (item, verdict), row in zip(judge.judge(spec, batch), group):
+        rows = {f"{name}-{k}": row for k, row in enumerate(group)}
+        batch = [JudgeItem(key, row["prompt"], row["response"]) for key, row in rows.items()]
+        # judges yield verdicts in the order they finish (a retried reply comes back last): match by key
+        for item, verdict in judge.judge(spec, batch):
+            row = rows[item.key]
             done += 1
             if on_progress:
                 on_progress("calibrate", done, len(items), 0)
