@@ -284,7 +284,7 @@ def generate(
             _print_dry_run(spec, run_config)
             return
         from persona.dataset import BuildSettings
-        from persona.generate import generate as run_generate
+        from persona.pipeline import generate as run_generate
 
         judge_name, judge_options = _judge_choice(judge, judge_backend, judge_model, judge_base_url, judge_api_key_env)
         with _progress_bar() as on_progress:
@@ -324,19 +324,12 @@ def _print_build(report, judged_now: int | None = None) -> None:
 
 
 def _judge_choice(judge: str, backend, model, base_url, api_key_env) -> tuple[str | None, dict]:
-    """--judge and its options -> (judge name or None for 'none', options for load_judge)."""
+    """--judge and its options -> (judge name or None for 'none', options for the judge)."""
+    from persona.judges import judge_options
+
     if judge == "none":
         return None, {}
-    kind = judge.partition(":")[0]
-    options: dict = {}
-    if kind == "llm":
-        options = dict(backend=backend or "hf", model=model, base_url=base_url, api_key_env=api_key_env)
-    elif kind == "offline" and model:
-        options = dict(model=model)
-    elif any((backend, model, base_url, api_key_env)) and kind != "llm":
-        raise PersonaError(f"--judge-backend/--judge-model/... do not apply to the '{kind}' judge",
-                           hint="they configure --judge llm (and --judge-model the offline judge's scoring model)")
-    return judge, {k: v for k, v in options.items() if v is not None}
+    return judge, judge_options(judge, backend, model, base_url, api_key_env)
 
 
 @app.command("judge")
@@ -378,14 +371,17 @@ def judge_command(
             return
         if run_dir is None:
             raise PersonaError("name a run folder, or use --calibrate", hint="e.g. persona judge runs/brand")
-        from persona.generate import judge_run
+        from persona.pipeline import judge_run
 
         with _progress_bar() as on_progress:
             made, counts = judge_run(run_dir, judge_name, options, str(spec) if spec else None, on_progress)
     except PersonaError as e:
         _fail(e)
+    from persona.run import RunFolder
+
     _err(f"judged {made} responses with {counts['judge']} ({counts['ok']} scored, {counts['unjudged']} unjudged "
-         f"in this run); judgements in {run_dir}/judgements.jsonl; rebuild the datasets with: persona build {run_dir}")
+         f"in this run); judgements in {RunFolder(run_dir).store('judgements').path}; rebuild the datasets with: "
+         f"persona build {run_dir}")
 
 
 @app.command()
@@ -407,7 +403,7 @@ def build(
     Example:  persona build runs/brand --margin 3
     """
     from persona.dataset import BuildSettings
-    from persona.generate import build_run
+    from persona.pipeline import build_run
 
     try:
         options = None
@@ -431,7 +427,7 @@ def stats(
     """
     import json as json_module
 
-    from persona.generate import run_stats
+    from persona.stats import run_stats
 
     try:
         numbers = run_stats(run_dir)
@@ -559,7 +555,10 @@ def eval_command(
         _err("interrupted: answers so far are kept; run the same command again to resume")
         raise typer.Exit(130)
     typer.echo(_eval_table(m))
-    _err(f"wrote {out or model_path / 'eval'}/metrics.json and answers.jsonl in {m['seconds']:.0f}s")
+    from persona.run import EvalFolder, TrainOutput
+
+    folder = EvalFolder(out) if out else TrainOutput(model_path).eval
+    _err(f"wrote {folder.metrics_file} and {folder.answers.path} in {m['seconds']:.0f}s")
 
 
 @app.command()
@@ -589,38 +588,29 @@ def report(
 
 
 def _spec_of_model(model_path: Path, run_dir: Path | None) -> str:
-    from persona.eval import _run_of, _trained_info
-    from persona.store import read_run_info
+    from persona.models import check_trained
+    from persona.run import RunFolder
 
-    run = run_dir or _run_of(_trained_info(model_path))
+    run = RunFolder(run_dir) if run_dir else check_trained(model_path).run()
     if run is None:
         raise PersonaError(f"cannot tell which spec {model_path} was trained for",
                            hint="pass --spec identities/NAME.yaml")
-    return read_run_info(run)["spec_path"]
+    return run.info()["spec_path"]
 
 
 def _eval_table(m: dict) -> str:
-    def pct(v):
-        return "n/a" if v is None else f"{100 * v:.1f}%"
+    """The eval's rows, base vs trained, one line each (the same rows as the model card and the report)."""
+    from persona.metrics import format_value, metric_rows, pct
 
-    rows = [("held-out probes: mean judge score", m["base"]["adherence"]["overall"], m["trained"]["adherence"]["overall"], str),
-            ("held-out probes: in character", m["base"]["adherence"]["in_character"], m["trained"]["adherence"]["in_character"], pct)]
-    if "origin" in m["base"]:
-        rows += [("origin: right identity", m["base"]["origin"]["right_identity"], m["trained"]["origin"]["right_identity"], pct),
-                 ("origin: claims another", m["base"]["origin"]["other_identity"], m["trained"]["origin"]["other_identity"], pct),
-                 ("attack: out of character", m["base"]["robustness"]["out_of_character"], m["trained"]["robustness"]["out_of_character"], pct),
-                 ("attack: right identity", m["base"]["robustness"]["right_identity"], m["trained"]["robustness"]["right_identity"], pct)]
-    r = m["retention"]
-    rows += [("general text perplexity", r["base"]["perplexity"], r["trained"]["perplexity"], lambda v: f"{v:.2f}"),
-             ("general questions correct", r["base"]["general_qa_accuracy"], r["trained"]["general_qa_accuracy"], pct)]
     lines = [f"{'':<36} {'base':>10} {'trained':>10}"]
-    lines += [f"{name:<36} {fmt(b) if b is not None else 'n/a':>10} {fmt(t) if t is not None else 'n/a':>10}"
-              for name, b, t, fmt in rows]
+    lines += [f"{row.label:<36} {format_value(row.base, row.unit):>10} {format_value(row.trained, row.unit):>10}"
+              for row in metric_rows(m)]
     w = m["win_rate"]
     if w["win"] is not None:
         lines.append(f"trained vs base on held-out probes: win {pct(w['win'])}, tie {pct(w['tie'])}, "
                      f"loss {pct(w['loss'])} ({w['method']})")
-    lines.append(f"perplexity change {100 * r['perplexity_change']:+.1f}%; judge {m['judge']}; {m['items']} prompts per model")
+    lines.append(f"perplexity change {100 * m['retention']['perplexity_change']:+.1f}%; judge {m['judge']}; "
+                 f"{m['items']} prompts per model")
     return "\n".join(lines)
 
 
@@ -646,7 +636,7 @@ def _parse_value(value: str):
 
 
 def _print_dry_run(spec, run_config) -> None:
-    from persona.generate import dry_run
+    from persona.pipeline import dry_run
 
     plan = dry_run(spec, run_config)
     rule = "-" * 72

@@ -26,11 +26,11 @@ import hashlib
 import json
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
-from persona.judges import IN_CHARACTER
+from persona.judges import IN_CHARACTER, PairwiseJudge
 from persona.prompts import normalize
 from persona.responses import ResponseRecord
+from persona.run import DatasetFolder, RunFolder
 from persona.spec import Spec
 from persona.store import write_atomic
 
@@ -87,10 +87,10 @@ def _conversation(role: str, text: str) -> list[dict]:
     return [{"role": role, "content": text}]
 
 
-def build_datasets(spec: Spec, responses: list[ResponseRecord], judgements: dict[str, dict], run_dir: Path,
-                   settings: BuildSettings = BuildSettings(), pairwise=None) -> BuildReport:
-    """`pairwise`, when given, is a judge with `prefer(spec, [(key, prompt, a, b)])` (the llm judge): a pair
-    is kept only when it prefers the chosen response in both orders."""
+def build_datasets(spec: Spec, responses: list[ResponseRecord], judgements: dict[str, dict], run: RunFolder,
+                   settings: BuildSettings = BuildSettings(), pairwise: PairwiseJudge | None = None) -> BuildReport:
+    """`pairwise`, when given, is a judge that compares two responses (the llm judge): a pair is kept only
+    when it prefers the chosen response in both orders."""
     report = BuildReport(settings=asdict(settings), spec_hash=spec.spec_hash)
     judged = {}
     for r in responses:
@@ -179,20 +179,19 @@ def build_datasets(spec: Spec, responses: list[ResponseRecord], judgements: dict
                 bins[min(9, int(s))] += 1
         report.histograms[kind] = bins
 
-    out = run_dir / "datasets"
-    report.paths = {"dpo": str(out / "dpo"), "kto": str(out / "kto")}
-    _write_dataset(out / "dpo", pairs, spec, report, "dpo")
-    _write_dataset(out / "kto", kto, spec, report, "kto")
-    write_atomic(out / "build.json", json.dumps(asdict(report), indent=2) + "\n")
+    report.paths = {"dpo": str(run.dataset("dpo")), "kto": str(run.dataset("kto"))}
+    _write_dataset(run.dataset("dpo"), pairs, spec, report, "dpo")
+    _write_dataset(run.dataset("kto"), kto, spec, report, "kto")
+    write_atomic(run.build_file, json.dumps(asdict(report), indent=2) + "\n")
     return report
 
 
-def _write_dataset(folder: Path, splits: dict[str, list[dict]], spec: Spec, report: BuildReport, kind: str) -> None:
+def _write_dataset(folder: DatasetFolder, splits: dict[str, list[dict]], spec: Spec, report: BuildReport, kind: str) -> None:
     texts = {split: "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows) for split, rows in splits.items()}
     for split, text in texts.items():
-        write_atomic(folder / f"{split}.jsonl", text)
+        write_atomic(folder.split(split), text)
     digest = hashlib.sha256("".join(texts[s] for s in sorted(texts)).encode("utf-8")).hexdigest()[:12]
-    write_atomic(folder / "README.md", _card(spec, report, kind, [s for s, rows in splits.items() if rows], digest))
+    write_atomic(folder.card, _card(spec, report, kind, [s for s, rows in splits.items() if rows], digest))
 
 
 def _bar(bins: list[int]) -> str:

@@ -17,7 +17,9 @@ fine-tuning is that the model holds the identity on its own). Four measurements:
   retention    perplexity on a held-out general text and accuracy on 40 general multiple-choice questions
                (log-likelihood of each choice), both shipped with persona
 
-Answers are appended to eval/answers.jsonl as they come, so an interrupted eval resumes where it stopped.
+Every number is a row (persona.metrics.MetricRow: name, group, base, trained, unit, sample size), listed in
+METRICS; the CLI's table, the model card and the report read the rows. Answers are appended to the eval
+folder's answers store as they come, so an interrupted eval resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from pathlib import Path
 from typing import Callable
 
 from persona.errors import PersonaError
+from persona.metrics import MetricRow
 
 DATA = Path(__file__).parent / "data"
 ATTACKS = {
@@ -67,6 +70,50 @@ class EvalItem:
         return self.messages[-1]["content"]
 
 
+@dataclass(frozen=True)
+class Metric:
+    """One row of the eval: how to read it from a model's summary (see `_summarise`)."""
+
+    name: str
+    group: str
+    label: str
+    unit: str
+    better: str
+    value: Callable[[dict], float | None]
+    n: Callable[[dict], int | None]
+
+
+def _get(*keys):
+    def read(summary: dict):
+        for key in keys:
+            if not isinstance(summary, dict) or key not in summary:
+                return None
+            summary = summary[key]
+        return summary
+    return read
+
+
+# Adding a metric: compute it in _summarise, add its row here.
+METRICS: list[Metric] = [
+    Metric("adherence.overall", "adherence", "held-out probes: mean judge score", "score", "higher",
+           _get("adherence", "overall"), lambda s: len(s["adherence"]["scores"])),
+    Metric("adherence.in_character", "adherence", "held-out probes: in character", "share", "higher",
+           _get("adherence", "in_character"), lambda s: len(s["adherence"]["scores"])),
+    Metric("origin.right_identity", "origin", "origin: right identity", "share", "higher",
+           _get("origin", "right_identity"), _get("origin", "questions")),
+    Metric("origin.other_identity", "origin", "origin: claims another", "share", "lower",
+           _get("origin", "other_identity"), _get("origin", "questions")),
+    Metric("robustness.out_of_character", "robustness", "attack: out of character", "share", "lower",
+           _get("robustness", "out_of_character"), _get("robustness", "questions")),
+    Metric("robustness.right_identity", "robustness", "attack: right identity", "share", "higher",
+           _get("robustness", "right_identity"), _get("robustness", "questions")),
+    Metric("retention.perplexity", "retention", "general text perplexity", "perplexity", "lower",
+           _get("retention", "perplexity"), _get("retention", "perplexity_tokens")),
+    Metric("retention.general_qa", "retention", "general questions correct", "share", "higher",
+           _get("retention", "general_qa_accuracy"), _get("retention", "general_qa")),
+]
+
+
 def identity_questions() -> list[tuple[str, str]]:
     """(asks, question) pairs from persona/data/eval_identity.txt."""
     out = []
@@ -77,20 +124,15 @@ def identity_questions() -> list[tuple[str, str]]:
     return out
 
 
-def held_out_prompts(spec, run_dir: Path | None, templates: str | None, scratch: Path) -> list:
-    """The eval split of the run's probe prompts; without a run, the split persona would make for this spec."""
-    from persona.prompts import PromptRecord
+def held_out_prompts(spec, run, templates: str | None) -> list:
+    """The eval split of the run's probe prompts (as its prompts stage saved them); without a run, the split
+    persona would make for this spec without synthesis."""
+    from persona.prompts import PromptRecord, planned_prompts
 
-    if run_dir is not None and (run_dir / "prompts.jsonl").exists():
-        records = [PromptRecord.from_dict(json.loads(line)) for line in
-                   (run_dir / "prompts.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
+    if run is not None and "prompts" in (run.info().get("current") or {}):
+        records = [PromptRecord.from_dict(r) for r in run.current("prompts")]
     else:
-        from persona.config import RunConfig
-        from persona.prompts import build_prompts
-
-        config = RunConfig(out=str(scratch), prompts_per_target=0, templates=templates)
-        scratch.mkdir(parents=True, exist_ok=True)
-        records, _ = build_prompts(spec, config, scratch, get_backend=lambda: None, backend_label="none")
+        records = planned_prompts(spec, templates)
     held_out = [r for r in records if r.split == "eval"]
     if not held_out:
         raise PersonaError(f"{spec.path}: no held-out probe prompts (the eval split is empty)",
@@ -119,26 +161,21 @@ def answer(backend, label: str, items: list[EvalItem], settings: EvalSettings, s
     """{item id: answer record} for one model, reusing answers already in the store (keyed by the model's
     name, the item and the sampling settings)."""
     from persona.backends import Request, SamplingParams
-    from persona.store import input_key, now
+    from persona.store import append_missing, input_key, now
 
     params = SamplingParams(n=1, temperature=0.0, top_p=1.0, max_tokens=settings.max_tokens, seed=0)
     keys = {i.id: input_key(backend.model, settings.repetition_penalty, i.id, i.messages, params.to_dict()) for i in items}
-    saved = store.load()
-    done = {i.id: saved[keys[i.id]] for i in items if keys[i.id] in saved}
-    pending = [Request(keys[i.id], i.messages, params) for i in items if i.id not in done]
     by_key = {keys[i.id]: i for i in items}
-    if on_progress:
-        on_progress(label, len(done), len(items), 0)
-    for n, result in enumerate(backend.complete(pending), len(done) + 1):
+
+    def to_records(result) -> list[dict]:
         item, c = by_key[result.request.key], result.completions[0]
-        record = {"id": result.request.key, "item": item.id, "model": label, "kind": item.kind, "attack": item.attack,
-                  "asks": item.asks, "target": item.target, "messages": list(item.messages), "text": c.text,
-                  "completion_tokens": c.completion_tokens, "finish_reason": c.finish_reason, "created": now()}
-        store.append([record])
-        done[item.id] = record
-        if on_progress:
-            on_progress(label, n, len(items), c.completion_tokens)
-    return done
+        return [{"id": result.request.key, "item": item.id, "model": label, "kind": item.kind, "attack": item.attack,
+                 "asks": item.asks, "target": item.target, "messages": list(item.messages), "text": c.text,
+                 "completion_tokens": c.completion_tokens, "finish_reason": c.finish_reason, "created": now()}]
+
+    requests = [Request(keys[i.id], i.messages, params) for i in items]
+    done, _ = append_missing(store, requests, backend.complete, to_records, stage=label, on_progress=on_progress)
+    return {i.id: done[keys[i.id]] for i in items}
 
 
 def origin_claim(spec, asks: str, text: str) -> dict:
@@ -156,46 +193,44 @@ def origin_claim(spec, asks: str, text: str) -> dict:
 
 
 def perplexity(lm, tokenizer, text: str, window: int = 512) -> float:
-    """exp(mean next-token NLL) over the text, in non-overlapping windows."""
-    import torch
+    """exp(mean next-token NLL) over the text, in non-overlapping windows (scored in one batch)."""
+    return perplexity_and_tokens(lm, tokenizer, text, window)[0]
 
-    ids = tokenizer(text, return_tensors="pt", add_special_tokens=False)["input_ids"][0]
-    device = next(lm.parameters()).device
-    total, count = 0.0, 0
-    with torch.no_grad():
-        for start in range(0, len(ids) - 1, window):
-            chunk = ids[start:start + window + 1].unsqueeze(0).to(device)
-            if chunk.shape[1] < 2:
-                break
-            logits = lm(chunk[:, :-1]).logits.float()
-            nll = torch.nn.functional.cross_entropy(logits[0], chunk[0, 1:], reduction="sum")
-            total += float(nll)
-            count += chunk.shape[1] - 1
-    return math.exp(total / count)
+
+def perplexity_and_tokens(lm, tokenizer, text: str, window: int = 512) -> tuple[float, int]:
+    from persona.models import logprobs
+
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    # each window predicts its tokens from the ones before it in the same window: context = its first token
+    rows = [(ids[start:start + 1], ids[start + 1:start + window + 1]) for start in range(0, len(ids) - 1, window)]
+    rows = [r for r in rows if r[1]]
+    scores = logprobs(lm, rows, pad_id=_pad(tokenizer), batch_size=4)
+    tokens = sum(len(s) for s in scores)
+    return math.exp(-sum(sum(s) for s in scores) / tokens), tokens
 
 
 def general_qa_accuracy(lm, tokenizer) -> tuple[float, int]:
     """Multiple choice by the summed log-probability of each choice as the assistant's answer."""
-    import torch
+    from persona.models import chat_ids, logprobs
 
     rows = [json.loads(line) for line in (DATA / "general_qa.jsonl").read_text(encoding="utf-8").splitlines() if line]
-    device = next(lm.parameters()).device
-    correct = 0
-    for row in rows:
-        prefix = tokenizer.apply_chat_template(
-            [{"role": "user", "content": row["question"] + " Answer with the answer only."}],
-            add_generation_prompt=True, tokenize=False)
-        prefix_ids = tokenizer(prefix, add_special_tokens=False)["input_ids"]
-        scores = []
+    scored, owners = [], []
+    for n, row in enumerate(rows):
+        prefix = chat_ids(tokenizer, [{"role": "user", "content": row["question"] + " Answer with the answer only."}],
+                          generation_prompt=True)
         for choice in row["choices"]:
-            choice_ids = tokenizer(choice, add_special_tokens=False)["input_ids"]
-            ids = torch.tensor([prefix_ids + choice_ids], device=device)
-            with torch.no_grad():
-                logprobs = torch.log_softmax(lm(ids).logits[0, :-1].float(), dim=-1)
-            targets = ids[0, len(prefix_ids):]
-            scores.append(float(logprobs[len(prefix_ids) - 1:].gather(1, targets.unsqueeze(1)).sum()))
+            scored.append((prefix, tokenizer(choice, add_special_tokens=False)["input_ids"]))
+            owners.append(n)
+    sums = [sum(s) for s in logprobs(lm, scored, pad_id=_pad(tokenizer), batch_size=16)]
+    correct = 0
+    for n, row in enumerate(rows):
+        scores = [s for s, owner in zip(sums, owners) if owner == n]
         correct += max(range(len(scores)), key=scores.__getitem__) == row["answer"]
     return correct / len(rows), len(rows)
+
+
+def _pad(tokenizer) -> int:
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
 
 def _mean(values) -> float | None:
@@ -211,29 +246,29 @@ def _rate(flags) -> float | None:
 def evaluate(model_path: str | Path, spec_path: str | Path, run_dir: str | Path | None = None,
              base: str | None = None, out: str | Path | None = None, settings: EvalSettings = EvalSettings(),
              templates: str | None = None, on_progress: Callable | None = None) -> dict:
-    from persona.generate import make_judge
-    from persona.judges import IN_CHARACTER, JudgeItem
+    from persona.judges import IN_CHARACTER, JudgeItem, make_judge
+    from persona.models import check_trained
+    from persona.run import EvalFolder, RunFolder
     from persona.spec import load_spec
-    from persona.store import JsonlStore, write_atomic
+    from persona.train import write_model_card
 
     started = time.perf_counter()
-    model_path = Path(model_path)
+    output = check_trained(model_path)
     spec = load_spec(spec_path)
-    trained_info = _trained_info(model_path)
-    run = Path(run_dir) if run_dir else _run_of(trained_info)
-    out = Path(out) if out else model_path / "eval"
-    out.mkdir(parents=True, exist_ok=True)
-    probes = held_out_prompts(spec, run, templates, out / "prompts")
+    trained_info = output.settings()
+    run = RunFolder(run_dir) if run_dir else output.run()
+    folder = EvalFolder(out) if out else output.eval
+    probes = held_out_prompts(spec, run, templates)
     items = build_items(spec, probes, settings.limit)
-    store = JsonlStore(out / "answers.jsonl")
-    # the base model's answers are shared by every model trained from the run (same prompts, same settings)
-    base_store = JsonlStore(run / "eval-base-answers.jsonl") if run is not None else store
     judge = make_judge(settings.judge, None, templates)
+    store = folder.answers
+    # the base model's answers are shared by every model trained from the run (same prompts, same settings)
+    base_store = run.base_answers if run is not None else store
 
     base_name = base if base is not None else trained_info.get("base_model")
     answers, retention = {}, {}
     for label in ("base", "trained"):
-        lm, tokenizer, name = _load(label, model_path, base_name)
+        lm, tokenizer, name = _load(label, output.path, base_name)
         from persona.backends.hf import HFBackend
 
         backend = HFBackend.from_loaded(lm, tokenizer, name, settings.batch_size, settings.repetition_penalty)
@@ -242,9 +277,10 @@ def evaluate(model_path: str | Path, spec_path: str | Path, run_dir: str | Path 
             saved = store.load()
             store.append([r for r in records.values() if r["id"] not in saved])
         answers[label] = {k: r["text"] for k, r in records.items()}
-        ppl = perplexity(lm, tokenizer, (DATA / "general_text.txt").read_text(encoding="utf-8"))
+        ppl, tokens = perplexity_and_tokens(lm, tokenizer, (DATA / "general_text.txt").read_text(encoding="utf-8"))
         accuracy, n_qa = general_qa_accuracy(lm, tokenizer)
-        retention[label] = {"perplexity": round(ppl, 4), "general_qa_accuracy": round(accuracy, 4), "general_qa": n_qa}
+        retention[label] = {"perplexity": round(ppl, 4), "perplexity_tokens": tokens,
+                            "general_qa_accuracy": round(accuracy, 4), "general_qa": n_qa}
         del backend, lm
 
     verdicts: dict[str, dict] = {}
@@ -252,7 +288,7 @@ def evaluate(model_path: str | Path, spec_path: str | Path, run_dir: str | Path 
         judge_items = [JudgeItem(f"{label}:{i.id}", i.prompt, answers[label][i.id]) for i in items]
         for ji, v in judge.judge(spec, judge_items):
             verdicts[ji.key] = v.to_dict()
-    metrics = {"spec": spec.name, "model": str(model_path), "base_model": base_name or "default",
+    metrics = {"spec": spec.name, "model": str(output.path), "base_model": base_name or "default",
                "judge": judge.name, "settings": asdict(settings), "items": len(items),
                "held_out_prompts": len([i for i in items if i.kind == "probe"]), "retention": retention}
     for label in answers:
@@ -261,11 +297,25 @@ def evaluate(model_path: str | Path, spec_path: str | Path, run_dir: str | Path 
     metrics["win_rate"] = _win_rate(judge, spec, [i for i in items if i.kind == "probe"], answers, verdicts)
     b, t = retention["base"]["perplexity"], retention["trained"]["perplexity"]
     metrics["retention"]["perplexity_change"] = round((t - b) / b, 4)
+    metrics["rows"] = [r.to_dict() for r in metric_rows_of(metrics)]
     metrics["seconds"] = round(time.perf_counter() - started, 1)
-    write_atomic(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-    _add_to_model_card(model_path, metrics)
+    folder.write_metrics(metrics)
+    if output.is_finished():
+        write_model_card(output, metrics)
     judge.close()
     return metrics
+
+
+def metric_rows_of(metrics: dict) -> list[MetricRow]:
+    """The rows of METRICS that apply, from the base and trained summaries."""
+    rows = []
+    for m in METRICS:
+        summaries = {label: {**metrics[label], "retention": metrics["retention"][label]} for label in ("base", "trained")}
+        base, trained = m.value(summaries["base"]), m.value(summaries["trained"])
+        if base is None and trained is None:
+            continue  # e.g. origin metrics of a spec without an identity
+        rows.append(MetricRow(m.name, m.group, m.label, base, trained, m.unit, m.n(summaries["trained"]), m.better))
+    return rows
 
 
 def _summarise(spec, items, answers, verdicts, in_character) -> dict:
@@ -305,9 +355,11 @@ def _summarise(spec, items, answers, verdicts, in_character) -> dict:
 def _win_rate(judge, spec, probes, answers, verdicts) -> dict:
     """Trained vs base on the held-out probes: the judge's pairwise verdict in both orders where it has one
     (a win counts only when both orders agree), otherwise the higher overall score."""
+    from persona.judges import PairwiseJudge
+
     if not probes:
         return {"method": "none", "win": None, "tie": None, "loss": None}
-    if hasattr(judge, "prefer"):
+    if isinstance(judge, PairwiseJudge):
         items = [(i.id, i.prompt, answers["trained"][i.id], answers["base"][i.id]) for i in probes]
         verdict = judge.prefer(spec, items)  # "a" (trained) / "b" (base) / None (orders disagree)
         outcomes = ["win" if verdict.get(i.id) == "a" else "loss" if verdict.get(i.id) == "b" else "tie" for i in probes]
@@ -321,57 +373,13 @@ def _win_rate(judge, spec, probes, answers, verdicts) -> dict:
     return {"method": method, **{k: round(outcomes.count(k) / len(outcomes), 4) for k in ("win", "tie", "loss")}}
 
 
-def _trained_info(model_path: Path) -> dict:
-    import yaml
-
-    if not model_path.is_dir():
-        raise PersonaError(f"model or adapter folder '{model_path}' not found",
-                           hint="give the output folder of persona train, e.g. runs/aster/train-dpo")
-    settings = model_path / "persona_train.yaml"
-    return (yaml.safe_load(settings.read_text(encoding="utf-8")) or {}) if settings.is_file() else {}
-
-
-def _run_of(info: dict) -> Path | None:
-    """The run folder a persona-trained model's dataset came from (RUN/datasets/dpo -> RUN)."""
-    dataset = Path(info.get("dataset", "")) if info.get("dataset") else None
-    if dataset is not None and dataset.parent.name == "datasets" and (dataset.parent.parent / "run.json").exists():
-        return dataset.parent.parent
-    return None
-
-
 def _load(label: str, model_path: Path, base: str | None):
-    from persona.train import load_base, load_trained
+    from persona.models import load_base, load_trained
 
     if label == "base":
-        lm, tokenizer, name = load_base(base, "dpo")
+        lm, tokenizer, name = load_base(base)
         return lm.eval(), tokenizer, name
-    lm, tokenizer = load_trained(model_path, "dpo")
+    lm, tokenizer = load_trained(model_path, "causal")
     if hasattr(lm, "merge_and_unload"):
         lm = lm.merge_and_unload()  # plain weights generate faster than an adapter
     return lm.eval(), tokenizer, str(model_path)
-
-
-def _add_to_model_card(model_path: Path, metrics: dict) -> None:
-    card = model_path / "README.md"
-    if not card.is_file():
-        return
-    text = card.read_text(encoding="utf-8").split("\n## Evaluation")[0].rstrip("\n")
-    text = text.replace("Evaluation numbers appear here once `persona eval` has run.", "").rstrip("\n")
-    lines = ["", "", "## Evaluation (persona eval, base -> trained)", ""]
-    for label, key, what in (("origin", "right_identity", "right identity on held-out who-are-you questions"),
-                             ("origin", "other_identity", "claims another identity"),
-                             ("robustness", "out_of_character", "out of character under attack")):
-        if label in metrics["base"]:
-            lines.append(f"- {what}: {_pct(metrics['base'][label][key])} -> {_pct(metrics['trained'][label][key])}")
-    a = (metrics["base"]["adherence"]["overall"], metrics["trained"]["adherence"]["overall"])
-    lines.append(f"- mean judge score on held-out probes ({metrics['judge']}): {a[0]} -> {a[1]}")
-    r = metrics["retention"]
-    lines.append(f"- perplexity on general text: {r['base']['perplexity']:.2f} -> {r['trained']['perplexity']:.2f} "
-                 f"({100 * r['perplexity_change']:+.1f}%)")
-    lines.append(f"- general questions: {_pct(r['base']['general_qa_accuracy'])} -> "
-                 f"{_pct(r['trained']['general_qa_accuracy'])} of {r['trained']['general_qa']}")
-    card.write_text(text + "\n".join(lines) + "\n", encoding="utf-8")
-
-
-def _pct(value) -> str:
-    return "n/a" if value is None else f"{100 * value:.1f}%"

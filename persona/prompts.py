@@ -10,7 +10,8 @@ They are deduplicated on normalised text (case, punctuation and spacing ignored)
 and a held-out eval split by a hash of that text: the split of a prompt never changes between runs, and
 training never sees the eval prompts.
 
-    prompts = build_prompts(spec, config, Path("runs/brand"), get_backend=lambda: load_backend("hf"))
+    prompts, made = build_prompts(spec, config, RunFolder("runs/brand"), get_backend=lambda: load_backend("hf"),
+                                  backend_label="hf:default")
     {"id": "3f9c...", "text": "Who made you?", "source": "identity", "target": null, "split": "eval", ...}
 """
 
@@ -20,14 +21,14 @@ import hashlib
 import re
 import unicodedata
 from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
 from typing import Callable
 
 from persona.backends import Request, SamplingParams
 from persona.config import RunConfig
 from persona.errors import PersonaError
+from persona.run import RunFolder
 from persona.spec import IDENTITY_TARGET, Spec
-from persona.store import JsonlStore, input_key, now
+from persona.store import append_missing, input_key, now
 from persona.templates import render_template, template_file, template_hash
 
 ADVERSARIAL_SOURCES = ("adversarial", "break", "origin", "constraint", "injection")
@@ -113,38 +114,38 @@ def parse_synthesized(text: str, n: int) -> list[str]:
     return prompts[:n]
 
 
-def build_prompts(spec: Spec, config: RunConfig, run_dir: Path, get_backend: Callable,
-                  backend_label: str, on_progress: Callable | None = None) -> tuple[list[PromptRecord], int]:
-    """All probe prompts for this run, saved to prompts.jsonl; returns (prompts, synthesis requests made)."""
-    pending: list[Request] = []
+def fixed_candidates(spec: Spec, templates_dir) -> list[tuple[str, str, str | None, dict]]:
+    """(text, source, target, provenance) of every prompt that needs no backend: the spec's seeds and
+    adversarial prompts, then the built-in probes."""
     candidates: list[tuple[str, str, str | None, dict]] = []
     for seed in spec.probes.seeds:
         candidates.append((seed, "seed", None, {"from": spec.path}))
     for prompt in spec.probes.adversarial:
         candidates.append((prompt, "adversarial", None, {"from": spec.path}))
-    adversarial_hash = template_hash("adversarial", config.templates)
-    for text, source, target in builtin_probes(spec, config.templates):
+    adversarial_hash = template_hash("adversarial", templates_dir)
+    for text, source, target in builtin_probes(spec, templates_dir):
         candidates.append((text, source, target, {"template": "adversarial", "template_hash": adversarial_hash}))
+    return candidates
 
+
+def build_prompts(spec: Spec, config: RunConfig, run: RunFolder, get_backend: Callable,
+                  backend_label: str, on_progress: Callable | None = None) -> tuple[list[PromptRecord], int]:
+    """All probe prompts for this run, saved to the run's prompts store; returns (prompts, synthesis requests made)."""
+    candidates = fixed_candidates(spec, config.templates)
+    made = 0
     if config.synthesize and config.prompts_per_target > 0:
-        synthesis = JsonlStore(run_dir / "synthesis.jsonl")
-        done = synthesis.load()
         requests = synthesis_requests(spec, config, backend_label)
-        pending = [request for request, _ in requests if request.key not in done]
-        if pending:
-            backend = get_backend()
-            if on_progress:
-                on_progress("prompts", 0, len(pending), 0)
-            for i, result in enumerate(backend.complete(pending), 1):
-                c = result.completions[0]
-                record = {"id": result.request.key, "text": c.text, "backend": backend.name, "model": backend.model,
-                          "params": result.request.params.to_dict(), "prompt_tokens": c.prompt_tokens,
-                          "completion_tokens": c.completion_tokens, "latency_s": round(c.latency_s, 3),
-                          "created": now()}
-                synthesis.append([record])
-                done[record["id"]] = record
-                if on_progress:
-                    on_progress("prompts", i, len(pending), c.completion_tokens)
+
+        def to_records(result) -> list[dict]:
+            c = result.completions[0]
+            return [{"id": result.request.key, "text": c.text, "backend": get_backend().name,
+                     "model": get_backend().model, "params": result.request.params.to_dict(),
+                     "prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens,
+                     "latency_s": round(c.latency_s, 3), "created": now()}]
+
+        done, made = append_missing(run.store("synthesis"), [r for r, _ in requests],
+                                    lambda pending: get_backend().complete(pending), to_records,
+                                    stage="prompts", on_progress=on_progress)
         probes_hash = template_hash("probes", config.templates)
         for request, target in requests:
             reply = done[request.key]
@@ -153,32 +154,42 @@ def build_prompts(spec: Spec, config: RunConfig, run_dir: Path, get_backend: Cal
                     "template": "probes", "template_hash": probes_hash, "request": request.key,
                     "backend": reply["backend"], "model": reply["model"], "params": reply["params"]}))
 
+    selected = _select(_dedupe(candidates, config.eval_fraction), config.eval_fraction, config.limit)
+    store = run.store("prompts")
+    saved = store.load()
+    store.append([r.to_dict() for r in selected if r.id not in saved])
+    run.finish_stage("prompts", [r.id for r in selected])
+    return selected, made
+
+
+def planned_prompts(spec: Spec, templates_dir=None, eval_fraction: float = 0.2) -> list[PromptRecord]:
+    """The prompts persona would make for `spec` without synthesis (no backend, nothing saved): what
+    `persona eval` holds out when there is no run folder."""
+    return _select(_dedupe(fixed_candidates(spec, templates_dir), eval_fraction), eval_fraction, None)
+
+
+def _dedupe(candidates: list[tuple[str, str, str | None, dict]], eval_fraction: float) -> list[PromptRecord]:
+    """One record per normalised text (the first source of a duplicate wins), split by a hash of the text."""
     records: dict[str, PromptRecord] = {}
     for text, source, target, provenance in candidates:
         norm = normalize(text)
         if not norm:
             continue
         key = hashlib.sha256(norm.encode("utf-8")).hexdigest()[:16]
-        if key not in records:  # the first source of a duplicate wins
-            records[key] = PromptRecord(key, text.strip(), source, target, split_of(norm, config.eval_fraction),
-                                        provenance)
-    selected = _select(list(records.values()), config)
-
-    store = JsonlStore(run_dir / "prompts.jsonl")
-    saved = store.load()
-    store.append([r.to_dict() for r in selected if r.id not in saved])
-    return selected, len(pending)
+        if key not in records:
+            records[key] = PromptRecord(key, text.strip(), source, target, split_of(norm, eval_fraction), provenance)
+    return list(records.values())
 
 
-def _select(records: list[PromptRecord], config: RunConfig) -> list[PromptRecord]:
+def _select(records: list[PromptRecord], eval_fraction: float, limit: int | None) -> list[PromptRecord]:
     """Make sure both splits are non-empty, then apply --limit: round-robin over sources and targets, so a
     quick run still mixes seeds, identity questions, attacks and synthesized prompts."""
     splits = {r.split for r in records}
-    if len(records) >= 2 and config.eval_fraction > 0 and splits != {"train", "eval"}:
+    if len(records) >= 2 and eval_fraction > 0 and splits != {"train", "eval"}:
         missing = "eval" if "eval" not in splits else "train"
         moved = min(records, key=lambda r: r.id)
         records = [replace(r, split=missing) if r is moved else r for r in records]
-    if config.limit is None or config.limit >= len(records):
+    if limit is None or limit >= len(records):
         return records
     groups: dict[tuple, list[PromptRecord]] = {}
     for r in records:
@@ -188,10 +199,10 @@ def _select(records: list[PromptRecord], config: RunConfig) -> list[PromptRecord
         for members in groups.values():
             if members:
                 order.append(members.pop(0))
-    n_eval = min(sum(r.split == "eval" for r in order), max(1, round(config.limit * config.eval_fraction)))
-    if config.eval_fraction == 0 or config.limit < 2:
+    n_eval = min(sum(r.split == "eval" for r in order), max(1, round(limit * eval_fraction)))
+    if eval_fraction == 0 or limit < 2:
         n_eval = 0
     chosen_eval = [r for r in order if r.split == "eval"][:n_eval]
-    chosen_train = [r for r in order if r.split == "train"][:config.limit - len(chosen_eval)]
+    chosen_train = [r for r in order if r.split == "train"][:limit - len(chosen_eval)]
     chosen = {r.id for r in chosen_eval + chosen_train}
     return [r for r in records if r.id in chosen]

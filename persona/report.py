@@ -11,11 +11,12 @@ Sections whose data is missing are left out with a line saying so (no training y
 from __future__ import annotations
 
 import html
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from persona.errors import PersonaError
+from persona.metrics import MetricRow, find, metric_rows, pct
+from persona.run import RunFolder
 
 COLOURS = {"base": "#8c8c8c", "dpo": "#1f77b4", "ipo": "#ff7f0e", "kto": "#2ca02c", "reward": "#9467bd"}
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"]
@@ -24,6 +25,7 @@ PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"]
 @dataclass
 class Trained:
     name: str  # the folder name, e.g. train-dpo
+    label: str  # what charts and tables call it, e.g. dpo
     method: str
     folder: Path
     settings: dict
@@ -36,6 +38,10 @@ class Trained:
         runtime = next((m["train_runtime"] for m in reversed(self.logs) if "train_runtime" in m), None)
         return None if runtime is None else runtime / 60
 
+    @property
+    def rows(self) -> list[MetricRow]:
+        return metric_rows(self.eval) if self.eval else []
+
 
 @dataclass
 class RunData:
@@ -46,29 +52,20 @@ class RunData:
 
 
 def collect(run_dir: str | Path) -> RunData:
-    import yaml
-
-    from persona.store import read_run_info
-
-    run_dir = Path(run_dir)
-    if not (run_dir / "run.json").exists():
+    """Everything the report shows, read from the run folder (nothing is changed)."""
+    run = RunFolder(run_dir)
+    if not run.exists():
         raise PersonaError(f"{run_dir} is not a run folder (no run.json)", hint="give the folder persona generate wrote")
-    info = read_run_info(run_dir)
-    build_file = run_dir / "datasets" / "build.json"
-    build = json.loads(build_file.read_text(encoding="utf-8")) if build_file.exists() else None
+    info = run.info()
     trained = []
-    for folder in sorted(p for p in run_dir.iterdir() if p.is_dir() and (p / "metrics.json").exists()
-                         and (p / "persona_train.yaml").exists()):
-        settings = yaml.safe_load((folder / "persona_train.yaml").read_text(encoding="utf-8")) or {}
-        t = Trained(folder.name, settings.get("method", "?"), folder, settings,
-                    json.loads((folder / "metrics.json").read_text(encoding="utf-8")))
-        if (folder / "eval" / "metrics.json").exists():
-            t.eval = json.loads((folder / "eval" / "metrics.json").read_text(encoding="utf-8"))
-            answers = folder / "eval" / "answers.jsonl"
-            if answers.exists():
-                t.answers = [json.loads(line) for line in answers.read_text(encoding="utf-8").splitlines() if line.strip()]
+    for output in run.trained():
+        settings = output.settings()
+        t = Trained(output.name, output.label, settings.get("method", "?"), output.path, settings, output.metrics())
+        t.eval = output.eval.metrics()
+        if t.eval is not None:
+            t.answers = list(output.eval.answers.load().values())
         trained.append(t)
-    return RunData(run_dir, info, build, trained)
+    return RunData(run.path, info, run.build(), trained)
 
 
 # ---------------------------------------------------------------- SVG charts (plain strings, no libraries)
@@ -191,48 +188,35 @@ th{background:#f4f4f4}td.num{text-align:right;font-variant-numeric:tabular-nums}
 
 
 def _pct(v) -> str:
-    return "n/a" if v is None else f"{100 * v:.1f}%"
+    return pct(v)
 
 
 def summary_rows(data: RunData) -> list[dict]:
-    """One row per trained model with an eval: the numbers of the README's table."""
+    """One row per trained model with an eval: the numbers of the README's table, read from its metric rows."""
     rows = []
     pairs = sum((data.build or {}).get("pairs", {}).values()) if data.build else None
     train_pairs = (data.build or {}).get("pairs", {}).get("train") if data.build else None
     for t in data.trained:
         if not t.eval:
             continue
-        e = t.eval
+
+        def value(name: str, which: str):
+            row = find(t.rows, name)
+            return None if row is None else getattr(row, which)
+
         rows.append({
-            "method": t.method, "folder": t.name, "pairs": train_pairs, "all_pairs": pairs,
-            "rows": _training_rows(t),
+            "method": t.method, "folder": t.name, "label": t.label, "pairs": train_pairs, "all_pairs": pairs,
+            "rows": (t.settings.get("data") or {}).get("train_rows"),
             "minutes": t.minutes,
-            "base_right": e["base"].get("origin", {}).get("right_identity"),
-            "right": e["trained"].get("origin", {}).get("right_identity"),
-            "base_other": e["base"].get("origin", {}).get("other_identity"),
-            "other": e["trained"].get("origin", {}).get("other_identity"),
-            "base_ooc": e["base"].get("robustness", {}).get("out_of_character"),
-            "ooc": e["trained"].get("robustness", {}).get("out_of_character"),
-            "attack_right": e["trained"].get("robustness", {}).get("right_identity"),
-            "ppl_change": e["retention"]["perplexity_change"],
-            "qa_base": e["retention"]["base"]["general_qa_accuracy"],
-            "qa": e["retention"]["trained"]["general_qa_accuracy"],
+            "base_right": value("origin.right_identity", "base"), "right": value("origin.right_identity", "trained"),
+            "base_other": value("origin.other_identity", "base"), "other": value("origin.other_identity", "trained"),
+            "base_ooc": value("robustness.out_of_character", "base"),
+            "ooc": value("robustness.out_of_character", "trained"),
+            "attack_right": value("robustness.right_identity", "trained"),
+            "ppl_change": t.eval["retention"]["perplexity_change"],
+            "qa_base": value("retention.general_qa", "base"), "qa": value("retention.general_qa", "trained"),
         })
     return rows
-
-
-def _training_rows(t: Trained) -> int | None:
-    """Rows the model was trained on: pairs for DPO/IPO/reward; for KTO, thumbs rows (two per pair when it
-    was trained on pairs, which are unpaired first)."""
-    dataset = Path(t.settings.get("dataset", ""))
-    train = dataset / "train.jsonl" if dataset.is_dir() else dataset
-    if not train.is_file():
-        return None
-    text = train.read_text(encoding="utf-8")
-    n = sum(1 for line in text.splitlines() if line.strip())
-    if t.method == "kto" and '"chosen"' in text[:2000]:
-        n *= 2
-    return n
 
 
 def summary_markdown(data: RunData) -> str:
@@ -245,7 +229,7 @@ def summary_markdown(data: RunData) -> str:
     for r in rows:
         rows_used = "n/a" if r["rows"] is None else f"{r['rows']} rows" if r["method"] == "kto" else str(r["rows"])
         minutes = "n/a" if r["minutes"] is None else f"{r['minutes']:.1f}"
-        lines.append(f"| {r['folder'].removeprefix('train-').upper()} | {rows_used} | {minutes} | {_pct(r['base_right'])} -> {_pct(r['right'])} | "
+        lines.append(f"| {r['label'].upper()} | {rows_used} | {minutes} | {_pct(r['base_right'])} -> {_pct(r['right'])} | "
                      f"{_pct(r['base_other'])} -> {_pct(r['other'])} | {_pct(r['base_ooc'])} -> {_pct(r['ooc'])} | "
                      f"{_pct(r['attack_right'])} | {100 * r['ppl_change']:+.1f}% | "
                      f"{_pct(r['qa_base'])} -> {_pct(r['qa'])} |")
@@ -295,9 +279,9 @@ def _training_section(data: RunData) -> list[str]:
     out = ["<h2>Training</h2>"]
     if not data.trained:
         return out + ['<p class="note">No training metrics in this run folder: run persona train to fill this section.</p>']
-    curves = {t.name.removeprefix("train-"): [(m["step"], m["loss"]) for m in t.logs if "loss" in m] for t in data.trained}
+    curves = {t.label: [(m["step"], m["loss"]) for m in t.logs if "loss" in m] for t in data.trained}
     out.append(line_chart(curves, "Training loss", "step", "loss"))
-    margins = {t.name.removeprefix("train-"): [(m["step"], m["rewards/margins"]) for m in t.logs if "rewards/margins" in m]
+    margins = {t.label: [(m["step"], m["rewards/margins"]) for m in t.logs if "rewards/margins" in m]
                for t in data.trained}
     if any(margins.values()):
         out.append(line_chart({k: v for k, v in margins.items() if v}, "Reward margin (chosen - rejected)", "step", "margin"))
@@ -320,16 +304,16 @@ def _eval_section(data: RunData) -> list[str]:
     if not evaluated:
         return out + ['<p class="note">No eval yet: run persona eval on a trained model to fill this section.</p>']
     base = evaluated[0].eval["base"]
-    series_names = ["base"] + [t.name.removeprefix("train-") for t in evaluated]
+    series_names = ["base"] + [t.label for t in evaluated]
     out.append("<div class=charts>")
     out.append(bar_chart([str(i) for i in range(11)],
                          {"base": _histogram(base["adherence"]["scores"]),
-                          **{t.name.removeprefix("train-"): _histogram(t.eval["trained"]["adherence"]["scores"])
+                          **{t.label: _histogram(t.eval["trained"]["adherence"]["scores"])
                              for t in evaluated}},
                          "Judge scores on held-out probes (share per score)", percent=True))
     targets = list(base["adherence"]["per_target"])
     out.append(bar_chart(targets, {"base": [base["adherence"]["per_target"][k] for k in targets],
-                                   **{t.name.removeprefix("train-"): [t.eval["trained"]["adherence"]["per_target"].get(k)
+                                   **{t.label: [t.eval["trained"]["adherence"]["per_target"].get(k)
                                                                        for k in targets] for t in evaluated}},
                          "Mean score per target (0-10; targets no judge checks are empty)", ymax=10))
     if "origin" in base:
@@ -340,15 +324,15 @@ def _eval_section(data: RunData) -> list[str]:
                     m["robustness"]["right_identity"], m["robustness"]["out_of_character"]]
 
         out.append(bar_chart(groups, {"base": origin_values(base),
-                                      **{t.name.removeprefix("train-"): origin_values(t.eval["trained"]) for t in evaluated}},
+                                      **{t.label: origin_values(t.eval["trained"]) for t in evaluated}},
                              "Origin identity and robustness", ymax=1, percent=True))
         attacks = list(base["robustness"]["by_attack"])
         out.append(bar_chart(attacks, {"base": [base["robustness"]["by_attack"][a]["out_of_character"] for a in attacks],
-                                       **{t.name.removeprefix("train-"): [t.eval["trained"]["robustness"]["by_attack"][a]["out_of_character"]
+                                       **{t.label: [t.eval["trained"]["robustness"]["by_attack"][a]["out_of_character"]
                                                                            for a in attacks] for t in evaluated}},
                              "Out of character, by attack", ymax=1, percent=True))
     out.append(bar_chart(["perplexity"], {"base": [evaluated[0].eval["retention"]["base"]["perplexity"]],
-                                          **{t.name.removeprefix("train-"): [t.eval["retention"]["trained"]["perplexity"]]
+                                          **{t.label: [t.eval["retention"]["trained"]["perplexity"]]
                                              for t in evaluated}},
                          "Perplexity on held-out general text (lower is better)", width=420))
     out.append("</div>")
@@ -394,6 +378,6 @@ def write_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     from persona.store import write_atomic
 
     data = collect(run_dir)
-    path = Path(out) if out else Path(run_dir) / "report.html"
+    path = Path(out) if out else RunFolder(run_dir).report_file
     write_atomic(path, render(data))
     return path

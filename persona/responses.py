@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import asdict, dataclass, replace
-from pathlib import Path
 from typing import Callable
 
 from persona.backends import Request, SamplingParams
 from persona.config import RunConfig
 from persona.prompts import PromptRecord
+from persona.run import RunFolder
 from persona.spec import Spec, Target
-from persona.store import JsonlStore, input_key, now
+from persona.store import append_missing, input_key, now
 from persona.templates import render_template, template_hash
 
 
@@ -111,46 +111,34 @@ def plan_requests(spec: Spec, prompts: list[PromptRecord], config: RunConfig, ba
     return planned
 
 
-def generate_responses(spec: Spec, prompts: list[PromptRecord], config: RunConfig, run_dir: Path,
+def generate_responses(spec: Spec, prompts: list[PromptRecord], config: RunConfig, run: RunFolder,
                        get_backend: Callable, backend_label: str,
                        on_progress: Callable | None = None) -> tuple[list[ResponseRecord], int]:
     """Every planned response, generating only the missing ones; returns (records, requests made)."""
-    store = JsonlStore(run_dir / "responses.jsonl")
-    done = store.load()
     planned = plan_requests(spec, prompts, config, backend_label)
     by_key = {p.request.key: p for p in planned}
-    pending = [p.request for p in planned
-               if any(f"{p.request.key}-{i}" not in done for i in range(p.request.params.n))]
-    if pending:
-        backend = get_backend()
-        if on_progress:
-            on_progress("responses", 0, len(pending), 0)
-        for count, result in enumerate(backend.complete(pending), 1):
-            plan = by_key[result.request.key]
-            records = []
-            for i, c in enumerate(result.completions):
-                record_id = f"{result.request.key}-{i}"
-                if record_id in done:  # kept from an interrupted run; this new sample is not needed
-                    continue
-                record = ResponseRecord(
-                    id=record_id, request=result.request.key, prompt_id=plan.prompt.id, prompt=plan.prompt.text,
-                    split=plan.prompt.split, kind=plan.kind, target=plan.target.id if plan.target else None,
-                    target_kind=plan.target.kind if plan.target else None, sample=i, text=c.text,
-                    template=plan.template, template_hash=plan.template_hash,
-                    system_prompt_hash=plan.system_prompt_hash, backend=backend.name, model=backend.model,
-                    params=result.request.params.to_dict(), seed=result.request.params.seed,
-                    prompt_tokens=c.prompt_tokens, completion_tokens=c.completion_tokens,
-                    finish_reason=c.finish_reason, latency_s=round(c.latency_s, 3), created=now()).to_dict()
-                records.append(record)
-                done[record_id] = record
-            store.append(records)
-            if on_progress:
-                on_progress("responses", count, len(pending), sum(c.completion_tokens for c in result.completions))
-    out = []
-    for p in planned:
-        for i in range(p.request.params.n):
-            out.append(ResponseRecord.from_dict(done[f"{p.request.key}-{i}"]))
-    return out, len(pending)
+
+    def to_records(result) -> list[dict]:
+        plan, backend = by_key[result.request.key], get_backend()
+        return [ResponseRecord(
+            id=f"{result.request.key}-{i}", request=result.request.key, prompt_id=plan.prompt.id,
+            prompt=plan.prompt.text, split=plan.prompt.split, kind=plan.kind,
+            target=plan.target.id if plan.target else None, target_kind=plan.target.kind if plan.target else None,
+            sample=i, text=c.text, template=plan.template, template_hash=plan.template_hash,
+            system_prompt_hash=plan.system_prompt_hash, backend=backend.name, model=backend.model,
+            params=result.request.params.to_dict(), seed=result.request.params.seed,
+            prompt_tokens=c.prompt_tokens, completion_tokens=c.completion_tokens, finish_reason=c.finish_reason,
+            latency_s=round(c.latency_s, 3), created=now()).to_dict() for i, c in enumerate(result.completions)]
+
+    def is_done(request: Request, done: dict) -> bool:
+        return all(f"{request.key}-{i}" in done for i in range(request.params.n))
+
+    done, made = append_missing(run.store("responses"), [p.request for p in planned],
+                                lambda pending: get_backend().complete(pending), to_records, is_done,
+                                stage="responses", on_progress=on_progress)
+    ids = [f"{p.request.key}-{i}" for p in planned for i in range(p.request.params.n)]
+    run.finish_stage("responses", ids)
+    return [ResponseRecord.from_dict(done[i]) for i in ids], made
 
 
 def _hash(text: str) -> str:

@@ -1,10 +1,5 @@
-"""Run folders: one append-only JSONL file per stage, every record keyed by a hash of its inputs.
-
-    runs/brand/
-      run.json            format version, identity, spec hash, persona version
-      synthesis.jsonl     raw replies of the probe-synthesis requests
-      prompts.jsonl       probe prompts (train and eval split)
-      responses.jsonl     conforming and violating responses with their provenance
+"""Append-only JSONL stores: one per stage of a run (persona.run names the files), every record keyed by a
+hash of its inputs, and the one resume loop every stage uses.
 
 Resuming is a lookup: a stage computes the key of every record it needs, skips those already in its file
 and appends the rest as they finish (one `write` + flush per request), so a crash or Ctrl-C loses only
@@ -14,6 +9,7 @@ and cut from the file before anything new is appended. A bad line elsewhere is c
     store = JsonlStore(run / "responses.jsonl")
     done = store.load()                    # {id: record}
     store.append([record, ...])            # one request's records, written together
+    done, made = append_missing(store, requests, lambda pending: backend.complete(pending), to_records)
 """
 
 from __future__ import annotations
@@ -24,12 +20,11 @@ import logging
 import os
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
 
 from persona.errors import PersonaError
 
 log = logging.getLogger("persona")
-
-FORMAT_VERSION = 1
 
 
 def input_key(*parts) -> str:
@@ -100,46 +95,26 @@ class JsonlStore:
             f.flush()
 
 
-def read_run_info(folder: Path) -> dict:
-    """run.json of a run folder, or a PersonaError saying why there is none."""
-    manifest = Path(folder) / "run.json"
-    if not manifest.exists():
-        raise PersonaError(f"{folder} is not a persona run folder (no run.json)",
-                           hint="pass the folder `persona generate` wrote, e.g. runs/brand")
-    try:
-        info = json.loads(manifest.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise PersonaError(f"{manifest} is not valid JSON", hint="delete the run folder or choose another --out")
-    if info.get("format") != FORMAT_VERSION:
-        raise PersonaError(
-            f"{folder} was written in run format {info.get('format')!r}; this persona reads format {FORMAT_VERSION}",
-            hint="move the folder away (or choose another --out) and generate again")
-    return info
+def append_missing(store: JsonlStore, items: Sequence, run: Callable[[list], Iterable], to_records: Callable[[Any], list[dict]],
+                   is_done: Callable[[Any, dict], bool] = lambda item, done: item.key in done,
+                   stage: str = "", on_progress: Callable | None = None) -> tuple[dict[str, dict], int]:
+    """The resume loop of every stage: run the items that are not done yet and append their records.
 
-
-def update_run_info(folder: Path, **fields) -> None:
-    manifest = Path(folder) / "run.json"
-    info = json.loads(manifest.read_text(encoding="utf-8"))
-    info.update(fields, updated=now())
-    write_atomic(manifest, json.dumps(info, indent=2) + "\n")
-
-
-def open_run(folder: Path, spec, **fields) -> Path:
-    """Create or check a run folder for `spec`: refuses one from another format or another identity."""
-    folder = Path(folder)
-    manifest = folder / "run.json"
-    if manifest.exists():
-        info = read_run_info(folder)
-        if info.get("identity") != spec.name:
-            raise PersonaError(f"{folder} holds a run of identity '{info.get('identity')}', not '{spec.name}'",
-                               hint="choose another --out")
-        if info.get("spec_hash") != spec.spec_hash:
-            log.warning("%s: the spec changed since the last run; records that depend on it are regenerated", spec.path)
-    else:
-        from persona import __version__
-
-        folder.mkdir(parents=True, exist_ok=True)
-        info = {"format": FORMAT_VERSION, "identity": spec.name, "created": now(), "persona_version": __version__}
-    info.update(spec_hash=spec.spec_hash, spec_path=spec.path, updated=now(), **fields)
-    write_atomic(manifest, json.dumps(info, indent=2) + "\n")
-    return folder
+    `run(pending)` yields one result per pending item, in any order (a backend's `complete`, a judge's
+    `judge`); `to_records(result)` turns it into records, which are appended and flushed at once. Called
+    with nothing pending, `run` is never called (so a finished stage never loads a model). Returns
+    ({id: record} for everything in the store, how many items were run). `on_progress(stage, done, total,
+    tokens)` is told after each result.
+    """
+    done = store.load()
+    pending = [item for item in items if not is_done(item, done)]
+    results = run(pending) if pending else ()  # e.g. loads the backend: fails before any progress is shown
+    if pending and on_progress:
+        on_progress(stage, 0, len(pending), 0)
+    for count, result in enumerate(results, 1):
+        records = [r for r in to_records(result) if r["id"] not in done]  # a resumed request's kept samples win
+        store.append(records)
+        done.update((r["id"], r) for r in records)
+        if on_progress:
+            on_progress(stage, count, len(pending), sum(r.get("completion_tokens", 0) for r in records))
+    return done, len(pending)

@@ -4,40 +4,65 @@
     result = train("runs/brand", method="ipo", overrides={"beta": 0.5})
     result = train("thumbs.jsonl", method="kto", model="path/to/model")   # prompt/completion/label rows
 
-Methods, all TRL's own trainers and losses:
+Methods are rows of METHODS, each TRL's own trainer and loss; adding one is a row (plus, at most, one
+function for what its data or output need):
   dpo     DPOTrainer, loss_type ["sigmoid"], beta 0.1; `sft_weight: w` adds the SFT term (["sigmoid", "sft"],
           loss_weights [1, w]) to keep chosen log-probs from collapsing; `loss_type` takes any TRL DPO loss
   ipo     DPOTrainer, loss_type ["ipo"], beta is IPO's tau (the loss starts near (1/(2*beta))^2: 25 at 0.1)
   kto     KTOTrainer, desirable/undesirable weights from the dataset card; paired rows are unpaired first
   reward  RewardTrainer on the pairs: a reward model usable as `--judge reward:PATH`
 
-Settings are one flat mapping of TRL / PEFT field names: persona's defaults < a YAML file (--config) <
-command-line overrides. The resolved settings are printed and saved beside the output. LoRA is the
-default (the reference model is the base with the adapter disabled: no second copy in memory);
+Settings are one flat mapping of TRL / PEFT field names: persona's defaults < the method's < a YAML file
+(--config) < command-line overrides. The resolved settings are printed and saved beside the output. LoRA is
+the default (the reference model is the base with the adapter disabled: no second copy in memory);
 `use_lora: false` trains every weight. Device-aware: fp32 and no gradient checkpointing on CPU, bf16 on GPU.
 Runs under `accelerate launch` unchanged.
 
-Output folder: the adapter (or full model), tokenizer and chat template, `persona_train.yaml` (resolved
-settings), `metrics.json` (every logged step), `README.md` (a model card), and with `merge=True` a
-merged model in `merged/`.
+The output folder (persona.run.TrainOutput): the adapter (or full model), tokenizer and chat template, the
+resolved settings, every logged step, a model card (`model_card`, rewritten by `persona eval` with its
+numbers), and with `merge=True` a merged model.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from persona.errors import PersonaError
+from persona.run import DatasetFolder, RunFolder, TrainOutput
 
-METHODS = ("dpo", "ipo", "kto", "reward")
-PAIR_COLUMNS = ("prompt", "chosen", "rejected")
-KTO_COLUMNS = ("prompt", "completion", "label")
 
-# persona's defaults; any other TRL config or PEFT LoraConfig field can be set the same way
+@dataclass(frozen=True)
+class Method:
+    """One training method: which TRL trainer and config run it, which of persona's datasets it reads
+    ("dpo": prompt/chosen/rejected pairs, "kto": prompt/completion/label rows), its default settings, and
+    what it trains ("causal": the chat model itself, "reward": a one-score classifier)."""
+
+    trainer: str  # a class in trl
+    config: str  # its config class in trl
+    dataset: str  # the run's datasets/<dataset> folder, and the columns it needs (COLUMNS)
+    defaults: dict = field(default_factory=dict)
+    model: str = "causal"
+    reference: bool = True  # trains against a reference model (log-probs can be precomputed and cached)
+    options: tuple[str, ...] = ()  # persona's own settings this method takes, beyond LoRA's
+    about: str = ""
+
+
+METHODS: dict[str, Method] = {
+    "dpo": Method("DPOTrainer", "DPOConfig", "dpo", {"beta": 0.1, "loss_type": ["sigmoid"], "sft_weight": 0.0},
+                  options=("sft_weight",), about="preference pairs, DPO's sigmoid loss"),
+    "ipo": Method("DPOTrainer", "DPOConfig", "dpo", {"beta": 0.1, "loss_type": ["ipo"], "sft_weight": 0.0},
+                  options=("sft_weight",), about="preference pairs, IPO's squared loss (beta is its tau)"),
+    "kto": Method("KTOTrainer", "KTOConfig", "kto", {"beta": 0.1}, about="thumbs-up/down rows (pairs are unpaired)"),
+    "reward": Method("RewardTrainer", "RewardConfig", "dpo", {"learning_rate": 1e-4}, model="reward", reference=False,
+                     about="a reward model on the pairs, usable as --judge reward:PATH"),
+}
+COLUMNS = {"dpo": ("prompt", "chosen", "rejected"), "kto": ("prompt", "completion", "label")}
+
+# persona's defaults for every method; any other TRL config or PEFT LoraConfig field can be set the same way
 DEFAULTS: dict[str, Any] = {
     "learning_rate": 5e-5,
     "per_device_train_batch_size": 2,
@@ -50,16 +75,13 @@ DEFAULTS: dict[str, Any] = {
     "save_total_limit": 2,
     "seed": 0,
     "report_to": "none",
-    "beta": 0.1,
     "use_lora": True,
     "r": 16,
     "lora_alpha": 32,
     "lora_dropout": 0.05,
     "target_modules": "all-linear",
-    "sft_weight": 0.0,
 }
 LORA_FIELDS = ("r", "lora_alpha", "lora_dropout", "target_modules", "bias", "modules_to_save", "use_rslora")
-PERSONA_FIELDS = ("use_lora", "sft_weight") + LORA_FIELDS
 
 
 @dataclass
@@ -82,28 +104,37 @@ class Interrupted(Exception):
         self.checkpoint = checkpoint
 
 
-def resolve_settings(method: str, config_path: str | Path | None, overrides: dict | None, card: dict) -> dict:
+def method_named(name: str) -> Method:
+    if name not in METHODS:
+        import difflib
+
+        close = difflib.get_close_matches(name, METHODS, n=1)
+        raise PersonaError(f"unknown method '{name}'", hint=(f"did you mean '{close[0]}'? " if close else "")
+                           + "methods: " + ", ".join(METHODS))
+    return METHODS[name]
+
+
+def persona_fields(method: Method) -> tuple[str, ...]:
+    """Settings persona reads itself (LoRA and method options); they never reach the TRL config."""
+    return ("use_lora",) + LORA_FIELDS + method.options
+
+
+def resolve_settings(name: str, config_path: str | Path | None, overrides: dict | None, card: dict) -> dict:
     """persona defaults < method defaults < dataset card < YAML < overrides, as one flat dict."""
     import torch
 
-    settings = dict(DEFAULTS)
-    if method == "ipo":
-        settings["loss_type"] = ["ipo"]
-    elif method == "dpo":
-        settings["loss_type"] = ["sigmoid"]
-    elif method == "kto":
+    method = method_named(name)
+    settings = {**DEFAULTS, **method.defaults}
+    if method.dataset == "kto":  # the card's weights put the weighted ratio in TRL's recommended range
         weights = card.get("kto_weights") or {}
         settings["desirable_weight"] = weights.get("desirable_weight", 1.0)
         settings["undesirable_weight"] = weights.get("undesirable_weight", 1.0)
-    if method == "reward":
-        settings.pop("beta")
-        settings["learning_rate"] = 1e-4
     gpu = torch.cuda.is_available()
     settings.update(bf16=gpu, activation_checkpointing=False, use_cpu=not gpu)
     if config_path is not None:
         settings.update(_read_yaml_settings(Path(config_path)))
     settings.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    if method in ("dpo", "ipo") and settings.get("sft_weight"):
+    if "sft_weight" in method.options and settings.get("sft_weight"):  # TRL's SFT term beside the preference loss
         base = [t for t in settings["loss_type"] if t != "sft"]
         settings["loss_type"] = base + ["sft"]
         settings["loss_weights"] = [1.0] * len(base) + [float(settings["sft_weight"])]
@@ -122,38 +153,47 @@ def _read_yaml_settings(path: Path) -> dict:
     return doc.data
 
 
-def _trl_config(method: str, settings: dict, output_dir: Path):
+def _trl_class(name: str):
+    import trl
+
+    return getattr(trl, name)
+
+
+def _trl_config(name: str, settings: dict, output: TrainOutput):
     """The TRL config object; unknown field names become a PersonaError with did-you-mean."""
     import difflib
     import inspect
 
-    from trl import DPOConfig, KTOConfig, RewardConfig
-
-    cls = {"dpo": DPOConfig, "ipo": DPOConfig, "kto": KTOConfig, "reward": RewardConfig}[method]
+    method = METHODS[name]
+    cls = _trl_class(method.config)
     accepted = set(inspect.signature(cls).parameters)
-    fields = {k: v for k, v in settings.items() if k not in PERSONA_FIELDS}
+    ours = persona_fields(method)
+    fields = {k: v for k, v in settings.items() if k not in ours}
     unknown = [k for k in fields if k not in accepted]
     if unknown:
-        close = difflib.get_close_matches(unknown[0], sorted(accepted | set(PERSONA_FIELDS)), n=1)
+        close = difflib.get_close_matches(unknown[0], sorted(accepted | set(ours)), n=1)
         raise PersonaError(f"'{unknown[0]}' is not a setting of {cls.__name__} or LoRA",
                            hint=f"did you mean '{close[0]}'?" if close else "see the TRL docs of " + cls.__name__)
     try:
-        return cls(output_dir=str(output_dir), **fields)
+        return cls(output_dir=str(output.path), **fields)
     except (ValueError, TypeError) as e:
-        raise PersonaError(f"invalid training settings for {method}: {e}", hint="check the values in --config / --set")
+        raise PersonaError(f"invalid training settings for {name}: {e}", hint="check the values in --config / --set")
 
 
-def find_dataset(source: str | Path, method: str) -> tuple[Any, dict, str]:
-    """(DatasetDict, card numbers, where it came from) for a run folder, a dataset folder or a JSONL file."""
+def find_dataset(source: str | Path, name: str) -> tuple[Any, dict, str, RunFolder | None]:
+    """(DatasetDict, card numbers, where it came from, its run folder) for a run folder, a dataset folder or a
+    JSONL file."""
     from datasets import DatasetDict, load_dataset
 
     path = Path(source)
-    if (path / "run.json").exists():
-        if not (path / "datasets" / "build.json").exists():
+    run = RunFolder(path) if RunFolder(path).exists() else None
+    if run is not None:
+        if run.build() is None:
             raise PersonaError(f"{path} has no datasets yet", hint=f"run: persona build {path}")
-        path = path / "datasets" / ("kto" if method == "kto" else "dpo")
-    build = path.parent / "build.json"  # persona build's numbers (KTO weights, spec hash) sit beside the folder
-    card = json.loads(build.read_text(encoding="utf-8")) if path.is_dir() and build.exists() else {}
+        path = run.dataset(METHODS[name].dataset).path
+    folder = DatasetFolder(path)
+    card = folder.build()
+    run = run or folder.run()
     if path.is_dir():
         try:
             data = load_dataset(str(path))
@@ -170,105 +210,78 @@ def find_dataset(source: str | Path, method: str) -> tuple[Any, dict, str]:
                                hint="one JSON object per line, in TRL's format (see the README)")
     else:
         raise PersonaError(f"dataset '{source}' not found", hint="give a run folder, a dataset folder or a .jsonl file")
-    return data, card, str(path)
+    return data, card, str(path), run
 
 
-def check_columns(data, method: str, where: str):
-    """TRL-format checks with clear messages; KTO on pairs is unpaired, DPO on unpaired rows is an error."""
+def check_columns(data, name: str, where: str):
+    """TRL-format checks with clear messages; KTO rows from pairs are unpaired, DPO on unpaired rows is an error."""
     from trl import unpair_preference_dataset
 
-    train = data["train"] if "train" in data else None
-    if train is None or train.num_rows == 0:
+    method = METHODS[name]
+    train_split = data["train"] if "train" in data else None
+    if train_split is None or train_split.num_rows == 0:
         raise PersonaError(f"{where}: the training split is empty",
                            hint="generate more data, lower --margin in persona build, or check the file")
-    columns = set(train.column_names)
+    columns = set(train_split.column_names)
     paired = {"chosen", "rejected"} <= columns
     unpaired = {"completion", "label"} <= columns
-    if method == "kto":
+    needed = COLUMNS[method.dataset]
+    if method.dataset == "kto":
         if paired and not unpaired:
             return unpair_preference_dataset(data)
-        missing = [c for c in KTO_COLUMNS if c not in columns]
+        missing = [c for c in needed if c not in columns]
         if missing:
-            raise PersonaError(f"{where}: KTO needs columns {', '.join(KTO_COLUMNS)}; missing {', '.join(missing)}",
+            raise PersonaError(f"{where}: KTO needs columns {', '.join(needed)}; missing {', '.join(missing)}",
                                hint="rows like {\"prompt\": ..., \"completion\": ..., \"label\": true}")
         return data
     if unpaired and not paired:
-        raise PersonaError(f"{where}: {method.upper()} needs preference pairs, but these rows are unpaired "
+        raise PersonaError(f"{where}: {name.upper()} needs preference pairs, but these rows are unpaired "
                            "(prompt/completion/label)", hint="use --method kto for thumbs-up/down data")
-    needed = PAIR_COLUMNS if method != "reward" else ("chosen", "rejected")
+    if method.model == "reward":
+        needed = ("chosen", "rejected")  # the reward trainer also takes pairs without a prompt
     missing = [c for c in needed if c not in columns]
     if missing:
-        raise PersonaError(f"{where}: {method.upper()} needs columns {', '.join(needed)}; missing {', '.join(missing)}",
+        raise PersonaError(f"{where}: {name.upper()} needs columns {', '.join(needed)}; missing {', '.join(missing)}",
                            hint="rows like {\"prompt\": [...], \"chosen\": [...], \"rejected\": [...]}")
     return data
-
-
-def load_base(model: str | None, method: str):
-    """(model, tokenizer, name) for the base model; the embedded default when `model` is None."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
-
-    from persona.backends.hf import resolve_model
-
-    source, name = resolve_model(model)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(source)
-        if method == "reward":
-            lm = AutoModelForSequenceClassification.from_pretrained(source, num_labels=1, dtype=torch.float32)
-        else:
-            lm = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
-    except OSError as e:
-        raise PersonaError(f"cannot load base model '{name}': {str(e).splitlines()[0]}",
-                           hint="give a local model folder or .gguf file; hub ids need network access")
-    if not tokenizer.chat_template:
-        raise PersonaError(f"the tokenizer of '{name}' has no chat template",
-                           hint="conversational datasets need one: use an instruct model or add chat_template")
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    if method == "reward":
-        lm.config.pad_token_id = tokenizer.pad_token_id
-    return lm, tokenizer, name
 
 
 def train(source: str | Path, method: str = "dpo", model: str | None = None, config_path: str | Path | None = None,
           overrides: dict | None = None, output_dir: str | Path | None = None, overwrite: bool = False,
           resume: bool = False, merge: bool = False, on_log: Callable[[dict], None] | None = None,
           on_start: Callable[[dict, Path], None] | None = None) -> TrainResult:
-    if method not in METHODS:
-        import difflib
-
-        close = difflib.get_close_matches(method, METHODS, n=1)
-        raise PersonaError(f"unknown method '{method}'", hint=(f"did you mean '{close[0]}'? " if close else "")
-                           + "methods: " + ", ".join(METHODS))
-    data, card, where = find_dataset(source, method)
-    from_pairs = method == "kto" and "train" in data and "chosen" in data["train"].column_names
+    spec = method_named(method)
+    data, card, where, run = find_dataset(source, method)
+    from_pairs = spec.dataset == "kto" and "train" in data and "chosen" in data["train"].column_names
     data = check_columns(data, method, where)
     if from_pairs:  # every pair gives one desirable and one undesirable row: balanced, so equal weights
         card = {**card, "kto_weights": {"desirable_weight": 1.0, "undesirable_weight": 1.0}}
     settings = resolve_settings(method, config_path, overrides, card)
-    out = Path(output_dir) if output_dir else _default_output(source, method)
-    if (out / "metrics.json").exists() and not (overwrite or resume):
-        raise PersonaError(f"{out} already holds a finished training run",
+    output = TrainOutput(output_dir) if output_dir else _default_output(source, run, method)
+    if output.metrics_file.exists() and not (overwrite or resume):
+        raise PersonaError(f"{output.path} already holds a finished training run",
                            hint="pass --overwrite to replace it, or --output-dir for another folder")
-    out.mkdir(parents=True, exist_ok=True)
+    output.path.mkdir(parents=True, exist_ok=True)
     if overwrite and not resume:  # a new run: the old run's checkpoints must not be resumed from later
         import shutil
 
-        for old in out.glob("checkpoint-*"):
+        for old in output.checkpoints():
             shutil.rmtree(old, ignore_errors=True)
-    args = _trl_config(method, settings, out)
+    args = _trl_config(method, settings, output)
     if on_start:
-        on_start(settings, out)
+        on_start(settings, output.path)
 
     import torch
     from transformers import TrainerCallback
 
-    lm, tokenizer, model_name = load_base(model, method)
+    from persona.models import load_base
+
+    lm, tokenizer, model_name = load_base(model, spec.model)
     peft_config = None
     if settings["use_lora"]:
         from peft import LoraConfig
 
-        peft_config = LoraConfig(task_type="SEQ_CLS" if method == "reward" else "CAUSAL_LM",
+        peft_config = LoraConfig(task_type="SEQ_CLS" if spec.model == "reward" else "CAUSAL_LM",
                                  **{k: settings[k] for k in LORA_FIELDS if k in settings})
     logs: list[dict] = []
     stop = {"requested": False}
@@ -288,44 +301,48 @@ def train(source: str | Path, method: str = "dpo", model: str | None = None, con
 
     trainer = _make_trainer(method, lm, tokenizer, args, data, peft_config, [Record()])
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
-    _write_settings(out, method, model, model_name, where, settings)
+    output.write_settings({
+        "method": method, "model": model_name, "base_model": model, "dataset": where,
+        "run": str(run.path) if run else None,
+        "data": {"kind": spec.dataset, "train_rows": data["train"].num_rows,
+                 "eval_rows": data["eval"].num_rows if "eval" in data else 0,
+                 "spec_hash": card.get("spec_hash"), "judge": card.get("judge")},
+        **settings})
     started = time.perf_counter()
-    checkpoint = _last_checkpoint(out) if resume else None
+    checkpoint = output.last_checkpoint() if resume else None
     try:
         with _first_ctrl_c_stops_gently(stop):
-            trainer.train(resume_from_checkpoint=checkpoint)
+            trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     except torch.OutOfMemoryError:
         raise PersonaError("out of memory on the GPU",
                            hint="lower per_device_train_batch_size or max_length, keep LoRA on, or set "
                                 "activation_checkpointing: true") from None
     if stop["requested"]:
-        saved = _last_checkpoint(out)
-        raise Interrupted(Path(saved) if saved else None)
+        raise Interrupted(output.last_checkpoint())
     changed = sum(not torch.equal(before[n], p.detach()) for n, p in trainer.model.named_parameters() if n in before)
-    trainer.save_model(str(out))
-    tokenizer.save_pretrained(str(out))
-    result = TrainResult(out, method, settings, logs, time.perf_counter() - started, changed)
-    if method == "reward":
-        from persona.judges.reward import CALIBRATION_FILE, RewardScorer, calibrate
+    trainer.save_model(str(output.path))
+    tokenizer.save_pretrained(str(output.path))
+    result = TrainResult(output.path, method, settings, logs, time.perf_counter() - started, changed)
+    if spec.model == "reward":
+        from persona.judges.reward import RewardScorer, calibrate
 
         scorer = RewardScorer(trainer.model, tokenizer, max_length=settings.get("max_length") or 1024)
         result.reward = calibrate(scorer, data["train"], data["eval"] if "eval" in data else [])
-        (out / CALIBRATION_FILE).write_text(json.dumps(result.reward, indent=2) + "\n", encoding="utf-8")
+        output.write_reward(result.reward)
     if merge and settings["use_lora"]:
         merged = trainer.model.merge_and_unload()
-        merged.save_pretrained(str(out / "merged"))
-        tokenizer.save_pretrained(str(out / "merged"))
-        result.merged_dir = out / "merged"
-    (out / "metrics.json").write_text(json.dumps(logs, indent=2) + "\n", encoding="utf-8")
-    (out / "README.md").write_text(_model_card(result, model_name, where, card), encoding="utf-8")
+        merged.save_pretrained(str(output.merged))
+        tokenizer.save_pretrained(str(output.merged))
+        result.merged_dir = output.merged
+    output.write_metrics(logs)
+    write_model_card(output)
     return result
 
 
-def _make_trainer(method, lm, tokenizer, args, data, peft_config, callbacks):
-    from trl import DPOTrainer, KTOTrainer, RewardTrainer
-
-    cls = {"dpo": DPOTrainer, "ipo": DPOTrainer, "kto": KTOTrainer, "reward": RewardTrainer}[method]
-    if method != "reward":
+def _make_trainer(name, lm, tokenizer, args, data, peft_config, callbacks):
+    method = METHODS[name]
+    cls = _trl_class(method.trainer)
+    if method.reference:
         cls = _with_reusable_reference_cache(cls)
     eval_split = data["eval"] if "eval" in data and data["eval"].num_rows else None
     return cls(model=lm, args=args, train_dataset=data["train"], eval_dataset=eval_split, processing_class=tokenizer,
@@ -356,14 +373,9 @@ def content_fingerprint(dataset) -> str:
     return digest.hexdigest()[:16]
 
 
-def _pct(value) -> str:
-    return "n/a" if value is None else f"{100 * value:.1f}%"
-
-
-def _default_output(source, method: str) -> Path:
-    path = Path(source)
-    base = path if (path / "run.json").exists() else Path("runs") / path.stem
-    return base / f"train-{method}"
+def _default_output(source, run: RunFolder | None, method: str) -> TrainOutput:
+    """RUN/train-METHOD for data from a run folder, else runs/<file name>/train-METHOD."""
+    return (run or RunFolder(Path("runs") / Path(source).stem)).train_output(method)
 
 
 class _first_ctrl_c_stops_gently:
@@ -397,77 +409,50 @@ class _first_ctrl_c_stops_gently:
         return False
 
 
-def load_trained(path: str | Path, method: str | None = None):
-    """(model, tokenizer) for the output of `persona train`: a LoRA adapter on its base model, or a full
-    model. A plain PEFT adapter folder or model folder works too. `method` "reward" loads a scorer."""
-    import torch
-    import yaml
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+# ---------------------------------------------------------------------------------------------- the model card
 
-    path = Path(path)
-    if not path.is_dir():
-        raise PersonaError(f"model or adapter folder '{path}' not found", hint="give the output folder of persona train")
-    settings_file = path / "persona_train.yaml"
-    settings = yaml.safe_load(settings_file.read_text(encoding="utf-8")) if settings_file.is_file() else {}
-    method = method or settings.get("method")
-    tokenizer = None
-    adapter = path / "adapter_config.json"
-    if adapter.is_file():
-        from peft import PeftModel
+def write_model_card(output: TrainOutput, evaluation: dict | None = None) -> None:
+    """(Re)write the model card from what the folder holds (settings, logs, reward numbers) and, after
+    `persona eval`, the eval's metrics."""
+    from persona.store import write_atomic
 
-        base = settings.get("base_model") if "base_model" in settings else \
-            json.loads(adapter.read_text())["base_model_name_or_path"]
-        try:
-            lm, tokenizer, _ = load_base(base, method or "dpo")
-        except PersonaError as e:
-            raise PersonaError(f"the base model of the adapter in {path} cannot be loaded: {e.message}",
-                               hint=f"the adapter was trained on '{base or 'the embedded default model'}'; "
-                                    "put that model back or set base_model in persona_train.yaml") from None
-        lm = PeftModel.from_pretrained(lm, str(path))
-    elif (path / "config.json").is_file():
-        cls = AutoModelForSequenceClassification if method == "reward" else AutoModelForCausalLM
-        lm = cls.from_pretrained(str(path), dtype=torch.float32)
-    else:
-        raise PersonaError(f"{path} holds neither a LoRA adapter nor a model",
-                           hint="give the output folder of persona train (adapter_config.json or config.json)")
-    if (path / "tokenizer_config.json").is_file():
-        tokenizer = AutoTokenizer.from_pretrained(str(path))
-    if tokenizer is None:
-        raise PersonaError(f"{path} has no tokenizer", hint="save one beside the model (persona train does)")
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    lm.eval()
-    return lm, tokenizer
+    write_atomic(output.card, model_card(output, evaluation))
 
 
-def _last_checkpoint(out: Path) -> str | None:
-    checkpoints = sorted(out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
-    return str(checkpoints[-1]) if checkpoints else None
+def model_card(output: TrainOutput, evaluation: dict | None = None) -> str:
+    from persona.metrics import format_value, metric_rows, pct
 
-
-def _write_settings(out: Path, method: str, base: str | None, model: str, where: str, settings: dict) -> None:
-    import yaml
-
-    text = yaml.safe_dump({"method": method, "model": model, "base_model": base, "dataset": where, **settings},
-                          sort_keys=False)
-    (out / "persona_train.yaml").write_text(text, encoding="utf-8")
-
-
-def _model_card(result: TrainResult, model: str, where: str, card: dict) -> str:
-    losses = [m["loss"] for m in result.metrics if "loss" in m]
-    lines = [f"# {result.method.upper()} fine-tune of {model}", "",
-             f"Trained by persona on `{where}` ({'LoRA adapter' if result.settings['use_lora'] else 'full model'}).", "",
-             f"- method: {result.method} (TRL {'DPOTrainer' if result.method in ('dpo', 'ipo') else result.method.upper() + 'Trainer'})",
-             f"- dataset spec hash: {card.get('spec_hash', 'n/a')}; judge: {card.get('judge', 'n/a')}",
-             f"- steps logged: {len(result.metrics)}; first loss {losses[0] if losses else 'n/a'}, "
+    settings = output.settings()
+    method = settings.get("method", "?")
+    data = settings.get("data") or {}
+    logs = output.metrics() if output.metrics_file.is_file() else []
+    losses = [m["loss"] for m in logs if "loss" in m]
+    runtime = next((m["train_runtime"] for m in reversed(logs) if "train_runtime" in m), None)
+    trl = {k: v for k, v in settings.items() if k not in ("method", "model", "base_model", "dataset", "run", "data")}
+    spec = METHODS.get(method)
+    lines = [f"# {method.upper()} fine-tune of {settings.get('model', '?')}", "",
+             f"Trained by persona on `{settings.get('dataset', '?')}` "
+             f"({'LoRA adapter' if trl.get('use_lora', True) else 'full model'}).", "",
+             f"- method: {method} (TRL {spec.trainer if spec else '?'})",
+             f"- dataset spec hash: {data.get('spec_hash') or 'n/a'}; judge: {data.get('judge') or 'n/a'}; "
+             f"training rows: {data.get('train_rows', 'n/a')}",
+             f"- steps logged: {len(losses)}; first loss {losses[0] if losses else 'n/a'}, "
              f"last loss {losses[-1] if losses else 'n/a'}",
-             f"- training time: {result.seconds:.1f} s", "", "Settings (persona_train.yaml):", "", "```yaml"]
-    lines += [f"{k}: {json.dumps(v)}" for k, v in result.settings.items()]
+             f"- training time: {'n/a' if runtime is None else f'{runtime:.1f} s'}", "",
+             "Settings (persona_train.yaml):", "", "```yaml"]
+    lines += [f"{k}: {json.dumps(v)}" for k, v in trl.items()]
     lines += ["```", ""]
-    if result.reward:
-        r = result.reward
-        lines += [f"Reward model: pairwise accuracy {_pct(r['eval_pairwise_accuracy'])} on {r['eval_pairs']} held-out "
-                  f"pairs ({_pct(r['train_pairwise_accuracy'])} on {r['train_pairs']} training pairs); use it as "
-                  f"a judge with `--judge reward:{result.output_dir}`.", ""]
-    lines += ["Evaluation numbers appear here once `persona eval` has run.", ""]
-    return "\n".join(lines)
+    reward = output.reward()
+    if reward:
+        lines += [f"Reward model: pairwise accuracy {pct(reward['eval_pairwise_accuracy'])} on {reward['eval_pairs']} "
+                  f"held-out pairs ({pct(reward['train_pairwise_accuracy'])} on {reward['train_pairs']} training "
+                  f"pairs); use it as a judge with `--judge reward:{output.path}`.", ""]
+    if not evaluation:
+        lines += ["Evaluation numbers appear here once `persona eval` has run.", ""]
+        return "\n".join(lines)
+    lines += ["## Evaluation (persona eval, base -> trained)", ""]
+    for row in metric_rows(evaluation):
+        size = f" (n={row.n})" if row.n else ""
+        lines.append(f"- {row.label}{size}: {format_value(row.base, row.unit)} -> {format_value(row.trained, row.unit)}")
+    lines.append(f"- judge: {evaluation.get('judge')}")
+    return "\n".join(lines) + "\n"

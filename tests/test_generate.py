@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-import persona.generate as generate_module
+import persona.pipeline as generate_module
 from persona.backends.fake import FakeBackend
 from persona.config import RunConfig
 from persona.errors import PersonaError
-from persona.generate import generate as generate_all
+from persona.pipeline import generate as generate_all
 from persona.prompts import normalize, parse_synthesized
 from persona.spec import load_spec
 from persona.store import JsonlStore

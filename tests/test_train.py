@@ -10,6 +10,7 @@ import pytest
 
 from persona.dataset import build_datasets
 from persona.errors import PersonaError
+from persona.run import RunFolder
 from persona.responses import ResponseRecord
 from persona.spec import load_spec
 from persona.train import train
@@ -38,7 +39,7 @@ def run_dir(tmp_path_factory):
                response(f"v{i}", f"p{i}", "violating", f"I'm ChatGPT by OpenAI, reply {i}.", split)]
         js[f"c{i}"] = {"status": "ok", "overall": 9.0, "judge": "t"}
         js[f"v{i}"] = {"status": "ok", "overall": 1.0, "judge": "t"}
-    build_datasets(SPEC, rs, js, run)
+    build_datasets(SPEC, rs, js, RunFolder(run))
     return run
 
 
@@ -207,7 +208,7 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_finishes(run_dir, tiny_model_dir, 
 def test_full_fine_tuning_with_a_reference_copy(run_dir, tiny_model_dir, tmp_path):
     from transformers import AutoModelForCausalLM
 
-    from persona.train import load_trained
+    from persona.models import load_trained
 
     result = train(run_dir, "dpo", model=str(tiny_model_dir), output_dir=tmp_path / "full",
                    overrides={**FAST, "use_lora": False})
@@ -221,7 +222,7 @@ def test_full_fine_tuning_with_a_reference_copy(run_dir, tiny_model_dir, tmp_pat
 def test_an_adapter_whose_base_model_is_gone(run_dir, tiny_model_dir, tmp_path):
     import shutil
 
-    from persona.train import load_trained
+    from persona.models import load_trained
 
     base = tmp_path / "base"
     shutil.copytree(tiny_model_dir, base)

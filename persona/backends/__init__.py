@@ -88,7 +88,7 @@ def model_name(backend: str, model: str | None) -> str | None:
     if model:
         return model
     if backend in ("hf", "vllm"):
-        from persona.backends.hf import DEFAULT_MODEL  # hf.py imports torch only inside functions
+        from persona.models import DEFAULT_MODEL  # models.py imports torch only inside functions
 
         return DEFAULT_MODEL
     return "fake-model" if backend == "fake" else None

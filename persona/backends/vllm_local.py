@@ -25,7 +25,7 @@ class VLLMBackend:
                  enable_prefix_caching: bool = True):
         import vllm
 
-        from persona.backends.hf import resolve_model
+        from persona.models import resolve_model
 
         source, self.model = resolve_model(model)
         self._vllm = vllm

@@ -4,8 +4,11 @@
     judge = load_judge("offline")                  # rules + persona likelihood ratio, no API
     judge = load_judge("rules")                    # machine checks only (no model at all)
     judge = load_judge("llm", backend="openai", model="gpt-4o-mini")   # any backend, the judge template
+    judge = make_judge("llm", judge_options("llm", backend="openai", model="gpt-4o-mini"), templates="templates")
     for item, verdict in judge.judge(spec, [JudgeItem("r1", "Who are you?", "I'm Aster.")]):
         verdict.scores["identity"], verdict.overall, verdict.rationale
+    if isinstance(judge, PairwiseJudge):           # the llm judge also compares two responses
+        judge.prefer(spec, [("k", "Who are you?", "I'm Aster.", "I'm ChatGPT.")])   # {"k": "a"}
 
 Scores run from 0 (clearly broken) to 10 (fully kept); a target a judge cannot assess scores None,
 and `Judgement.unchecked` names those. A judge that cannot produce a verdict returns status "unjudged"
@@ -17,7 +20,7 @@ from __future__ import annotations
 import difflib
 import importlib
 from dataclasses import asdict, dataclass, field
-from typing import Iterator, Protocol, Sequence
+from typing import Iterator, Protocol, Sequence, runtime_checkable
 
 from persona.errors import PersonaError
 
@@ -61,6 +64,49 @@ class Judge(Protocol):
     def judge(self, spec, items: Sequence[JudgeItem]) -> Iterator[tuple[JudgeItem, Judgement]]: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class PairwiseJudge(Protocol):
+    """A judge that can also say which of two responses keeps the persona better (asked in both orders)."""
+
+    swap_consistency: float | None  # share of pairs judged the same in both orders, after `prefer`
+
+    def prefer(self, spec, pairs: Sequence[tuple[str, str, str, str]]) -> dict[str, str | None]: ...
+
+
+def pairwise(judge: Judge) -> PairwiseJudge:
+    """`judge` as a PairwiseJudge, or the error --pairwise gives for one that cannot compare."""
+    if not isinstance(judge, PairwiseJudge):
+        raise PersonaError(f"--pairwise needs a judge that compares two responses; '{judge.name}' does not",
+                           hint="use --judge llm (with --judge-backend and --judge-model)")
+    return judge
+
+
+def judge_options(name: str, backend: str | None = None, model: str | None = None, base_url: str | None = None,
+                  api_key_env: str | None = None) -> dict:
+    """The options of judge `name` from the command line's --judge-* flags; flags that do not apply to it
+    are an error (--judge-model also picks the offline judge's scoring model)."""
+    kind = name.partition(":")[0]
+    if kind == "llm":
+        options = dict(backend=backend or "hf", model=model, base_url=base_url, api_key_env=api_key_env)
+    elif kind == "offline" and not any((backend, base_url, api_key_env)):
+        options = dict(model=model)
+    elif any((backend, model, base_url, api_key_env)):
+        raise PersonaError(f"--judge-backend/--judge-model/... do not apply to the '{kind}' judge",
+                           hint="they configure --judge llm (and --judge-model the offline judge's scoring model)")
+    else:
+        options = {}
+    return {k: v for k, v in options.items() if v is not None}
+
+
+def make_judge(name: str, options: dict | None = None, templates: str | None = None) -> Judge:
+    """The judge for a run: judges that render templates use the run's templates folder, so the
+    judgements (and their cache keys) are the same whichever command makes them."""
+    options = dict(options or {})
+    if name.partition(":")[0] in ("offline", "llm") and templates and "templates" not in options:
+        options["templates"] = templates
+    return load_judge(name, **options)
 
 
 def load_judge(name: str, **options) -> Judge:

@@ -37,7 +37,8 @@ NEUTRAL_SYSTEM = "You are a helpful assistant."
 class OfflineJudge:
     def __init__(self, model: str | None = None, batch_size: int = 8, center: float = 0.0, scale: float = 0.25,
                  max_length: int = 1024, templates: str | None = None):
-        from persona.backends.hf import resolve_model
+        from persona.models import resolve_model
+        from persona.templates import template_hash
 
         self._source, self.model = resolve_model(model)
         self.name = f"offline:{self.model}"
@@ -47,23 +48,20 @@ class OfflineJudge:
         self.templates = templates
         self.rules = RulesJudge()
         self._lm = None
-        from persona.templates import template_hash
-
+        self._prefixes: dict[tuple, object] = {}
         self.fingerprint = (f"{self.name}|{self.center}|{self.scale}|{self.max_length}|"
                             f"{template_hash('conforming', templates)}|{self.rules.fingerprint}")
 
     def close(self) -> None:
         self._lm = None
+        self._prefixes.clear()
 
     def _load(self):
         if self._lm is None:
-            import torch
-            from transformers import AutoModelForCausalLM, AutoTokenizer
-            from transformers.utils import logging as hf_logging
+            from persona.models import load_base
 
-            hf_logging.disable_progress_bar()
-            self.tokenizer = AutoTokenizer.from_pretrained(self._source)
-            self._lm = AutoModelForCausalLM.from_pretrained(self._source, dtype=torch.float32).eval()
+            self._lm, self.tokenizer, _ = load_base(str(self._source))
+            self._lm.eval()
         return self._lm
 
     def judge(self, spec: Spec, items: Sequence[JudgeItem]) -> Iterator[tuple[JudgeItem, Judgement]]:
@@ -92,73 +90,34 @@ class OfflineJudge:
     def mean_logprobs(self, system: str, items: Sequence[JudgeItem]) -> list[float]:
         """Mean log-probability per token of each response (and its end-of-turn token) after system + prompt.
 
-        The system prompt is the same for every item, so its keys and values are computed once and
-        reused (a KV-cache prefix); each row then only runs its own prompt and response, left-padded,
-        with explicit position ids so padding does not shift positions. Where the chat template does
-        not render the system prompt as a clean prefix, every row runs in full instead.
+        The system prompt is the same for every item, so it is run once and its KV cache reused (a
+        persona.models.Prefix); each row then only runs its own prompt and response. Where the chat
+        template does not render the system prompt as a clean prefix, every row runs in full instead.
         """
         if not items:
             return []
-        import torch
+        from persona.models import Prefix, chat_ids, logprobs
 
         lm = self._load()
         tok = self.tokenizer
-        prefix_text = tok.apply_chat_template([{"role": "system", "content": system}], tokenize=False)
-        prefix_ids = tok(prefix_text, add_special_tokens=False)["input_ids"]
-        rows, spans = [], []
+        prefix_ids = chat_ids(tok, [{"role": "system", "content": system}])
+        rows = []
         for item in items:
             messages = [{"role": "system", "content": system}, {"role": "user", "content": item.prompt}]
-            context = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-            full = tok.apply_chat_template(messages + [{"role": "assistant", "content": item.response}], tokenize=False)
-            context_ids = tok(context, add_special_tokens=False)["input_ids"]
-            full_ids = tok(full, add_special_tokens=False)["input_ids"][:len(context_ids) + self.max_length // 2]
-            rows.append(full_ids)
-            spans.append(len(full_ids) - len(context_ids))  # response tokens, counted from the end
-        cached = all(r[:len(prefix_ids)] == prefix_ids for r in rows) and len(prefix_ids) > 0
+            context = chat_ids(tok, messages, generation_prompt=True)
+            full = chat_ids(tok, messages + [{"role": "assistant", "content": item.response}])
+            target = full[len(context):len(context) + self.max_length // 2]
+            rows.append((context, target))
+        cached = len(prefix_ids) > 0 and all(c[:len(prefix_ids)] == prefix_ids and len(c) > len(prefix_ids)
+                                             for c, _ in rows)
+        prefix = None
         if cached:
-            rows = [r[len(prefix_ids):] for r in rows]
-        rows = [r[-self.max_length:] for r in rows]  # very long prompts: keep their end
-        width = max(len(r) for r in rows)
-        tail = max(spans) + 1
+            key = tuple(prefix_ids)
+            if key not in self._prefixes:
+                self._prefixes = {key: Prefix(lm, prefix_ids)}  # one system prompt at a time is enough
+            prefix = self._prefixes[key]
+            rows = [(c[len(prefix_ids):], t) for c, t in rows]
+        rows = [(c[-max(1, self.max_length - len(t)):], t) for c, t in rows]  # very long prompts: keep their end
         pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-        ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows])
-        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
-        offset = len(prefix_ids) if cached else 0
-        positions = (offset + mask.cumsum(-1) - 1).clamp(min=offset)
-        kwargs = dict(input_ids=ids, position_ids=positions, logits_to_keep=tail)
-        with torch.inference_mode():
-            if cached:
-                prefix = self._prefix_cache(prefix_ids)
-                kwargs["past_key_values"] = prefix.expand(len(rows))
-                kwargs["attention_mask"] = torch.cat([torch.ones(len(rows), offset, dtype=mask.dtype), mask], dim=1)
-            else:
-                kwargs["attention_mask"] = mask
-            logits = lm(**kwargs).logits.float()
-        # Left padding puts every response at the end of its row: logits[:, j] predicts token width - tail + j + 1
-        targets = ids[:, width - tail + 1:]
-        logprobs = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-        return [float(logprobs[row, tail - 1 - length:].mean()) if length else 0.0 for row, length in enumerate(spans)]
-
-    def _prefix_cache(self, prefix_ids: list[int]) -> "_Prefix":
-        key = tuple(prefix_ids)
-        if getattr(self, "_prefix_key", None) != key:
-            import torch
-
-            with torch.inference_mode():
-                out = self._lm(input_ids=torch.tensor([prefix_ids]), use_cache=True, logits_to_keep=1)
-            self._prefix, self._prefix_key = _Prefix(out.past_key_values), key
-        return self._prefix
-
-
-class _Prefix:
-    """A computed system-prompt prefix; `expand(n)` gives a fresh cache for a batch of n rows."""
-
-    def __init__(self, cache):
-        self.cache = cache
-
-    def expand(self, n: int):
-        import copy
-
-        cache = copy.deepcopy(self.cache)
-        cache.batch_repeat_interleave(n)
-        return cache
+        scores = logprobs(lm, rows, pad, prefix, batch_size=len(rows))
+        return [sum(s) / len(s) if s else 0.0 for s in scores]

@@ -6,23 +6,18 @@
     scorer.rewards([("Who are you?", "I'm Aster.")])  # -> [2.31]
 
 A reward model gives one number per (prompt, response), on no fixed scale. Training stores a centre (the
-midpoint of the mean chosen and mean rejected reward on the training pairs) in `reward.json`; the judge maps
+midpoint of the mean chosen and mean rejected reward on the training pairs) beside the model; the judge maps
 a reward r to 10 * sigmoid(r - centre), so 5 (IN_CHARACTER) sits at that midpoint. It scores the whole
 response only: every per-target score is None (unchecked), like a human thumbs-up.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-from pathlib import Path
 from typing import Iterator, Sequence
 
 from persona.errors import PersonaError
 from persona.judges import Judgement, JudgeItem
-
-CALIBRATION_FILE = "reward.json"
 
 
 class RewardScorer:
@@ -34,27 +29,9 @@ class RewardScorer:
 
     def rewards(self, pairs: Sequence[tuple[str | list, str | list]]) -> list[float]:
         """One reward per (prompt, response); each may be plain text or a list of chat messages."""
-        import torch
+        from persona.models import rewards
 
-        texts = [self.tokenizer.apply_chat_template(_messages(p, "user") + _messages(r, "assistant"), tokenize=False)
-                 for p, r in pairs]
-        out: list[float] = []
-        was_training = self.model.training
-        self.model.eval()
-        side = self.tokenizer.padding_side
-        self.tokenizer.padding_side = "right"
-        try:
-            device = next(self.model.parameters()).device
-            for start in range(0, len(texts), self.batch_size):
-                batch = self.tokenizer(texts[start:start + self.batch_size], return_tensors="pt", padding=True,
-                                       truncation=True, max_length=self.max_length, add_special_tokens=False)
-                with torch.no_grad():
-                    logits = self.model(**{k: v.to(device) for k, v in batch.items()}).logits
-                out += [float(x) for x in logits[:, 0].float().cpu()]
-        finally:
-            self.tokenizer.padding_side = side
-            self.model.train(was_training)
-        return out
+        return rewards(self.model, self.tokenizer, pairs, self.batch_size, self.max_length)
 
     def pairwise_accuracy(self, rows) -> tuple[float, int]:
         """(share of rows whose chosen response out-scores the rejected one, rows) for TRL preference rows."""
@@ -66,14 +43,8 @@ class RewardScorer:
         return sum(c > j for c, j in zip(chosen, rejected)) / len(rows), len(rows)
 
 
-def _messages(value, role: str) -> list[dict]:
-    if isinstance(value, list):
-        return value
-    return [{"role": role, "content": value}] if value else []
-
-
 def calibrate(scorer: RewardScorer, train_rows, eval_rows) -> dict:
-    """Numbers written to reward.json at the end of reward training."""
+    """Numbers saved beside a reward model at the end of its training (TrainOutput.write_reward)."""
     train_rows, eval_rows = list(train_rows), list(eval_rows)
     chosen = scorer.rewards([(r.get("prompt", []), r["chosen"]) for r in train_rows])
     rejected = scorer.rewards([(r.get("prompt", []), r["rejected"]) for r in train_rows])
@@ -85,35 +56,31 @@ def calibrate(scorer: RewardScorer, train_rows, eval_rows) -> dict:
 
 class RewardJudge:
     def __init__(self, path: str | None = None, batch_size: int = 8):
+        from persona.models import trained_fingerprint
+        from persona.run import TrainOutput
+
         if not path:
             raise PersonaError("--judge reward needs the folder of a trained reward model",
                                hint="e.g. --judge reward:runs/aster/train-reward (from persona train --method reward)")
-        self.path = Path(path)
-        settings = self.path / "persona_train.yaml"
-        if not self.path.is_dir() or not settings.is_file():
+        self.output = TrainOutput(path)
+        if not self.output.path.is_dir() or not self.output.settings_file.is_file():
             raise PersonaError(f"'{path}' is not the output of `persona train --method reward`",
                                hint="train one with: persona train RUN_DIR --method reward")
-        import yaml
-
-        self.settings = yaml.safe_load(settings.read_text(encoding="utf-8")) or {}
+        self.settings = self.output.settings()
         if self.settings.get("method") != "reward":
             raise PersonaError(f"'{path}' holds a {self.settings.get('method')} model, not a reward model",
                                hint="train one with: persona train RUN_DIR --method reward")
-        calibration = self.path / CALIBRATION_FILE
-        self.centre = json.loads(calibration.read_text())["centre"] if calibration.is_file() else 0.0
-        digest = hashlib.sha256()
-        for weights in sorted(self.path.glob("*.safetensors")):
-            digest.update(weights.name.encode() + str(weights.stat().st_size).encode() + weights.read_bytes()[:1 << 20])
-        self.name = f"reward:{self.path.name}"
-        self.fingerprint = f"reward|{digest.hexdigest()[:16]}|{self.centre:.6f}"
+        self.centre = float((self.output.reward() or {}).get("centre", 0.0))
+        self.name = f"reward:{self.output.name}"
+        self.fingerprint = f"reward|{trained_fingerprint(self.output.path)}|{self.centre:.6f}"
         self.batch_size = batch_size
         self._scorer: RewardScorer | None = None
 
     def _load(self) -> RewardScorer:
         if self._scorer is None:
-            from persona.train import load_trained
+            from persona.models import load_trained
 
-            model, tokenizer = load_trained(self.path, "reward")
+            model, tokenizer = load_trained(self.output.path, "reward")
             self._scorer = RewardScorer(model, tokenizer, self.batch_size)
         return self._scorer
 

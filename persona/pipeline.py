@@ -1,19 +1,20 @@
-"""`persona generate`: spec -> probe prompts -> responses -> judgements -> datasets, in a resumable run folder.
+"""The wiring of `persona generate`: spec -> probe prompts -> responses -> judgements -> datasets, in a
+resumable run folder, and the commands that re-run one stage of an existing run (`persona judge`, `build`).
 
     from persona.config import RunConfig
-    from persona.generate import generate
+    from persona.pipeline import generate
     summary = generate(load_spec("identities/brand.yaml"), RunConfig(limit=20))
     summary.run_dir, summary.responses, summary.requests_made
 
-Each stage lives in its own module (persona.prompts, persona.responses, persona.judging, persona.dataset)
-and keeps its own file; this module only wires them together, loads the backend lazily (a finished run
-never loads a model) and counts what happened. `judge_run`, `build_run` and `run_stats` re-run single
-stages on an existing run folder (the run's settings are saved in its run.json).
+Each stage lives in its own module (persona.prompts, persona.responses, persona.judgements, persona.dataset)
+and keeps its own store in the run folder (persona.run); this module only wires them together, loads the
+backend lazily (a finished run never loads a model) and counts what happened. `judge_run` and `build_run`
+read the records the earlier stages saved as current (RunFolder.current); they never re-plan them.
+`dry_run` says what `generate` would send, without a backend.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -23,12 +24,12 @@ from persona.backends import load_backend, model_name
 from persona.config import RunConfig
 from persona.dataset import BuildReport, BuildSettings, build_datasets
 from persona.errors import PersonaError
-from persona.judges import load_judge
-from persona.judging import judge_responses
-from persona.prompts import build_prompts, builtin_probes
+from persona.judgements import judge_responses, saved_judgements
+from persona.judges import make_judge, pairwise as pairwise_judge
+from persona.prompts import builtin_probes, build_prompts
 from persona.responses import ResponseRecord, generate_responses
+from persona.run import RunFolder
 from persona.spec import Spec, load_spec
-from persona.store import JsonlStore, open_run, read_run_info, update_run_info
 from persona.templates import render_template
 
 
@@ -65,8 +66,8 @@ def generate(spec: Spec, config: RunConfig, on_progress: Callable | None = None,
              pairwise: bool = False) -> GenerationSummary:
     """All stages; `judge=None` stops after the responses."""
     started = time.perf_counter()
-    run_dir = open_run(run_dir_for(spec, config), spec, config=asdict(config))
-    summary = GenerationSummary(run_dir)
+    run = RunFolder(run_dir_for(spec, config)).open(spec, config=asdict(config))
+    summary = GenerationSummary(run.path)
     backend = None
 
     def get_backend():
@@ -82,8 +83,8 @@ def generate(spec: Spec, config: RunConfig, on_progress: Callable | None = None,
 
     label = backend_label(config)
     try:
-        prompts, synthesis_made = build_prompts(spec, config, run_dir, get_backend, label, progress)
-        responses, responses_made = generate_responses(spec, prompts, config, run_dir, get_backend, label, progress)
+        prompts, synthesis_made = build_prompts(spec, config, run, get_backend, label, progress)
+        responses, responses_made = generate_responses(spec, prompts, config, run, get_backend, label, progress)
     finally:
         if backend is not None:
             backend.close()
@@ -96,74 +97,50 @@ def generate(spec: Spec, config: RunConfig, on_progress: Callable | None = None,
     if judge is not None:
         run_judge = make_judge(judge, judge_options, config.templates)
         try:
-            checker = _pairwise_judge(run_judge, pairwise)
-            judgements, summary.judgements_made = _judge(spec, responses, run_dir, run_judge, judge, judge_options,
+            checker = pairwise_judge(run_judge) if pairwise else None
+            judgements, summary.judgements_made = _judge(spec, responses, run, run_judge, judge, judge_options,
                                                          on_progress)
-            summary.build = build_datasets(spec, responses, judgements, run_dir, build, checker)
+            summary.build = build_datasets(spec, responses, judgements, run, build, checker)
         finally:
             run_judge.close()
     summary.seconds = time.perf_counter() - started
     return summary
 
 
-def _pairwise_judge(judge, pairwise: bool):
-    if not pairwise:
-        return None
-    if not hasattr(judge, "prefer"):
-        raise PersonaError(f"--pairwise needs a judge that compares two responses; '{judge.name}' does not",
-                           hint="use --judge llm (with --judge-backend and --judge-model)")
-    return judge
-
-
-def make_judge(name: str, options: dict | None, templates: str | None):
-    """The judge for a run: judges that render templates use the run's templates folder, so the
-    judgements (and their cache keys) are the same whichever command makes them."""
-    options = dict(options or {})
-    if name.partition(":")[0] in ("offline", "llm") and templates and "templates" not in options:
-        options["templates"] = templates
-    return load_judge(name, **options)
-
-
-def _judge(spec, responses, run_dir, judge, name: str, options: dict | None, on_progress):
+def _judge(spec, responses, run: RunFolder, judge, name: str, options: dict | None, on_progress):
     """Judge what is missing and remember the judge in run.json (for `persona build`)."""
-    judgements, made = judge_responses(spec, responses, judge, run_dir, on_progress)
-    update_run_info(run_dir, judge={"name": name, "options": options or {}, "label": judge.name})
+    judgements, made = judge_responses(spec, responses, judge, run, on_progress)
+    run.update(judge={"name": name, "options": options or {}, "label": judge.name})
     return judgements, made
 
 
-def load_run(run_dir: Path, spec_path: str | None = None) -> tuple[Spec, RunConfig, dict]:
-    """The spec, settings and run.json of an existing run folder."""
-    info = read_run_info(run_dir)
+def load_run(run_dir: Path, spec_path: str | None = None) -> tuple[Spec, RunConfig, RunFolder, dict]:
+    """The spec, settings, folder and run.json of an existing run folder."""
+    run = RunFolder(run_dir)
+    info = run.info()
     spec = load_spec(spec_path or info.get("spec_path"))
     if spec.name != info.get("identity"):
         raise PersonaError(f"{run_dir} holds a run of identity '{info.get('identity')}', not '{spec.name}'",
                            hint="pass the spec the run was generated from with --spec")
     names = {f.name for f in fields(RunConfig)}
     config = RunConfig(**{k: v for k, v in info.get("config", {}).items() if k in names})
-    return spec, RunConfig(**{**asdict(config), "out": str(run_dir)}), info
+    return spec, RunConfig(**{**asdict(config), "out": str(run_dir)}), run, info
 
 
-def current_responses(spec: Spec, config: RunConfig, run_dir: Path) -> list[ResponseRecord]:
-    """The responses of the run as configured, without calling any backend (an error if some are missing)."""
-    def no_backend():
-        raise PersonaError(f"{run_dir} is not complete: some prompts or responses are missing",
-                           hint=f"finish it first: persona generate {spec.path} --out {run_dir}")
-
-    label = backend_label(config)
-    prompts, _ = build_prompts(spec, config, run_dir, no_backend, label)
-    responses, _ = generate_responses(spec, prompts, config, run_dir, no_backend, label)
-    return responses
+def current_responses(run: RunFolder) -> list[ResponseRecord]:
+    """The responses the run's last generation settled on (saved when its responses stage finished)."""
+    return [ResponseRecord.from_dict(r) for r in run.current("responses")]
 
 
 def judge_run(run_dir: Path, judge_name: str | None = None, judge_options: dict | None = None,
               spec_path: str | None = None, on_progress: Callable | None = None) -> tuple[int, dict]:
     """Judge an existing run's responses (only those not yet judged by this judge); returns (made, counts)."""
-    spec, config, info = load_run(run_dir, spec_path)
-    responses = current_responses(spec, config, run_dir)
+    spec, config, run, info = load_run(run_dir, spec_path)
+    responses = current_responses(run)
     judge_name = judge_name or info.get("judge", {}).get("name", "offline")
     judge = make_judge(judge_name, judge_options, config.templates)
     try:
-        judgements, made = _judge(spec, responses, run_dir, judge, judge_name, judge_options, on_progress)
+        judgements, made = _judge(spec, responses, run, judge, judge_name, judge_options, on_progress)
     finally:
         judge.close()
     statuses = [j["status"] for j in judgements.values()]
@@ -173,48 +150,22 @@ def judge_run(run_dir: Path, judge_name: str | None = None, judge_options: dict 
 def build_run(run_dir: Path, settings: BuildSettings = BuildSettings(), judge_name: str | None = None,
               judge_options: dict | None = None, spec_path: str | None = None, pairwise: bool = False) -> BuildReport:
     """Rebuild the datasets of an existing run from its responses and the judgements of one judge."""
-    spec, config, info = load_run(run_dir, spec_path)
-    responses = current_responses(spec, config, run_dir)
+    spec, config, run, info = load_run(run_dir, spec_path)
+    responses = current_responses(run)
     recorded = info.get("judge") or {}
     judge_name = judge_name or recorded.get("name")
     if not judge_name:
         raise PersonaError(f"{run_dir} has no judgements yet", hint=f"run: persona judge {run_dir}")
     options = judge_options if judge_options is not None else (recorded.get("options") or {})
     judge = make_judge(judge_name, options, config.templates)  # for the judgement keys; models load lazily
-    from persona.judging import judgement_key
-
-    store = JsonlStore(run_dir / "judgements.jsonl").load()
-    judgements = {r.id: store[k] for r in responses if (k := judgement_key(r.id, judge, spec)) in store}
+    judgements = saved_judgements(spec, responses, judge, run)
     if not judgements:
         raise PersonaError(f"no judgements by '{judge.name}' in {run_dir}",
                            hint=f"run: persona judge {run_dir} --judge {judge_name}")
     try:
-        return build_datasets(spec, responses, judgements, run_dir, settings, _pairwise_judge(judge, pairwise))
+        return build_datasets(spec, responses, judgements, run, settings, pairwise_judge(judge) if pairwise else None)
     finally:
         judge.close()
-
-
-def run_stats(run_dir: Path) -> dict:
-    """Counts, acceptance, score distributions and tokens of a run folder, from its files alone."""
-    info = read_run_info(run_dir)
-    prompts = JsonlStore(run_dir / "prompts.jsonl").load()
-    responses = JsonlStore(run_dir / "responses.jsonl").load()
-    synthesis = JsonlStore(run_dir / "synthesis.jsonl").load()
-    judgements = JsonlStore(run_dir / "judgements.jsonl").load()
-    build_file = run_dir / "datasets" / "build.json"
-    build = json.loads(build_file.read_text(encoding="utf-8")) if build_file.exists() else None
-    by_judge: dict[str, dict] = {}
-    for j in judgements.values():
-        counts = by_judge.setdefault(j["judge"], {"ok": 0, "unjudged": 0})
-        counts[j["status"]] = counts.get(j["status"], 0) + 1
-    tokens = {"prompt": sum(r.get("prompt_tokens", 0) for r in list(responses.values()) + list(synthesis.values())),
-              "completion": sum(r.get("completion_tokens", 0) for r in list(responses.values()) + list(synthesis.values()))}
-    return {
-        "identity": info.get("identity"), "run_dir": str(run_dir),
-        "prompts": {s: sum(p["split"] == s for p in prompts.values()) for s in ("train", "eval")},
-        "responses": {k: sum(r["kind"] == k for r in responses.values()) for k in ("conforming", "violating")},
-        "judgements": by_judge, "tokens": tokens, "build": build,
-    }
 
 
 @dataclass

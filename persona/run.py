@@ -1,0 +1,346 @@
+"""The run folder and the trained-model folder: every path and manifest of a run, in one place.
+
+Only this module knows where a run keeps its things; every stage asks it for paths, stores and manifests.
+
+    runs/aster/                          RunFolder("runs/aster")
+      run.json                           format, identity, spec hash, settings, judge, and the ids of the
+                                         current records of each stage (saved when the stage finishes)
+      synthesis.jsonl prompts.jsonl      one append-only store per stage (persona.store.JsonlStore)
+      responses.jsonl judgements.jsonl
+      datasets/build.json                the dataset build's numbers
+      datasets/{dpo,kto,sft}/            TRL datasets: {train,eval}.jsonl + README.md (a dataset card)
+      eval-base-answers.jsonl            the base model's eval answers, shared by every model of the run
+      train-dpo/                         TrainOutput: a trained model (adapter or full) and its records
+        persona_train.yaml               resolved settings, method, base model, dataset and its run
+        metrics.json README.md           every logged step; the model card
+        reward.json merged/ checkpoint-N/
+        eval/metrics.json eval/answers.jsonl   EvalFolder: `persona eval` of this model
+      report.html
+
+    run = RunFolder("runs/aster")
+    run.store("responses").load()           # {id: record}
+    run.current("responses")                # the current records of the stage, in order
+    run.train_output("dpo").settings()      # persona_train.yaml as a dict
+
+A later stage reads what an earlier one saved (`current`); it never re-plans the earlier stage.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from persona.errors import PersonaError
+from persona.store import JsonlStore, now, write_atomic
+
+log = logging.getLogger("persona")
+
+FORMAT_VERSION = 1
+STAGES = ("synthesis", "prompts", "responses", "judgements")  # one JSONL store each
+DATASET_KINDS = ("dpo", "kto", "sft")  # folders under datasets/: pairs, unpaired thumbs, conversations
+
+
+class RunFolder:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunFolder({str(self.path)!r})"
+
+    # ------------------------------------------------------------------ paths
+
+    @property
+    def manifest(self) -> Path:
+        return self.path / "run.json"
+
+    def store(self, stage: str) -> JsonlStore:
+        if stage not in STAGES:
+            raise ValueError(f"unknown stage {stage!r}")
+        return JsonlStore(self.path / f"{stage}.jsonl")
+
+    @property
+    def datasets(self) -> Path:
+        return self.path / "datasets"
+
+    def dataset(self, kind: str) -> "DatasetFolder":
+        if kind not in DATASET_KINDS:
+            raise ValueError(f"unknown dataset kind {kind!r}")
+        return DatasetFolder(self.datasets / kind)
+
+    @property
+    def build_file(self) -> Path:
+        return self.datasets / "build.json"
+
+    @property
+    def base_answers(self) -> JsonlStore:
+        return JsonlStore(self.path / "eval-base-answers.jsonl")
+
+    @property
+    def report_file(self) -> Path:
+        return self.path / "report.html"
+
+    def train_output(self, name: str) -> "TrainOutput":
+        """The default output folder of a training method (train-METHOD)."""
+        return TrainOutput(self.path / f"train-{name}")
+
+    def trained(self) -> list["TrainOutput"]:
+        """Every finished training output inside the run folder, by folder name."""
+        found = [TrainOutput(p) for p in sorted(self.path.iterdir()) if p.is_dir()] if self.path.is_dir() else []
+        return [t for t in found if t.is_finished()]
+
+    # ------------------------------------------------------------------ run.json
+
+    def exists(self) -> bool:
+        return self.manifest.is_file()
+
+    def info(self) -> dict:
+        """run.json, or a PersonaError saying why there is none."""
+        if not self.exists():
+            raise PersonaError(f"{self.path} is not a persona run folder (no run.json)",
+                               hint="pass the folder `persona generate` wrote, e.g. runs/brand")
+        try:
+            info = json.loads(self.manifest.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise PersonaError(f"{self.manifest} is not valid JSON",
+                               hint="restore it from a backup, or generate into a new --out folder")
+        if not isinstance(info, dict) or info.get("format") != FORMAT_VERSION:
+            found = info.get("format") if isinstance(info, dict) else None
+            raise PersonaError(
+                f"{self.path} was written in run format {found!r}; this persona reads format {FORMAT_VERSION}",
+                hint="move the folder away (or choose another --out) and generate again")
+        return info
+
+    def update(self, **fields) -> None:
+        info = self.info()
+        info.update(fields, updated=now())
+        write_atomic(self.manifest, json.dumps(info, indent=2) + "\n")
+
+    def open(self, spec, **fields) -> "RunFolder":
+        """Create or check the folder for `spec`: refuses one from another format or another identity."""
+        if self.exists():
+            info = self.info()
+            if info.get("identity") != spec.name:
+                raise PersonaError(f"{self.path} holds a run of identity '{info.get('identity')}', not '{spec.name}'",
+                                   hint="choose another --out")
+            if info.get("spec_hash") != spec.spec_hash:
+                log.warning("%s: the spec changed since the last run; records that depend on it are regenerated",
+                            spec.path)
+        else:
+            from persona import __version__
+
+            self.path.mkdir(parents=True, exist_ok=True)
+            info = {"format": FORMAT_VERSION, "identity": spec.name, "created": now(), "persona_version": __version__}
+        info.update(spec_hash=spec.spec_hash, spec_path=spec.path, updated=now(), **fields)
+        write_atomic(self.manifest, json.dumps(info, indent=2) + "\n")
+        return self
+
+    # ------------------------------------------------------------------ the current records of each stage
+
+    def finish_stage(self, stage: str, ids: list[str], **about) -> None:
+        """Remember which records of `stage` the run uses now (in order), once the stage has finished."""
+        info = self.info()
+        current = info.get("current") or {}
+        current[stage] = {"ids": list(ids), "finished": now(), **about}
+        self.update(current=current)
+
+    def current_ids(self, stage: str) -> list[str]:
+        entry = (self.info().get("current") or {}).get(stage)
+        if not entry:
+            spec = self.info().get("spec_path", "SPEC")
+            raise PersonaError(f"{self.path}: the {stage} stage has not finished",
+                               hint=f"finish it first: persona generate {spec} --out {self.path}")
+        return entry["ids"]
+
+    def current(self, stage: str) -> list[dict]:
+        """The current records of `stage`, in the order the stage saved them."""
+        ids = self.current_ids(stage)
+        saved = self.store(stage).load()
+        missing = [i for i in ids if i not in saved]
+        if missing:
+            raise PersonaError(f"{self.path}: {len(missing)} {stage} records listed in run.json are missing from "
+                               f"{stage}.jsonl", hint=f"run persona generate {self.info().get('spec_path', 'SPEC')} "
+                                                      f"--out {self.path} again to regenerate them")
+        return [saved[i] for i in ids]
+
+    def build(self) -> dict | None:
+        """datasets/build.json, or None before the first build."""
+        return read_json(self.build_file) if self.build_file.is_file() else None
+
+
+class DatasetFolder:
+    """A dataset in TRL's format, as `datasets.load_dataset(folder)` reads it: {train,eval}.jsonl + README.md."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    def split(self, name: str) -> Path:
+        return self.path / f"{name}.jsonl"
+
+    @property
+    def card(self) -> Path:
+        return self.path / "README.md"
+
+    @property
+    def build_file(self) -> Path:
+        """A persona build's numbers sit beside its dataset folders (datasets/build.json)."""
+        return self.path.parent / "build.json"
+
+    def build(self) -> dict:
+        """The numbers of the persona build that wrote this folder ({} for a dataset persona did not build)."""
+        return read_json(self.build_file) if self.path.is_dir() and self.build_file.is_file() else {}
+
+    def run(self) -> "RunFolder | None":
+        """The run folder a persona build wrote this dataset into (RUN/datasets/KIND), if any."""
+        if self.path.parent.name == "datasets" and RunFolder(self.path.parent.parent).exists():
+            return RunFolder(self.path.parent.parent)
+        return None
+
+
+class TrainOutput:
+    """The output folder of `persona train`: a model (LoRA adapter or full), its settings, logs and card."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"TrainOutput({str(self.path)!r})"
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def label(self) -> str:
+        """The folder's name without the default "train-" prefix: "dpo" for train-dpo, "my-run" for my-run."""
+        return self.path.name.removeprefix("train-")
+
+    @property
+    def settings_file(self) -> Path:
+        return self.path / "persona_train.yaml"
+
+    @property
+    def metrics_file(self) -> Path:
+        return self.path / "metrics.json"
+
+    @property
+    def card(self) -> Path:
+        return self.path / "README.md"
+
+    @property
+    def reward_file(self) -> Path:
+        return self.path / "reward.json"
+
+    @property
+    def merged(self) -> Path:
+        return self.path / "merged"
+
+    @property
+    def eval(self) -> "EvalFolder":
+        return EvalFolder(self.path / "eval")
+
+    def has_adapter(self) -> bool:
+        return (self.path / "adapter_config.json").is_file()
+
+    def has_model(self) -> bool:
+        return (self.path / "config.json").is_file()
+
+    def has_tokenizer(self) -> bool:
+        return (self.path / "tokenizer_config.json").is_file()
+
+    def adapter_config(self) -> dict:
+        return read_json(self.path / "adapter_config.json")
+
+    def is_finished(self) -> bool:
+        return self.metrics_file.is_file() and self.settings_file.is_file()
+
+    def checkpoints(self) -> list[Path]:
+        found = [p for p in self.path.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
+        return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
+
+    def last_checkpoint(self) -> Path | None:
+        found = self.checkpoints()
+        return found[-1] if found else None
+
+    def settings(self) -> dict:
+        """persona_train.yaml ({} for a model persona did not train)."""
+        if not self.settings_file.is_file():
+            return {}
+        import yaml
+
+        try:
+            data = yaml.safe_load(self.settings_file.read_text(encoding="utf-8"))
+        except (yaml.YAMLError, UnicodeDecodeError) as e:
+            raise PersonaError(f"{self.settings_file}: not readable YAML ({type(e).__name__})",
+                               hint="train again with --overwrite, or fix the file by hand")
+        if data is None:
+            return {}
+        if not isinstance(data, dict):
+            raise PersonaError(f"{self.settings_file}: expected a mapping of settings",
+                               hint="train again with --overwrite, or fix the file by hand")
+        return data
+
+    def write_settings(self, settings: dict) -> None:
+        import yaml
+
+        write_atomic(self.settings_file, yaml.safe_dump(settings, sort_keys=False))
+
+    def metrics(self) -> list:
+        return read_json(self.metrics_file, list)
+
+    def write_metrics(self, logs: list) -> None:
+        write_atomic(self.metrics_file, json.dumps(logs, indent=2) + "\n")
+
+    def reward(self) -> dict | None:
+        return read_json(self.reward_file) if self.reward_file.is_file() else None
+
+    def write_reward(self, numbers: dict) -> None:
+        write_atomic(self.reward_file, json.dumps(numbers, indent=2) + "\n")
+
+    def run(self) -> RunFolder | None:
+        """The run folder the training data came from, when it came from one."""
+        settings = self.settings()
+        if settings.get("run") and RunFolder(settings["run"]).exists():
+            return RunFolder(settings["run"])
+        if settings.get("dataset"):  # outputs of an earlier persona recorded only the dataset folder
+            return DatasetFolder(settings["dataset"]).run()
+        return None
+
+
+class EvalFolder:
+    """What `persona eval` writes for one model: metrics.json and answers.jsonl."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    @property
+    def metrics_file(self) -> Path:
+        return self.path / "metrics.json"
+
+    @property
+    def answers(self) -> JsonlStore:
+        return JsonlStore(self.path / "answers.jsonl")
+
+    def metrics(self) -> dict | None:
+        return read_json(self.metrics_file) if self.metrics_file.is_file() else None
+
+    def write_metrics(self, metrics: dict) -> None:
+        write_atomic(self.metrics_file, json.dumps(metrics, indent=2) + "\n")
+
+
+def read_json(path: Path, kind: type = dict):
+    """A JSON file persona wrote, or a PersonaError naming it when it is not readable."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise PersonaError(f"{path} not found", hint="run the stage that writes it first")
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise PersonaError(f"{path}: not valid JSON ({type(e).__name__})",
+                           hint="the file is damaged: run the stage that writes it again")
+    if not isinstance(data, kind):
+        raise PersonaError(f"{path}: expected a JSON {'object' if kind is dict else 'list'}",
+                           hint="the file is damaged: run the stage that writes it again")
+    return data

@@ -1,0 +1,35 @@
+"""`persona stats RUN_DIR`: counts, acceptance, score distributions and tokens of a run folder, read from its
+files alone (nothing is loaded, run or changed).
+
+    numbers = run_stats(Path("runs/brand"))
+    numbers["responses"]["conforming"], numbers["judgements"], numbers["build"]["acceptance_rate"]
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from persona.run import RunFolder
+
+
+def run_stats(run_dir: Path) -> dict:
+    """Counts, acceptance, score distributions and tokens of a run folder, from its files alone."""
+    run = RunFolder(run_dir)
+    info = run.info()
+    prompts = run.store("prompts").load()
+    responses = run.store("responses").load()
+    synthesis = run.store("synthesis").load()
+    judgements = run.store("judgements").load()
+    by_judge: dict[str, dict] = {}
+    for j in judgements.values():
+        counts = by_judge.setdefault(j["judge"], {"ok": 0, "unjudged": 0})
+        counts[j["status"]] = counts.get(j["status"], 0) + 1
+    generated = list(responses.values()) + list(synthesis.values())
+    tokens = {"prompt": sum(r.get("prompt_tokens", 0) for r in generated),
+              "completion": sum(r.get("completion_tokens", 0) for r in generated)}
+    return {
+        "identity": info.get("identity"), "run_dir": str(run_dir),
+        "prompts": {s: sum(p["split"] == s for p in prompts.values()) for s in ("train", "eval")},
+        "responses": {k: sum(r["kind"] == k for r in responses.values()) for k in ("conforming", "violating")},
+        "judgements": by_judge, "tokens": tokens, "build": run.build(),
+    }
