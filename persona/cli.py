@@ -20,6 +20,7 @@ from typing import Annotated, Optional
 import typer
 
 from persona.errors import PersonaError
+from persona.train import METHODS  # the table of training methods; heavy imports stay inside train()
 
 app = typer.Typer(
     name="persona",
@@ -464,7 +465,7 @@ def stats(
 @app.command("train")
 def train_command(
     source: Annotated[Path, typer.Argument(metavar="RUN_DIR_OR_DATASET", help="A run folder, a dataset folder or a .jsonl file in TRL's format.")],
-    method: Annotated[str, typer.Option(help="dpo, ipo, kto or reward.")] = "dpo",
+    method: Annotated[str, typer.Option(help="One of: " + ", ".join(METHODS) + ".")] = "dpo",
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="Base model folder or .gguf [default: embedded SmolLM2-135M-Instruct].")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Flat YAML of TRL / PEFT settings.")] = None,
     setting: Annotated[Optional[list[str]], typer.Option("--set", help="One setting NAME=VALUE (repeatable), e.g. --set beta=0.5.")] = None,

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from persona.errors import PersonaError
-from persona.metrics import MetricRow, find, metric_rows, pct
+from persona.metrics import MetricRow, find, format_value, metric_rows, pct
 from persona.run import RunFolder
 
 COLOURS = {"base": "#8c8c8c", "dpo": "#1f77b4", "ipo": "#ff7f0e", "kto": "#2ca02c", "reward": "#9467bd"}
@@ -184,6 +184,7 @@ th{background:#f4f4f4}td.num{text-align:right;font-variant-numeric:tabular-nums}
 .chart .tick{font-size:10px;fill:#444}.chart .grid{stroke:#e6e6e6}
 .note{color:#666;font-style:italic}.answers td{max-width:420px;white-space:pre-wrap}
 .charts{display:flex;flex-wrap:wrap;gap:1rem}
+td.better{color:#1a7f37}td.worse{color:#cf222e}
 """
 
 
@@ -336,18 +337,36 @@ def _eval_section(data: RunData) -> list[str]:
                                              for t in evaluated}},
                          "Perplexity on held-out general text (lower is better)", width=420))
     out.append("</div>")
-    out.append("<h3>Summary</h3><table><tr><th>model</th><th>right identity</th><th>claims another</th>"
-               "<th>out of character under attack</th><th>perplexity change</th><th>general QA</th><th>win / tie / loss vs base</th></tr>")
-    for r, t in zip(summary_rows(data), evaluated):
-        w = t.eval["win_rate"]
-        out.append(f"<tr><td>{_e(t.name)}</td><td class=num>{_pct(r['base_right'])} &rarr; {_pct(r['right'])}</td>"
-                   f"<td class=num>{_pct(r['base_other'])} &rarr; {_pct(r['other'])}</td>"
-                   f"<td class=num>{_pct(r['base_ooc'])} &rarr; {_pct(r['ooc'])}</td>"
-                   f"<td class=num>{100 * r['ppl_change']:+.1f}%</td><td class=num>{_pct(r['qa_base'])} &rarr; {_pct(r['qa'])}</td>"
-                   f"<td class=num>{_pct(w['win'])} / {_pct(w['tie'])} / {_pct(w['loss'])}</td></tr>")
-    out.append("</table>")
+    out += _metrics_table(evaluated)
     for t in evaluated:
         out += _answers_table(t)
+    return out
+
+
+def _metrics_table(evaluated: list[Trained]) -> list[str]:
+    """Every metric row of the evals, one line each: the base, then each trained model (its change in
+    green when better, red when worse; `better` on the row says which direction that is)."""
+    names: dict[str, MetricRow] = {}
+    for t in evaluated:
+        for row in t.rows:
+            names.setdefault(row.name, row)
+    head = "".join(f"<th>{_e(t.label)}</th>" for t in evaluated)
+    out = [f"<h3>Summary</h3><table><tr><th>metric</th><th>n</th><th>better</th><th>base</th>{head}</tr>"]
+    for name, first in names.items():
+        cells = []
+        for t in evaluated:
+            row = find(t.rows, name)
+            if row is None:
+                cells.append("<td class=num>n/a</td>")
+                continue
+            colour = {True: "better", False: "worse"}.get(row.improved, "same")
+            cells.append(f"<td class='num {colour}'>{_e(format_value(row.trained, row.unit))}</td>")
+        out.append(f"<tr><td>{_e(first.label)}</td><td class=num>{_e(first.n or '')}</td><td>{_e(first.better)}</td>"
+                   f"<td class=num>{_e(format_value(first.base, first.unit))}</td>{''.join(cells)}</tr>")
+    wins = "".join(f"<td class=num>{_pct(t.eval['win_rate']['win'])} / {_pct(t.eval['win_rate']['tie'])} / "
+                   f"{_pct(t.eval['win_rate']['loss'])}</td>" for t in evaluated)
+    out.append(f"<tr><td>win / tie / loss vs base (held-out probes)</td><td></td><td></td><td></td>{wins}</tr>")
+    out.append("</table>")
     return out
 
 

@@ -41,8 +41,8 @@ class Method:
     ("dpo": prompt/chosen/rejected pairs, "kto": prompt/completion/label rows), its default settings, and
     what it trains ("causal": the chat model itself, "reward": a one-score classifier)."""
 
-    trainer: str  # a class in trl
-    config: str  # its config class in trl
+    trainer: str  # a class in trl ("DPOTrainer"; "experimental.orpo.ORPOTrainer" for an experimental one)
+    config: str  # its config class
     dataset: str  # the run's datasets/<dataset> folder, and the columns it needs (COLUMNS)
     defaults: dict = field(default_factory=dict)
     model: str = "causal"
@@ -154,9 +154,11 @@ def _read_yaml_settings(path: Path) -> dict:
 
 
 def _trl_class(name: str):
-    import trl
+    """A class of TRL's by name: "DPOTrainer", or "experimental.orpo.ORPOTrainer" for its experimental ones."""
+    import importlib
 
-    return getattr(trl, name)
+    module, _, cls = ("." + name).rpartition(".")
+    return getattr(importlib.import_module("trl" + module), cls)
 
 
 def _trl_config(name: str, settings: dict, output: TrainOutput):

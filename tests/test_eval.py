@@ -191,3 +191,22 @@ def test_report_of_a_folder_that_is_not_a_run(tmp_path):
     assert result.exit_code == 1
     assert result.stderr == (f"error: {tmp_path} is not a run folder (no run.json)\n"
                              "hint: give the folder persona generate wrote\n")
+
+
+def test_a_new_metric_is_one_row(trained, tmp_path, monkeypatch):
+    """The README's claim: a metric computed in _summarise plus a row in METRICS reaches the CLI's table, the
+    model card and the report (origin.says_name is computed but not a row by default)."""
+    from typer.testing import CliRunner
+
+    from persona import eval as eval_module
+    from persona.cli import app
+    from persona.report import collect, render
+
+    row = eval_module.Metric("origin.says_name", "origin", "origin: says its name", "share", "higher",
+                             eval_module._get("origin", "says_name"), eval_module._get("origin", "questions"))
+    monkeypatch.setattr(eval_module, "METRICS", eval_module.METRICS + [row])
+    result = CliRunner().invoke(app, ["eval", str(trained), "--limit", "1", "--max-tokens", "2"])
+    assert result.exit_code == 0, result.output
+    assert "origin: says its name" in result.stdout
+    assert "- origin: says its name (n=24): " in (trained / "README.md").read_text()
+    assert "origin: says its name" in render(collect(trained.parent))

@@ -292,3 +292,20 @@ def test_runs_under_accelerate_launch_unchanged(run_dir, tiny_model_dir, tmp_pat
     assert done.returncode == 0, done.stderr[-2000:]
     assert "trained dpo for 2 logged steps" in done.stderr
     assert len([m for m in json.loads((tmp_path / "acc" / "metrics.json").read_text()) if "loss" in m]) == 2
+
+
+@pytest.mark.parametrize("name,row", [
+    ("apo", {"trainer": "DPOTrainer", "config": "DPOConfig", "dataset": "dpo",
+             "defaults": {"beta": 0.1, "loss_type": ["apo_zero"]}}),
+    ("orpo", {"trainer": "experimental.orpo.ORPOTrainer", "config": "experimental.orpo.ORPOConfig", "dataset": "dpo",
+              "defaults": {"beta": 0.1}, "reference": False}),
+])
+def test_a_new_method_is_one_row(name, row, run_dir, tiny_model_dir, tmp_path, monkeypatch):
+    """The README's claim: adding a training method means adding a row to METHODS."""
+    from persona.train import METHODS, Method
+
+    monkeypatch.setenv("TRL_EXPERIMENTAL_SILENCE", "1")
+    monkeypatch.setitem(METHODS, name, Method(**row))
+    result = train(run_dir, name, model=str(tiny_model_dir), overrides=FAST, output_dir=tmp_path / name)
+    assert len([m for m in result.metrics if "loss" in m]) == 2 and result.changed_parameters > 0
+    assert f"# {name.upper()} fine-tune" in (tmp_path / name / "README.md").read_text()
