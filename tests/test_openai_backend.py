@@ -1,15 +1,20 @@
 """The `openai` backend against a real HTTP server on 127.0.0.1: replies, retries (429 with Retry-After,
-5xx, timeouts, malformed bodies), errors that must not retry, bounded concurrency, and secrets."""
+5xx, timeouts, malformed bodies), errors that must not retry, bounded concurrency, exactly n samples from
+servers that ignore or cap n, slow local servers that queue, and secrets (also in RunConfig and the CLI)."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 
 import pytest
+from typer.testing import CliRunner
 
 from openai_server import OpenAIServer
 from persona.backends import Request, SamplingParams, load_backend
-from persona.errors import PersonaError
+from persona.config import RunConfig, load_run_config
+from persona.errors import PersonaError, SpecError
 
 KEY = "sk-test-secret-0123456789"
 
@@ -148,3 +153,45 @@ def test_missing_api_key_names_the_variable(monkeypatch):
 def test_model_is_required():
     with pytest.raises(PersonaError, match="needs a model name"):
         load_backend("openai", api_key_env="TEST_API_KEY")
+
+
+# --- secrets in run configs ------------------------------------------------------------------------------
+
+
+KEY_LIKE = ["sk-abc123def456ghi789jkl012", "hf_AbCdEfGhIjKlMnOpQrStUvWxYzAbCdEfGh", "0123456789abcdef0123456789abcdef"]
+
+
+def test_a_key_as_api_key_env_in_a_run_config_file_names_the_line(tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text(f"backend: openai\napi_key_env: {KEY_LIKE[1]}\n", encoding="utf-8")
+    with pytest.raises(SpecError) as e:
+        load_run_config(config)
+    assert str(e.value).startswith(f"{config}:2:14: api_key_env: looks like an API key, not the name of an "
+                                   f"environment variable (the value is not shown)")
+    assert KEY_LIKE[1] not in str(e.value)
+
+
+def test_a_key_given_as_api_key_env_on_the_command_line_is_neither_printed_nor_saved(tmp_path):
+    from persona.cli import app
+
+    result = CliRunner().invoke(app, ["generate", "identities/aster.yaml", "-b", "openai", "-m", "m",
+                                      "--api-key-env", KEY_LIKE[0], "--out", str(tmp_path / "run")])
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: api_key_env must be the name of an environment variable")
+    assert KEY_LIKE[0][:8] not in result.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_run_config_record_has_no_credentials():
+    config = RunConfig(backend="openai", model="m", base_url="https://bob:hunter2-secret@llm.example.com:8443/v1",
+                       backend_options={"timeout": 120, "api_key": "abc", "auth_token": "t0k3n", "password": "pw",
+                                        "proxy": "http://u:p4ss@proxy:3128", "note": KEY_LIKE[0],
+                                        "api_key_env": "OTHER_KEY"})
+    record = config.to_record()
+    assert record["base_url"] == "https://llm.example.com:8443/v1"
+    assert record["backend_options"] == {"timeout": 120, "proxy": "http://proxy:3128", "api_key_env": "OTHER_KEY"}
+    text = json.dumps(record)
+    assert "hunter2" not in text and "p4ss" not in text and KEY_LIKE[0] not in text
+    assert {k: v for k, v in record.items() if k not in ("base_url", "backend_options")} == \
+        {k: v for k, v in dataclasses.asdict(config).items() if k not in ("base_url", "backend_options")}
+    assert RunConfig(**record).to_record() == record  # load_run reads it back
