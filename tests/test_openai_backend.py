@@ -182,6 +182,20 @@ def test_a_server_that_caps_n_is_asked_for_the_rest_and_extra_choices_are_cut():
     assert [c.text for c in result.completions] == ["c0", "c1"] and len(server.requests) == 1
 
 
+@pytest.mark.parametrize("status,message", [
+    (500, "Only one completion choice is allowed"),  # llama.cpp before n_cmpl
+    (400, "Illegal param: only one completion choice is allowed"),
+])
+def test_a_server_that_refuses_n_is_asked_one_sample_at_a_time(status, message, caplog):
+    with OpenAIServer(script=[("status", status, {}, message)], max_n=1) as server:
+        b = backend(server, concurrency=1)
+        results = list(b.complete(requests(2, n=2, seed=0)))
+    assert [len(r.completions) for r in results] == [2, 2]
+    assert [(body["n"], body["seed"]) for _, _, body in server.requests] == [(2, 0), (1, 0), (1, 1), (1, 0), (1, 1)]
+    assert b.n_limit == 1 and b.retries == 0
+    assert f"(it rejected n=2: {message}): asking for at most 1 per request from now on" in caplog.text
+
+
 # --- slow local servers ------------------------------------------------------------------------------------
 
 

@@ -119,7 +119,7 @@ def test_generate_judge_and_build_through_transformers_serve(transformers_server
     for prompt in prompts:  # the second call had its own seed, so the server sampled anew
         texts = [r["text"] for r in rows if r["prompt_id"] == prompt and r["kind"] == "conforming"]
         assert texts[0] != texts[1]
-    assert "returned 1 of the 2 choices asked for (it ignores or caps n)" in result.stderr
+    assert "does not give n choices per request (it returned 1 of the 2 choices asked for)" in result.stderr
     # per prompt: the conforming request takes 2 calls (n=2 gives one choice, then one more), each
     # violating one 1 call: 8 in all, nothing repeated
     assert chat_requests(log_path) == 8

@@ -10,11 +10,12 @@ with exponential backoff and full jitter (sleep uniform(0, min(cap, base * 2^att
 than the server's Retry-After / retry-after-ms header. Other errors (bad key, unknown model, prompt too
 long) fail at once with a message that says what to fix.
 
-Exactly n samples. A request asks for `n` choices; servers that ignore `n` (transformers serve, some
-llama.cpp and Ollama versions) or cap it return fewer. The missing samples are asked for again with
-n = missing, each extra sample with its own seed (seed + index of its first sample); the most choices a
-server returned is remembered, so later requests ask for at most that many at a time and none is
-wasted. Extra choices are cut to n.
+Exactly n samples. A request asks for `n` choices; servers that ignore `n` (transformers serve, Ollama)
+or cap it return fewer, and some refuse it (llama.cpp before n_cmpl: "Only one completion choice is
+allowed"). The missing samples are asked for again with n = missing (n = 1 after a refusal), each call
+with its own seed (seed + index of its first sample: a server that seeds per request would repeat the
+sample); the most choices a server gave is remembered, so later requests ask for at most that many at a
+time and no request is wasted. Extra choices are cut to n.
 
 Slow local servers. A server on this machine or the local network (localhost, *.localhost, *.local,
 *.internal, a single-label host name, a loopback, private or link-local IP) usually runs one model on
@@ -155,9 +156,13 @@ class OpenAIBackend:
         while len(completions) < params.n:
             have, missing = len(completions), params.n - len(completions)
             ask = min(missing, self.n_limit or missing)
-            got = await self._call(client, request, self._body(request, ask, have))
+            try:
+                got = await self._call(client, request, self._body(request, ask, have))
+            except RejectedN as rejected:  # e.g. older llama.cpp: "Only one completion choice is allowed"
+                self._learn_n_limit(1, ask, f"it rejected n={ask}: {rejected}")
+                continue
             if len(got) < ask:
-                self._learn_n_limit(len(got), ask)
+                self._learn_n_limit(len(got), ask, f"it returned {len(got)} of the {ask} choices asked for")
             completions += got[:missing]
         return Result(request, tuple(completions))
 
@@ -174,11 +179,11 @@ class OpenAIBackend:
                                        "json_schema": {"name": "reply", "schema": json.loads(params.json_schema)}}
         return body
 
-    def _learn_n_limit(self, got: int, asked: int) -> None:
-        if self.n_limit is None or got < self.n_limit:
-            self.n_limit = got
-            log.warning("%s returned %d of the %d choices asked for (it ignores or caps n): asking for at most %d "
-                        "per request from now on", url_without_credentials(self.base_url), got, asked, got)
+    def _learn_n_limit(self, limit: int, asked: int, why: str) -> None:
+        if self.n_limit is None or limit < self.n_limit:
+            self.n_limit = limit
+            log.warning("%s does not give n choices per request (%s): asking for at most %d per request from now on",
+                        url_without_credentials(self.base_url), why, limit)
 
     async def _call(self, client, request: Request, body: dict) -> tuple[Completion, ...]:
         """One HTTP request with retries; its choices as completions."""
@@ -196,6 +201,8 @@ class OpenAIBackend:
                 reply = json.loads(raw.http_response.content)
                 return self._completions(reply, time.perf_counter() - started)
             except Exception as error:  # classified below; anything unexpected is re-raised
+                if body["n"] > 1 and isinstance(error, openai.APIStatusError) and _rejects_n(error):
+                    raise RejectedN(_short(self._redact(_server_message(error)))) from None
                 retryable, wait_at_least, message, hint = self._classify(error)
                 if isinstance(error, (TimedOut, openai.APITimeoutError)):
                     timeouts += 1
@@ -323,6 +330,10 @@ class MalformedReply(Exception):
     pass
 
 
+class RejectedN(Exception):
+    """The server refused a request for more than one choice."""
+
+
 class TimedOut(Exception):
     """No reply before this backend's own deadline (see _within_deadline)."""
 
@@ -337,6 +348,14 @@ def is_local_url(url: str) -> bool:
     except ValueError:
         return False
     return address.is_loopback or address.is_private or address.is_link_local or address.is_unspecified
+
+
+def _rejects_n(error) -> bool:
+    """Whether an error reply refuses n > 1: "Only one completion choice is allowed" (llama.cpp before n_cmpl),
+    "n must be ...", "'n' ...", "n_cmpl ..."."""
+    return error.status_code in (400, 422, 500, 501) and bool(re.search(
+        r"(?i)\bchoices?\b.{0,20}\b(allowed|supported)\b|\bn_cmpl\b|['\"`]n['\"`]|\bn\b\s*(must|should|has to|is not|>|<|=)",
+        _server_message(error)))
 
 
 def _retry_after(headers) -> float:
