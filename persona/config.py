@@ -10,16 +10,24 @@
     backend_options: {timeout: 120}
 
     config = load_run_config("run.yaml", overrides={"k": 4})
+    json.dumps(config.to_record())   # what run.json may hold: no credentials
 
 Unknown keys get "did you mean", wrong types the file:line:col of the value, like identity specs.
+
+Secrets never belong in a run config, and none reach run.json: `api_key_env` must be a variable's *name*
+(a key pasted there by mistake is refused, and the message never shows it), and `to_record()` strips
+user:password@ from URLs and drops backend options that hold a secret. The helpers at the end of this
+module (`key_shaped`, `api_key_env_problem`, `url_without_credentials`) are what the openai backend uses too.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, replace
+import re
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
-from persona.errors import SpecError
+from persona.errors import PersonaError, SpecError
 from persona.validation import schema_problems
 from persona.yaml_source import read_yaml
 
@@ -30,7 +38,7 @@ class RunConfig:
     model: str | None = None  # hf: default model; openai: required
     base_url: str | None = None
     api_key_env: str = "OPENAI_API_KEY"
-    concurrency: int | None = None  # openai: requests in flight (default 32)
+    concurrency: int | None = None  # openai: requests in flight (default 32; 4 for a local server)
     batch_size: int | None = None  # hf: sequences per batch (default 8)
     tensor_parallel_size: int | None = None  # vllm
     backend_options: dict = field(default_factory=dict)  # anything else the backend accepts
@@ -45,6 +53,22 @@ class RunConfig:
     limit: int | None = None  # at most this many prompts (quick runs)
     out: str | None = None  # default runs/<identity-name>
     templates: str | None = None
+
+    def __post_init__(self):
+        # a key pasted where a variable name belongs must fail here, before anything prints or saves it
+        options = self.backend_options if isinstance(self.backend_options, dict) else {}
+        for name, value in (("api_key_env", self.api_key_env), ("backend_options.api_key_env", options.get("api_key_env"))):
+            problem = api_key_env_problem(value) if value is not None else None
+            if problem:
+                raise PersonaError(f"{name} {problem[0]}", hint=problem[1])
+
+    def to_record(self) -> dict:
+        """The settings as run.json saves them: no user:password@ in URLs, no backend option that holds a
+        secret (an option named like api_key/token/password, or a key-shaped value). load_run reads it back."""
+        record = asdict(self)
+        record["base_url"] = url_without_credentials(self.base_url) if self.base_url else self.base_url
+        record["backend_options"] = _without_secrets(self.backend_options)
+        return record
 
     def backend_kwargs(self) -> dict:
         """Options for load_backend(); which ones a backend takes is up to it."""
@@ -79,7 +103,85 @@ def load_run_config(path: str | Path | None = None, overrides: dict | None = Non
         if doc.data is None:
             doc.data = {}
         problems = schema_problems(doc, _schema())
+        if not problems:  # each field's type is right: look for keys where names belong
+            options = doc.data.get("backend_options") or {}
+            for path, value in ((("api_key_env",), doc.data.get("api_key_env")),
+                                (("backend_options", "api_key_env"), options.get("api_key_env"))):
+                problem = api_key_env_problem(value) if value is not None else None
+                if problem:
+                    problems.append(doc.problem(path, *problem))
         if problems:
             raise SpecError(problems)
         config = replace(config, **doc.data)
+    # RunConfig.__post_init__ checks the overrides (command-line flags) the same way
     return replace(config, **{k: v for k, v in (overrides or {}).items() if v is not None})
+
+
+# --- secrets: what must never be printed or recorded -----------------------------------------------------
+
+# What an API key or token looks like, as opposed to a name like OPENAI_API_KEY: a known key prefix followed
+# by 16+ key characters (sk-proj-..., sk_live_..., hf_..., gsk_..., ghp_..., xai-..., nvapi-..., AIza...),
+# or a run of 24+ letters and digits that mixes letters with digits or lower with upper case (hex, base62).
+KEY_SHAPED = re.compile(
+    r"(?<![A-Za-z0-9])(?:(?:sk|pk|rk|hf|gsk|ghp|gho|ghs|ghu|github_pat|xai|nvapi)[-_]|AIza)[A-Za-z0-9_\-]{16,}"
+    r"|(?<![A-Za-z0-9])(?=[A-Za-z0-9]*[0-9])(?=[A-Za-z0-9]*[A-Za-z])[A-Za-z0-9]{24,}"
+    r"|(?<![A-Za-z0-9])(?=[A-Za-z0-9]*[a-z])(?=[A-Za-z0-9]*[A-Z])[A-Za-z0-9]{24,}")
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# backend options whose name says they hold a secret (api_key_env holds a name, not a secret)
+SECRET_OPTION = re.compile(r"(?i)(?:^|_)(?:api_?key|key|token|secret|password|passwd|pwd|auth|authorization"
+                           r"|credentials?|cookie|bearer)s?(?:$|_)")
+
+
+def key_shaped(text: str) -> bool:
+    """True when `text` contains something shaped like an API key or token."""
+    return bool(KEY_SHAPED.search(text))
+
+
+def api_key_env_problem(value) -> tuple[str, str] | None:
+    """(message, hint) when `value` is not the name of an environment variable, else None. The message
+    follows the field's name ("api_key_env looks like ...") and never shows the value: it may be the key."""
+    hint = ("put the key in an environment variable (export OPENAI_API_KEY=your-key) and pass the variable's "
+            "name: --api-key-env OPENAI_API_KEY, or api_key_env: OPENAI_API_KEY in a run config")
+    if not isinstance(value, str) or not ENV_NAME.fullmatch(value):
+        return ("must be the name of an environment variable (letters, digits and '_'); "
+                "the value given is not one (not shown, in case it is a key)", hint)
+    if key_shaped(value):
+        return ("looks like an API key, not the name of an environment variable (the value is not shown)",
+                hint + "; a key typed on a command line (shell history) or saved in a file may have leaked: "
+                       "consider revoking it")
+    return None
+
+
+def url_without_credentials(url: str) -> str:
+    """'https://user:pass@host:8000/v1' -> 'https://host:8000/v1'."""
+    parts = urlsplit(str(url))
+    if "@" not in parts.netloc:
+        return str(url)
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
+def url_credentials(url: str | None) -> list[str]:
+    """The user, password and user:password of a URL (raw and %-decoded), for redaction."""
+    from urllib.parse import unquote
+
+    parts = urlsplit(str(url or ""))
+    if "@" not in parts.netloc:
+        return []
+    userinfo = parts.netloc.rpartition("@")[0]
+    found = [userinfo, *userinfo.split(":", 1)]
+    return [s for s in dict.fromkeys(found + [unquote(s) for s in found]) if s]
+
+
+def _without_secrets(options: dict) -> dict:
+    kept = {}
+    for name, value in options.items():
+        if SECRET_OPTION.search(name) and not name.endswith("_env"):
+            continue
+        if isinstance(value, str):
+            if key_shaped(value):
+                continue
+            value = url_without_credentials(value) if "://" in value else value
+        elif isinstance(value, dict):
+            value = _without_secrets(value)
+        kept[name] = value
+    return kept

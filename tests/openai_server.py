@@ -3,6 +3,11 @@
     with OpenAIServer(delay=0.2, script=[("status", 429, {"Retry-After": "0.3"}), "ok"]) as server:
         server.base_url     # http://127.0.0.1:PORT/v1
         server.requests     # (time, headers, body) of every request received
+        server.finished     # how many it has finished (answered, or worked through for a client that left)
+
+Like real local servers it can be slow in the ways that matter: `workers=1` works on one request at a time
+and queues the rest (a one-slot llama.cpp, transformers serve), and a request whose client gave up is
+still worked through to the end; `max_n=1` ignores `n` (transformers serve), `max_n=2` caps it.
 
 Each incoming request takes the next action from `script` (then "ok" forever):
     "ok"                           a normal reply: choice i says "reply <i> to: <last user message>"
@@ -11,7 +16,8 @@ Each incoming request takes the next action from `script` (then "ok" forever):
     ("body", text)                 200 with a malformed body
     ("json", obj)                  200 with this JSON (e.g. without "choices")
     ("reply", text)                a normal reply with this text
-It counts requests in flight (`max_in_flight`). Real sockets, real HTTP/1.1 keep-alive, real JSON.
+It counts requests in flight, queued ones included (`max_in_flight`). Real sockets, real HTTP/1.1
+keep-alive, real JSON.
 """
 
 from __future__ import annotations
@@ -23,14 +29,18 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class OpenAIServer:
-    def __init__(self, delay: float = 0.0, script: list | None = None, model: str = "test-model"):
+    def __init__(self, delay: float = 0.0, script: list | None = None, model: str = "test-model",
+                 workers: int | None = None, max_n: int | None = None):
         self.delay = delay
         self.script = list(script or [])
         self.model = model
+        self.max_n = max_n
+        self.workers = threading.Semaphore(workers) if workers else None
         self.requests: list[tuple[float, dict, dict]] = []
         self.lock = threading.Lock()
         self.in_flight = 0
         self.max_in_flight = 0
+        self.finished = 0
         self.httpd: ThreadingHTTPServer | None = None
 
     @property
@@ -62,10 +72,15 @@ class OpenAIServer:
                     server.in_flight += 1
                     server.max_in_flight = max(server.max_in_flight, server.in_flight)
                 try:
-                    self.respond(body, server.next_action())
+                    if server.workers:
+                        with server.workers:  # queued until a worker is free, like a one-slot server
+                            self.respond(body, server.next_action())
+                    else:
+                        self.respond(body, server.next_action())
                 finally:
                     with server.lock:
                         server.in_flight -= 1
+                        server.finished += 1
 
             def respond(self, body: dict, action):
                 if server.delay:
@@ -87,7 +102,7 @@ class OpenAIServer:
 
             def completion(self, body: dict, text: str | None) -> dict:
                 user = next((m["content"] for m in reversed(body.get("messages", [])) if m["role"] == "user"), "")
-                n = body.get("n") or 1
+                n = min(body.get("n") or 1, server.max_n or 1_000_000)
                 choices = [{"index": i, "finish_reason": "stop",
                             "message": {"role": "assistant", "content": text or f"reply {i} to: {user[:80]}"}}
                            for i in range(n)]

@@ -1,0 +1,141 @@
+"""persona end to end through a real OpenAI-compatible server that is not persona's own code: `transformers
+serve` on the tiny random Llama, with the CLI in subprocesses. The server ignores `n` (one choice per
+reply), has no response_format, and works through requests on 2 shared CPU cores: the openai backend must
+still return k samples per prompt, and a second `persona generate` must make no request at all.
+
+    PYTHONPATH=. python -m pytest -q -m slow tests/test_transformers_serve.py
+
+Skipped, with the reason, when `transformers serve` cannot start (it needs fastapi and uvicorn:
+pip install 'persona[dev]').
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+START_TIMEOUT_S = 60
+SERVE = "import sys; from transformers.cli.transformers import main; sys.argv[0] = 'transformers'; sys.exit(main())"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def sampling_model_dir(tiny_model_dir, tmp_path):
+    """The tiny model, set to sample: transformers serve samples only if generation_config.json says so."""
+    folder = tmp_path / "tiny-sampling"
+    shutil.copytree(tiny_model_dir, folder)
+    config = json.loads((folder / "generation_config.json").read_text())
+    (folder / "generation_config.json").write_text(json.dumps({**config, "do_sample": True}))
+    return folder
+
+
+@pytest.fixture
+def transformers_server(sampling_model_dir, tmp_path):
+    """(base_url, log path) of `transformers serve` on the tiny model, on a free port; stopped afterwards."""
+    missing = [name for name in ("fastapi", "uvicorn") if importlib.util.find_spec(name) is None]
+    if missing:
+        pytest.skip(f"transformers serve needs {', '.join(missing)}: pip install 'persona[dev]'")
+    port = _free_port()
+    log_path = tmp_path / "serve.log"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    with open(log_path, "w") as log:
+        server = subprocess.Popen([sys.executable, "-c", SERVE, "serve", str(sampling_model_dir), "--host", "127.0.0.1",
+                                   "--port", str(port), "--device", "cpu"], stdout=log, stderr=subprocess.STDOUT, env=env)
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            if server.poll() is not None:
+                pytest.skip(f"transformers serve exited ({server.returncode}): {log_path.read_text()[-500:]}")
+            if time.monotonic() > deadline:
+                pytest.skip(f"transformers serve did not answer /health in {START_TIMEOUT_S}s: "
+                            f"{log_path.read_text()[-500:]}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as reply:
+                    if reply.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.25)
+        yield f"http://127.0.0.1:{port}/v1", log_path
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+def persona(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OPENAI_API_KEY": "EMPTY", "OMP_NUM_THREADS": "1",
+           "HF_HUB_OFFLINE": "1", "NO_COLOR": "1"}
+    return subprocess.run([sys.executable, "-m", "persona", *args], capture_output=True, text=True, cwd=REPO,
+                          env=env, timeout=240)
+
+
+def chat_requests(log_path) -> int:
+    """Chat-completion requests the server received, from its access log."""
+    return log_path.read_text().count("POST /v1/chat/completions")
+
+
+def test_generate_judge_and_build_through_transformers_serve(transformers_server, sampling_model_dir, tmp_path):
+    base_url, log_path = transformers_server
+    run = tmp_path / "run"
+    model = str(sampling_model_dir)  # transformers serve takes only the folder it serves as the model name
+    generate = ["generate", "identities/aster.yaml", "-b", "openai", "-m", model, "--base-url", base_url,
+                "--limit", "2", "-k", "2", "--prompts-per-target", "0", "--judge", "rules", "--out", str(run),
+                # one request at a time: the server seeds torch's shared generator per request, so only
+                # sequential requests show that a repeated seed would repeat the sample
+                "--concurrency", "1"]
+    result = persona(*generate)
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in (run / "responses.jsonl").read_text().splitlines()]
+    prompts = {r["prompt_id"] for r in rows}
+    assert len(prompts) == 2
+    # k=2 conforming per prompt although the server ignores n, and the k violating ones
+    assert Counter((r["prompt_id"], r["kind"]) for r in rows) == {(p, kind): 2 for p in prompts
+                                                                   for kind in ("conforming", "violating")}
+    assert {r["backend"] for r in rows} == {"openai"} and {r["model"] for r in rows} == {model}
+    for prompt in prompts:  # the second call had its own seed, so the server sampled anew
+        texts = [r["text"] for r in rows if r["prompt_id"] == prompt and r["kind"] == "conforming"]
+        assert texts[0] != texts[1]
+    assert "does not give n choices per request (it returned 1 of the 2 choices asked for)" in result.stderr
+    # per prompt: the conforming request takes 2 calls (n=2 gives one choice, then one more), each
+    # violating one 1 call: 8 in all, nothing repeated
+    assert chat_requests(log_path) == 8
+    assert "wrote 8 responses (4 conforming, 4 violating) for 2 prompts" in result.stderr
+
+    again = persona(*generate)  # resume: everything is done, so no request at all
+    assert again.returncode == 0, again.stderr
+    assert ": 0 backend requests" in again.stderr
+    assert chat_requests(log_path) == 8
+
+    judged = persona("judge", str(run), "--judge", "rules")
+    assert judged.returncode == 0, judged.stderr
+    assert f"judgements in {run}/judgements.jsonl" in judged.stderr
+    built = persona("build", str(run))
+    assert built.returncode == 0, built.stderr
+    # the folders the summary names (the run folder's layout is the run module's business)
+    written = re.search(r"datasets written to (\S+)/ and (\S+)/", built.stderr)
+    assert written, built.stderr
+    assert all(Path(folder, "train.jsonl").exists() for folder in written.groups())
