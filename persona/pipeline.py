@@ -66,7 +66,7 @@ def generate(spec: Spec, config: RunConfig, on_progress: Callable | None = None,
              pairwise: bool = False) -> GenerationSummary:
     """All stages; `judge=None` stops after the responses."""
     started = time.perf_counter()
-    run = RunFolder(run_dir_for(spec, config)).open(spec, config=asdict(config))
+    run = RunFolder(run_dir_for(spec, config)).open(spec, config=config.to_record())  # no credentials
     summary = GenerationSummary(run.path)
     backend = None
 
