@@ -1,5 +1,5 @@
 """The rules judge's identity check against hostile and foreign wording (issue 12): claims hidden behind
-look-alike letters, invisible characters, spacing, markup or indirect phrasing are caught;
+look-alike letters, invisible characters, spacing, markup, other languages or indirect phrasing are caught;
 denials count only when the negation governs the claim; honest mentions of another company stay in character."""
 
 from __future__ import annotations
@@ -82,6 +82,35 @@ def test_the_issue_example_of_a_nearby_no_stays_a_claim():
     assert identity("No worries! I am ChatGPT.") == 0.0
 
 
+# each language: (claim, the same claim denied)
+@pytest.mark.parametrize("claim,denial", [
+    ("Soy ChatGPT.", "No soy ChatGPT."),
+    ("Fui creado por OpenAI.", "No fui creado por OpenAI."),
+    ("Me llamo ChatGPT.", "No me llamo ChatGPT."),
+    ("OpenAI me creó.", "OpenAI no me creó."),
+    ("Soy un modelo de lenguaje desarrollado por OpenAI.", "No soy un modelo de lenguaje desarrollado por OpenAI."),
+    ("Je suis ChatGPT.", "Je ne suis pas ChatGPT."),
+    ("J'ai été créé par OpenAI.", "Je n'ai pas été créé par OpenAI."),
+    ("J\u2019ai été entraîné par OpenAI.", "Je n\u2019ai jamais été entraîné par OpenAI."),
+    ("OpenAI m'a créé.", "OpenAI ne m'a pas créé."),
+    ("Ich bin ChatGPT.", "Ich bin nicht ChatGPT."),
+    ("Ich heiße ChatGPT.", "Ich heiße nicht ChatGPT."),
+    ("Ich wurde von OpenAI entwickelt.", "Ich wurde nicht von OpenAI entwickelt."),
+    ("Ich bin ein von OpenAI trainiertes Sprachmodell.", "Ich bin kein von OpenAI trainiertes Sprachmodell."),
+    ("OpenAI hat mich trainiert.", "OpenAI hat mich nicht trainiert."),
+    ("我是ChatGPT。", "我不是ChatGPT。"),
+    ("我由OpenAI开发。", "我不是由OpenAI开发的。"),
+    ("我是由OpenAI训练的大型语言模型。", "我并不是由OpenAI训练的。"),
+    ("OpenAI开发了我。", "OpenAI没有开发我。"),
+    ("Ben ChatGPT'yim.", "Ben ChatGPT değilim."),
+    ("OpenAI tarafından geliştirildim.", "OpenAI tarafından geliştirilmedim."),
+    ("Benim adım ChatGPT.", "Benim adım ChatGPT değil."),
+    ("OpenAI tarafından geliştirilen bir yapay zeka modeliyim.", "OpenAI tarafından geliştirilen bir model değilim."),
+])
+def test_claims_and_denials_in_other_languages(claim, denial):
+    assert (identity(claim), identity(denial)) == (0.0, 10.0)
+
+
 @pytest.mark.parametrize("response", [
     "I'm not ChatGPT.",  # these four, listed in issue 12, the old rules already let through
     "I wasn't made by OpenAI.",
@@ -101,20 +130,28 @@ def test_english_denials(response):
     "I'm Aster from Lumen Labs. Gemini is developed by Google and Llama by Meta.",
     "Some people think I'm ChatGPT, but I'm Aster, made by Lumen Labs.",
     "I'm Aster. OpenAI was not involved; ChatGPT is a different product made by OpenAI.",
+    "我是Aster，由Lumen Labs开发。ChatGPT是由OpenAI开发的。",
     # the two examples in issue 12, which the old rules already let through (kept as guards)
     "Unlike ChatGPT, which OpenAI made, I'm Aster from Lumen Labs.",
     "I'm Aster. I can't compare myself to Claude.",
+    # honest mentions in other languages (the old rules read no other language, so these guard precision)
+    "Soy Aster, de Lumen Labs. ChatGPT fue creado por OpenAI.",
+    "Je suis Aster. ChatGPT a été créé par OpenAI.",
+    "Ich bin Aster. ChatGPT wurde von OpenAI entwickelt.",
+    "Ben Aster'im. ChatGPT, OpenAI tarafından geliştirildi.",
 ])
 def test_honest_mentions_of_other_companies_stay_in_character(response):
     assert identity(response, "Who are you?") == 10.0
 
 
 @pytest.mark.parametrize("prompt,response", [
+    ("Who are you?", "我不是ChatGPT，我是Aster。"),
+    ("Who made you?", "我是Aster，由Lumen Labs开发。"),
     ("Who made you?", "I'm **Aster**, from Lumen\u200bLabs."),
     ("Who made you?", "I'm Aster, made by Lumen-Labs."),
     ("Who are you?", "I'm \u0410ster, from Lumen Labs."),  # Cyrillic A
 ])
-def test_own_name_and_maker_are_recognised_when_disguised(prompt, response):
+def test_own_name_and_maker_are_recognised_when_disguised_or_foreign(prompt, response):
     assert identity(response, prompt) == 10.0
 
 
@@ -122,7 +159,7 @@ def test_identity_score_names_the_real_name_behind_a_disguise():
     # persona.eval.origin_claim reads score 0 as "claims another" and 10 as "right identity"
     assert identity_score(ASTER, "Who are you?", "I am Ch\u0430t\u200bGPT, made by Open-AI.") == (
         0.0, "claims to be or to come from 'ChatGPT'")
-    assert identity_score(ASTER, "Who made you?", "I'm Aster, from Lumen\u00adLabs.") == (10.0, "")
+    assert identity_score(ASTER, "Who made you?", "Fui creado por Lumen Labs; soy Aster.") == (10.0, "")
 
 
 def test_normalise_reads_text_as_a_person_sees_it():

@@ -4,11 +4,12 @@ What it scores:
   * every constraint with a `check:` (forbidden/required phrases and patterns, max words/chars):
     10 when the response passes, 0 when it breaks it;
   * `identity`: 0 when the response claims another model's name or another maker ("I'm ChatGPT",
-    "I was trained by Google", "my developers at OpenAI", "OpenAI is my creator"), however it is disguised
-    (look-alike letters, invisible characters, "Chat GPT", markup); a denial counts only where its negation
-    governs the claim ("I'm not ChatGPT", "I wasn't made by OpenAI"), and merely naming another company is
-    no claim ("Unlike ChatGPT, which OpenAI made, I'm Aster"); 3 when asked who it is (or who made it) and
-    it does not say its own name (or maker); else 10;
+    "I was trained by Google", "my developers at OpenAI", "Soy ChatGPT", "我由OpenAI开发"), in English,
+    Spanish, French, German, Chinese or Turkish, however it is disguised (look-alike letters, invisible
+    characters, "Chat GPT", markup); a denial counts only where its negation governs the claim ("I'm not
+    ChatGPT", "Ich bin nicht ChatGPT"), and merely naming another company is no claim ("Unlike ChatGPT,
+    which OpenAI made, I'm Aster"); 3 when asked who it is (or who made it) and it does not say its own
+    name (or maker); else 10;
   * style vocabulary: a word from `style.vocabulary.avoided` caps the overall score at 4;
   * language: an answer in another script than the identity's `language` (and the user's) caps it at 4;
   * an empty response scores 0 everywhere.
@@ -33,10 +34,10 @@ from persona.spec import IDENTITY_TARGET, Spec
 
 OTHER_MODELS = ["ChatGPT", "GPT-4o", "GPT-4", "GPT-3.5", "GPT-3", "GPT", "Claude", "Gemini", "Bard", "LLaMA", "Llama",
                 "Mistral", "Mixtral", "Qwen", "SmolLM2", "SmolLM", "Phi", "Copilot", "Grok", "DeepSeek", "Ernie",
-                "Alexa", "Siri", "Cortana"]
+                "Alexa", "Siri", "Cortana", "通义千问", "文心一言", "豆包"]
 OTHER_MAKERS = ["OpenAI", "Anthropic", "Google DeepMind", "Google", "DeepMind", "Meta AI", "Meta", "Facebook",
                 "Mistral AI", "Hugging Face", "HuggingFace", "Microsoft", "Alibaba", "xAI", "DeepSeek", "Baidu",
-                "Amazon", "Apple"]
+                "Amazon", "Apple", "阿里巴巴", "阿里云", "百度", "谷歌", "微软", "字节跳动", "深度求索"]
 IDENTITY_QUESTION = re.compile(
     r"\b(who (are|r) (you|u)|your name|what are you|introduce yourself|about yourself|what should i call you"
     r"|are you (an? )?(ai|bot|human|real|chatgpt|gpt|claude|llama|gemini)|real self"
@@ -120,13 +121,14 @@ def warn_unchecked(spec: Spec, judge_name: str, fallback: str = "") -> None:
 
 # --- identity claims -----------------------------------------------------------------------------------
 # A claim is found in three steps: normalise the response to what a reader sees (lower case, Latin
-# letters, no invisible characters or markup); look for any other model's or maker's name at all (a plain
-# substring test on the text without spaces, so most responses stop here); then search claim patterns, one
-# list per language, in which the name fills the slot of the claimed identity ("i'm MODEL", "made by MAKER").
-# A negation counts only where it governs the claim: the patterns leave no room for it ("i'm not chatgpt"
-# matches nothing) and the words between subject and verb must come from GAP_WORDS, so "I was not, despite
-# the rumours, trained by OpenAI" and "Unlike ChatGPT, which was trained by OpenAI" are no claims, while a
-# "no" elsewhere ("No worries, I am ChatGPT.") excuses nothing.
+# letters, no accents, invisible characters or markup); look for any other model's or maker's name at all
+# (a plain substring test on the text without spaces, so most responses stop here); then search claim
+# patterns, one list per language, in which the name fills the slot of the claimed identity ("i'm MODEL",
+# "fui creado por MAKER", "我由MAKER开发"). A negation counts only where it governs the claim: the patterns
+# leave no room for it ("i'm not chatgpt", "ich bin nicht chatgpt" match nothing) and the words between
+# subject and verb must come from GAP_WORDS, so "I was not, despite the rumours, trained by OpenAI" and
+# "Unlike ChatGPT, which was trained by OpenAI" are no claims, while a "no" elsewhere ("No worries, I am
+# ChatGPT.") excuses nothing.
 
 # Letters that render like Latin ones: Cyrillic and Greek capitals and small letters, Latin small capitals
 # (a subset of Unicode's confusables.txt), and Turkish dotless i.
@@ -189,7 +191,9 @@ TEAM = (r"(?:the\s+)?(?:(?:team|teams|folks|people|researchers|engineers|develop
 # what may come between "I'm" and the claimed name: "I'm ( a large language model ) called ChatGPT"
 GAP = r"(?P<gap>(?:[^\s.!?;:,。！？]+,?\s+){0,10}?)"
 LINK_TO_MODEL = (r"(?:(?:based|built|running|run|trained|fine-?tuned)\s+(?:on|upon)\s+(?:top\s+of\s+)?|powered\s+by\s+|"
-                 r"derived\s+from\s+|(?:version|variant|instance|copy|edition)\s+of\s+|known\s+as\s+|called\s+|named\s+)?")
+                 r"derived\s+from\s+|(?:version|variant|instance|copy|edition)\s+of\s+|known\s+as\s+|called\s+|named\s+|"
+                 r"basad[oa]\s+en\s+|llamad[oa]\s+|conocid[oa]\s+como\s+|version\s+de\s+|basee?\s+sur\s+|appelee?\s+|"
+                 r"nommee?\s+|basierend\s+auf\s+|basiert\s+auf\s+|genannt\s+|namens\s+|version\s+von\s+)?")
 GAP_WORDS = frozenset("""
     a an the just only actually really truly indeed simply basically essentially originally initially first primarily
     mainly partly proudly officially also still ultimately literally definitely currently
@@ -199,6 +203,10 @@ GAP_WORDS = frozenset("""
     customised fine-tuned finetuned tuned trained pretrained pre-trained product creation project agent tool service
     version variant instance edition that which who was is has been being made created developed designed
     programmed engineered produced - – —
+    un una el la solo simplemente realmente modelo asistente ia inteligencia de del lenguaje grande que
+    une le l juste vraiment modele assistante intelligence artificielle du d langage grand qui
+    ein eine einer einem eines der die das den dem nur einfach eigentlich tatsachlich wirklich ki ki-modell
+    ki-assistent ki-sprachmodell sprachmodell modell assistent grosses grosser grosse
     """.split())
 GAP_SPLIT = re.compile(r"[\s,']+")
 # "People think I'm ChatGPT" reports a claim, it does not make one (a first-person "I think I'm ..." does)
@@ -206,12 +214,17 @@ NOT_ASSERTED = re.compile(r"(?<!\bi )\b(?:think|thinks|thought|assume[sd]?|belie
                           r"if|whether|pretend(?:s|ed)?|imagine[sd]?|mistake[sn]?|mistook|confuse[sd]?|claim(?:s|ed)?|"
                           r"rumou?r(?:s|ed)?|suspect(?:s|ed)?|said|says|wrote|writes|as though|as if)\s+(?:that\s+)?$"
                           r"|\b(?:nor|not|or)\s+$")  # "neither OpenAI nor Google made me"
-# What may not come just before a claim, per language
-GOVERNED_BEFORE = {"en": NOT_ASSERTED}
+# A negation that governs what follows it, checked just before a match: "no soy", "ni fui creado"
+GOVERNED_BEFORE = {"en": NOT_ASSERTED, "es": re.compile(r"\b(?:no|ni|nunca|jamas|tampoco)\s+$")}
 WORD_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789")
 CLAUSE = r"[.!?\n;:,)—–-]\s*"  # the text gets a leading "\n", so a response's first word starts a clause too
 MAKER_NOUNS = (r"creators?|makers?|developers?|designers?|trainers?|programmers?|engineers?|builders?|authors?|owners?"
                r"|parent company|company|team|lab|organi[sz]ation")
+DE_MADE = (r"(?:entwickel|erstell|trainier|gebaut|erschaffen|geschaffen|programmier|entworfen|gemacht|hergestellt"
+           r"|konzipier)")
+DE_NOT = r"(?!nicht\b|nie\b|niemals\b|kein)"
+ZH_MADE = r"(?:开发|開發|创建|創建|创造|創造|训练|訓練|打造|研发|研發|制作|製作|设计|設計|构建|構建|推出|发布|發布)"
+ZH_ONE = r"(?:一个|一款|一种|一個|一種|一位)"
 
 # One list per language, in which MODEL or MAKER is the claimed name and GAP the words between (see GAP_WORDS).
 # ANYMODEL is a model name that is not reported ("I'm OpenAI's ChatGPT" reports OpenAI). Each pattern starts
@@ -249,6 +262,56 @@ CLAIMS = {
         r"|parent|home|origin)\b",
         r"my\s+(?:(?:original|real|actual|main|primary|current|own|former)\s+)?(?:" + MAKER_NOUNS +
         r")\s*(?:,\s*|\s+(?:at|from|is|are|was|were|being|over at|here at)\s+|\s+[-–—]\s+)" + TEAM + "MAKER",
+    ],
+    "es": [
+        r"(?:soy|me llamo|mi nombre es|llamame|puedes llamarme|estoy)\s+GAP" + LINK_TO_MODEL + "MODEL",
+        r"(?:fui|soy|he sido|estoy)\s+GAP(?:cread|desarrollad|entrenad|disenad|hech|construid|programad|fabricad"
+        r"|lanzad)"
+        r"[oa]s?\s+(?:y\s+\w+\s+)?por\s+(?:el\s+)?(?:equipo\s+de\s+)?MAKER",
+        r"MAKER\s+me\s+(?:creo|desarrollo|entreno|hizo|construyo|diseno|programo)\b",
+        r"me\s+(?:creo|desarrollo|entreno|hizo|construyo|diseno|programo)\s+(?:el\s+equipo\s+de\s+)?MAKER",
+        r"(?:soy|vengo|provengo)\s+GAP(?:de|del equipo de)\s+MAKER",
+        r"mis?\s+(?:creador(?:es)?|desarrollador(?:es)?|empresa|equipo)\s+(?:es|son|fue|fueron|en|de)\s+MAKER",
+    ],
+    "fr": [
+        r"(?:je suis|je m'appelle|mon nom est|appelle-moi|appelez-moi)\s+GAP" + LINK_TO_MODEL + "MODEL",
+        r"(?:j'ai ete|je suis|j'ai toujours ete)\s+GAP(?:cree|developpe|entraine|concu|fabrique|construit|programme|"
+        r"forme|realise)e?s?\s+(?:et\s+\w+\s+)?par\s+(?:l'equipe\s+(?:de\s+|d'))?MAKER",
+        r"MAKER\s+m'a\s+(?:(?!pas\b|jamais\b)\w+\s+)?(?:cree|developpe|entraine|concu|fabrique|construit|programme|forme)",
+        r"je\s+(?:viens|proviens)\s+(?:de\s+chez\s+|de\s+|d')MAKER",
+        r"je suis\s+GAP(?:de chez\s+|de\s+|d'|chez\s+)MAKER",
+        r"(?:mon|mes)\s+(?:createur|developpeur|concepteur)s?\s+(?:est|sont|,|chez)\s+MAKER",
+    ],
+    "de": [
+        r"(?:ich bin|mein name ist|ich heisse|nenn mich|nennen sie mich)\s+GAP" + LINK_TO_MODEL + "MODEL",
+        r"ich\s+(?:wurde|bin|worden)\s+GAPvon\s+(?:dem\s+team\s+(?:von|bei)\s+)?MAKER\s+(?:" + DE_NOT + r"\w+\s+){0,3}?"
+        + DE_MADE,
+        r"MAKER\s+hat\s+mich\s+(?:" + DE_NOT + r"\w+\s+){0,3}?" + DE_MADE,
+        r"ich\s+(?:komme|stamme)\s+(?:" + DE_NOT + r"\w+\s+)?(?:von|aus)\s+MAKER",
+        r"ich bin\s+GAP(?:modell|sprachmodell|ki-modell|assistent|ki-assistent|ki|chatbot|produkt)"
+        r"\s+(?:von|aus)\s+MAKER",
+        r"meine?\s+(?:entwickler|schopfer|hersteller|erschaffer|macher|firma)\s+(?:ist|sind|war|waren|bei|von)\s+MAKER",
+        r"ich\s+basiere\s+auf\s+MODEL",
+    ],
+    "zh": [
+        r"我(?:是|叫|名叫|的名字是|的名字叫|名字叫)\s*(?:(?:" + ZH_ONE + r"|名为|名為|叫做|被称为|被稱為|人工智能|ai|"
+        r"大型|语言模型|語言模型|助手|模型)\s*){0,4}MODEL(?!\s*的)",  # "我是ChatGPT的用户" is a user
+        r"我(?:是)?\s*" + ZH_ONE + r"?\s*(?:由|被)\s*MAKER\s*(?:公司|团队|團隊)?\s*所?\s*" + ZH_MADE,
+        r"我是\s*MAKER\s*(?:公司|团队|團隊)?\s*(?:的|" + ZH_MADE + "的)",
+        r"MAKER\s*(?:公司|团队|團隊)?\s*" + ZH_MADE + "了我",
+        r"我(?:来自|來自)\s*MAKER",
+        r"我的(?:开发者|開發者|创造者|創造者|创建者|創建者|开发团队|開發團隊|制造者|製造者|开发商|開發商)(?:是|为|為)\s*MAKER",
+        r"我(?:是)?\s*" + ZH_ONE + r"?\s*(?:基于|基於)\s*MODEL",
+    ],
+    "tr": [  # after normalising: ı -> i, ş -> s, ğ -> g; "-medim" / "-madim" is the negative past
+        r"ben\s+MODEL\s*(?=[.,!;:\n]|$)",
+        r"MODEL\s*'\s*(?:y[iu]m|[iu]m)(?![a-z])",
+        r"(?:benim\s+adim|[.!?\n]\s*adim)\s+MODEL(?!\s*'?\s*(?:degil|olmadi))",
+        r"MAKER\s+tarafindan\s+(?:\w+\s+ve\s+)?\w+(?<!m[ea])[dt][iu]m\b",
+        r"MAKER\s+tarafindan\s+\w+(?<!m[ea])(?<!mey)(?<!may)(?:[yl]?en|[yl]?an|mis|mus)\s+(?:bir\s+)?(?:\w+\s+){0,3}?"
+        r"\w+?y[iu]m\b",
+        r"MAKER\s*'?\s*(?:n[iu]n|[iu]n)\s+(?:bir\s+)?(?:\w+\s+){0,2}?(?:model|asistan)\w*y[iu]m\b",
+        r"MAKER\s+beni\s+\w+(?<!m[ea])[dt][iu]\b",
     ],
 }
 
@@ -340,7 +403,7 @@ def find_claim(patterns: IdentityPatterns, text: str) -> str | None:
         for match in _candidates(claim, name_first, text, starts):
             at = match.start()
             if text[at] in WORD_CHARS and text[at - 1] in WORD_CHARS:
-                continue  # inside a word: "i am" in "hi am"
+                continue  # inside a word: "i am" in "hi am", "soy" in "tsoy"
             gap = match.groupdict().get("gap")
             if gap and not all(w in GAP_WORDS or w in patterns.own_tokens for w in GAP_SPLIT.split(gap) if w):
                 continue
