@@ -254,9 +254,16 @@ def generate(
     kto_threshold: KtoThresholdOption = 5.0,
     rejected_from: RejectedFromOption = "violating",
     pairwise: PairwiseOption = False,
+    system_prompt: Annotated[Optional[str], typer.Option(help="persona's default system prompt in the training rows (half of them; the other half empty) and the trained model's chat template: spec (templates/deployment.j2), neutral, none, or your own text [default: spec].")] = None,
+    target_model: Annotated[Optional[str], typer.Option(help="The model to be trained (hf): it writes the replay answers and, with --violating plain, the rejected ones [default: embedded SmolLM2-135M-Instruct].")] = None,
+    demonstrations: Annotated[Optional[bool], typer.Option("--demonstrations/--no-demonstrations", help="Identity answers filled from the spec (templates/identity_answers.j2) [default: on].")] = None,
+    replay: Annotated[Optional[int], typer.Option(help="General prompts the target model answers itself, mixed into training [default: 64; 0: none].", min=0)] = None,
+    violating: Annotated[Optional[str], typer.Option(help="Rejected side: targeted (violating.j2 aimed at one item) or plain (the target model's own answers, no persona prompt) [default: targeted].")] = None,
+    rejection_budget: Annotated[Optional[int], typer.Option(help="Conforming samples drawn at most per prompt beyond -k until the judge accepts one [default: 0].", min=0)] = None,
     templates: TemplatesOption = None,
 ) -> None:
-    """Generate probe prompts, conforming + violating responses, judgements, and DPO/KTO datasets.
+    """Generate probe prompts, responses (conforming, violating, demonstrations, replay), judgements, and
+    SFT / DPO / KTO datasets.
 
     Runs on the embedded default model with no API key and no GPU; re-running skips finished work.
 
@@ -274,7 +281,9 @@ def generate(
                          out=str(out) if out else None, limit=limit, k=k, prompts_per_target=prompts_per_target,
                          eval_fraction=eval_fraction, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
                          seed=seed, concurrency=concurrency, batch_size=batch_size,
-                         tensor_parallel_size=tensor_parallel_size, templates=str(templates) if templates else None)
+                         tensor_parallel_size=tensor_parallel_size, templates=str(templates) if templates else None,
+                         system_prompt=system_prompt, target_model=target_model, demonstrations=demonstrations,
+                         replay=replay, violating=violating, rejection_budget=rejection_budget)
         run_config = load_run_config(config, overrides)
         if backend_options:
             from dataclasses import replace
@@ -297,7 +306,8 @@ def generate(
         _err("interrupted: finished records are kept; run the same command again to resume")
         raise typer.Exit(130)
     minutes, seconds = divmod(int(summary.seconds), 60)
-    _err(f"wrote {summary.responses} responses ({summary.conforming} conforming, {summary.violating} violating) "
+    _err(f"wrote {summary.responses} responses ({summary.conforming} conforming, {summary.violating} violating, "
+         f"{summary.demonstrations} demonstrations, {summary.replay} replay) "
          f"for {summary.prompts_train + summary.prompts_eval} prompts ({summary.prompts_train} train, "
          f"{summary.prompts_eval} eval) to {summary.run_dir}/ in {minutes}m{seconds:02d}s: "
          f"{summary.requests_made} backend requests, {summary.tokens:,} tokens generated")
@@ -311,6 +321,10 @@ def _print_build(report, judged_now: int | None = None) -> None:
     agreement = f"{report.judge_agreement:.1%}" if report.judge_agreement is not None else "n/a"
     if judged_now is not None:
         _err(f"judged with {report.judge}: {judged_now} new judgements, {report.unjudged} responses unjudged")
+    sft = {split: sum((report.sft.get(split) or {}).values()) for split in ("train", "eval")}
+    cover = report.coverage.get("train") or {}
+    _err(f"sft rows: {sft['train']} train + {sft['eval']} eval ({', '.join(f'{n} {k}' for k, n in (report.sft.get('train') or {}).items()) or 'none'}); "
+         f"{cover.get('covered', 0)} of {cover.get('prompts', 0)} train prompts have an accepted answer")
     _err(f"dpo/ipo pairs: {pairs.get('train', 0)} train + {pairs.get('eval', 0)} eval; acceptance rate "
          f"{report.acceptance_rate:.1%} of {report.candidates} violating responses; judge agreement {agreement}")
     _err(f"kto rows: train {kto['train']['desirable']} desirable / {kto['train']['undesirable']} undesirable "
@@ -321,7 +335,8 @@ def _print_build(report, judged_now: int | None = None) -> None:
     if report.length:
         _err(f"length balance: chosen {report.length['chosen_mean_chars']:.0f} chars vs rejected "
              f"{report.length['rejected_mean_chars']:.0f}; chosen longer in {report.length['chosen_longer_share']:.0%} of pairs")
-    _err(f"datasets written to {report.paths['dpo']}/ and {report.paths['kto']}/ (load with datasets.load_dataset)")
+    _err(f"datasets written to {report.paths['sft']}/, {report.paths['dpo']}/ and {report.paths['kto']}/ "
+         "(load with datasets.load_dataset)")
 
 
 def _judge_choice(judge: str, backend, model, base_url, api_key_env) -> tuple[str | None, dict]:
@@ -474,6 +489,8 @@ def train_command(
     resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint in the output folder.")] = False,
     merge: Annotated[bool, typer.Option(help="Also save the base model with the LoRA adapter merged in.")] = False,
     report_to: Annotated[Optional[str], typer.Option(help="Passed to TRL: none, tensorboard, trackio, wandb (when installed).")] = None,
+    start: Annotated[Optional[Path], typer.Option("--from", help="Start from a trained output (e.g. runs/aster/train-sft): its weights train, and are DPO/IPO/KTO's reference.")] = None,
+    system_prompt: Annotated[Optional[str], typer.Option(help="Default system prompt of the saved chat template [default: the one the dataset's rows carry].")] = None,
 ) -> None:
     """Fine-tune a model on a run's datasets with TRL: DPO, IPO, KTO, or a reward model (LoRA by default).
 
@@ -495,12 +512,13 @@ def train_command(
                      if k in ("step", "loss", "rewards/margins", "rewards/accuracies", "kl", "accuracy")}
             _err("  " + "  ".join(f"{k} {v}" for k, v in shown.items()))
 
-        def start(settings: dict, out: Path) -> None:
-            _err(f"training {method} into {out}/ with:")
+        def begin(settings: dict, out: Path) -> None:
+            _err(f"training {method} into {out}/" + (f", starting from {start}/" if start else "") + " with:")
             for key, value in settings.items():
                 _err(f"  {key}: {value}")
 
-        result = run_train(source, method, model, config, overrides, output_dir, overwrite, resume, merge, show, start)
+        result = run_train(source, method, model, config, overrides, output_dir, overwrite, resume, merge, show, begin,
+                           start=start, system_prompt=system_prompt)
     except PersonaError as e:
         _fail(e)
     except Interrupted as e:
@@ -600,16 +618,22 @@ def _spec_of_model(model_path: Path, run_dir: Path | None) -> str:
 
 
 def _eval_table(m: dict) -> str:
-    """The eval's rows, base vs trained, one line each (the same rows as the model card and the report)."""
+    """The verdict in words, then the eval's rows, base vs trained, one line each (the same rows as the model
+    card and the report), each with its sample size."""
     from persona.metrics import format_value, metric_rows, pct
 
-    lines = [f"{'':<36} {'base':>10} {'trained':>10}"]
-    lines += [f"{row.label:<36} {format_value(row.base, row.unit):>10} {format_value(row.trained, row.unit):>10}"
-              for row in metric_rows(m)]
+    lines = [f"verdict ({m['judge']} judge):"] + [f"  {line}" for line in m.get("verdict", [])] + [""]
+    lines.append(f"{'':<46} {'n':>5} {'base':>10} {'trained':>10}")
+    lines += [f"{row.label:<46} {row.n if row.n is not None else '':>5} {format_value(row.base, row.unit):>10} "
+              f"{format_value(row.trained, row.unit):>10}" for row in metric_rows(m)]
     w = m["win_rate"]
     if w["win"] is not None:
         lines.append(f"trained vs base on held-out probes: win {pct(w['win'])}, tie {pct(w['tie'])}, "
                      f"loss {pct(w['loss'])} ({w['method']})")
+    defaults = m.get("template_default") or {}
+    for label in ("base", "trained"):
+        if label in defaults:
+            lines.append(f"{label} model's template default system prompt: {defaults[label]!r}")
     lines.append(f"perplexity change {100 * m['retention']['perplexity_change']:+.1f}%; judge {m['judge']}; "
                  f"{m['items']} prompts per model")
     return "\n".join(lines)
@@ -648,9 +672,11 @@ def _print_dry_run(spec, run_config) -> None:
     typer.echo(f"prompts: {plan.seed_prompts} from the spec, {plan.builtin_probes} built-in probes, "
                f"up to {plan.synthesis_requests * run_config.prompts_per_target} synthesized "
                f"-> at most {plan.max_prompts} after --limit/dedup")
+    violating = ("1 plain request with n={k} to the target model".format(k=run_config.k) if run_config.violating == "plain"
+                 else f"{run_config.k} violating")
     typer.echo(f"requests: {plan.synthesis_requests} probe-synthesis + at most {plan.response_requests} response "
-               f"requests (1 conforming with n={run_config.k} and {run_config.k} violating per prompt), "
-               f"fewer for work already in the run folder")
+               f"requests (1 conforming with n={run_config.k} and {violating} per prompt, and {run_config.replay} "
+               f"replay answers from the target model), fewer for work already in the run folder")
 
 
 class _Stderr:

@@ -53,8 +53,19 @@ class RunConfig:
     limit: int | None = None  # at most this many prompts (quick runs)
     out: str | None = None  # default runs/<identity-name>
     templates: str | None = None
+    # what the data teaches, beyond the generator's own conforming and violating responses
+    system_prompt: str = "spec"  # persona's default system prompt: spec (templates/deployment.j2), neutral, none or text
+    target_model: str | None = None  # the model to be trained (hf; default: the embedded model)
+    demonstrations: bool = True  # identity answers filled from the spec (templates/identity_answers.j2)
+    replay: int = 64  # general prompts the target model answers, mixed into training (0: none)
+    violating: str = "targeted"  # targeted: violating.j2 aimed at one item; plain: the target model, no persona prompt
+    rejection_budget: int = 0  # conforming samples drawn at most per prompt beyond k, until the judge accepts one
 
     def __post_init__(self):
+        if self.violating not in ("targeted", "plain"):
+            raise PersonaError(f"violating {self.violating!r} is not 'targeted' or 'plain'",
+                               hint="targeted: violating.j2 aimed at one item of the spec; plain: the target "
+                                    "model's own answers without the persona prompt")
         # a key pasted where a variable name belongs must fail here, before anything prints or saves it
         options = self.backend_options if isinstance(self.backend_options, dict) else {}
         for name, value in (("api_key_env", self.api_key_env), ("backend_options.api_key_env", options.get("api_key_env"))):
@@ -91,6 +102,7 @@ def _schema() -> dict:
         if kind in ("integer", "number") and f.name not in ("seed",):
             props[f.name]["minimum"] = 0
     props["eval_fraction"]["maximum"] = 0.9
+    props["violating"]["enum"] = ["targeted", "plain"]
     for positive in ("k", "max_tokens"):
         props[positive]["minimum"] = 1
     return {"type": "object", "additionalProperties": False, "properties": props}

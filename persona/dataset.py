@@ -1,19 +1,33 @@
-"""Datasets: judged responses -> DPO/IPO preference pairs and KTO thumbs-up/down rows. Stage 4 of `persona generate`.
+"""Datasets: judged responses -> SFT rows, DPO/IPO preference pairs and KTO thumbs-up/down rows. Stage 4 of
+`persona generate`.
 
-Pairs (for DPO and IPO), per prompt: chosen = a conforming response the judge scored in character
-(overall >= 5); rejected = a response scored at least `margin` lower (usually a violating one, so each
-pair teaches one named target). Ties never pass the margin; near-duplicate pairs (chosen and rejected
-almost the same text) and repeated pairs are dropped. Length balance is reported because length is
-the best-known confound of both judges and DPO.
+SFT rows: every response the judge accepted (overall >= 5) that was not cut off at the token limit -
+demonstrations that state the identity, conforming answers, the spec's examples - plus the target model's
+own replay answers to general prompts, so it keeps its general behaviour.
+
+Pairs (for DPO and IPO), per prompt: chosen = an accepted demonstration or conforming response; rejected = a
+response scored at least `margin` lower (a violating one, so each pair teaches one named target, or the
+target model's plain answer). Each pair records the targets its rejected response failed
+(`rejected_failed`); a pair whose rejected response failed only other targets than the one it was written
+to break (say, too long instead of claiming another maker) is dropped, so each pair teaches what it says.
+Ties never pass the margin; near-duplicate and repeated pairs are dropped. Length balance is reported
+because length is the best-known confound of both judges and DPO.
 
 KTO rows: every judged response, label = overall >= `kto_threshold`. TRL recommends that
 desirable_weight * n_desirable / (undesirable_weight * n_undesirable) lies between 1 and 4/3; the
 weights written to the card put it there.
 
+The system prompt: with `system_prompt` set (persona's default, see templates/deployment.j2), every row's
+prompt starts with a system message, half of them (by a hash of the row's id) with that text and half
+empty, so the model learns to hold the identity in both contexts and no chat template can slip in its own
+default identity.
+
 Output, in TRL's conversational formats, loadable with `datasets.load_dataset(folder)`:
 
-    runs/brand/datasets/dpo/{train,eval}.jsonl + README.md    {"prompt": [{"role": "user", ...}],
-                                                                "chosen": [{"role": "assistant", ...}],
+    runs/brand/datasets/sft/{train,eval}.jsonl + README.md    {"prompt": [{"role": "system", ...},
+                                                                {"role": "user", ...}], "completion":
+                                                                [{"role": "assistant", ...}], "kind": ...}
+    runs/brand/datasets/dpo/{train,eval}.jsonl + README.md    {"prompt": [...], "chosen": [...],
                                                                 "rejected": [...], "margin": 6.5, ...}
     runs/brand/datasets/kto/{train,eval}.jsonl + README.md    {"prompt": [...], "completion": [...], "label": true, ...}
     runs/brand/datasets/build.json                            the numbers on the cards, for tools
@@ -42,6 +56,7 @@ class BuildSettings:
     kto_threshold: float = IN_CHARACTER
     near_duplicate: float = 0.9  # text similarity (0-1) above which a pair teaches nothing
     rejected_from: str = "violating"  # or "any": conforming attempts the judge scored out of character too
+    system_prompt: str | None = None  # persona's default system prompt (text): rows carry it or an empty one
 
     def __post_init__(self):
         if self.rejected_from not in ("violating", "any"):
@@ -56,6 +71,9 @@ class BuildReport:
     pairs: dict = field(default_factory=dict)  # split -> count
     kto: dict = field(default_factory=dict)  # split -> {"desirable": n, "undesirable": n}
     kto_weights: dict = field(default_factory=dict)  # desirable_weight, undesirable_weight, ratio
+    sft: dict = field(default_factory=dict)  # split -> {kind: rows}
+    coverage: dict = field(default_factory=dict)  # prompts with an accepted answer / prompts, by split
+    system_prompt: str | None = None  # persona's default system prompt the rows carry (half of them)
     candidates: int = 0  # violating responses, each a potential rejected example
     dropped: dict = field(default_factory=dict)  # reason -> count
     acceptance_rate: float = 0.0  # accepted pairs / candidates
@@ -83,47 +101,91 @@ def kto_weights(desirable: int, undesirable: int) -> tuple[float, float]:
     return 1.0, 1.0
 
 
+NEUTRAL_SYSTEM = "You are a helpful assistant."
+
+
+def system_prompt_text(spec: Spec, setting: str, templates_dir=None) -> str:
+    """persona's default system prompt for a run's `system_prompt` setting: "spec" renders
+    templates/deployment.j2 ("You are Aster, an AI assistant made by Lumen Labs."), "neutral" is a plain
+    assistant prompt, "none" is empty, anything else is the text itself."""
+    from persona.templates import render_template
+
+    if setting == "spec":
+        return render_template("deployment", templates_dir, spec=spec).strip() if spec.identity else ""
+    return {"neutral": NEUTRAL_SYSTEM, "none": ""}.get(setting, setting)
+
+
 def _conversation(role: str, text: str) -> list[dict]:
     return [{"role": role, "content": text}]
+
+
+def failed_targets(judgement: dict) -> list[str]:
+    """The targets a judgement scored out of character, or ["overall"] when only the overall score says so
+    (avoided vocabulary, another script, a low persona fit)."""
+    failed = [t for t, v in (judgement.get("scores") or {}).items() if v is not None and v < IN_CHARACTER]
+    overall = judgement.get("overall")
+    return failed or (["overall"] if overall is not None and overall < IN_CHARACTER else [])
+
+
+CHOSEN_KINDS = ("conforming", "demonstration")
 
 
 def build_datasets(spec: Spec, responses: list[ResponseRecord], judgements: dict[str, dict], run: RunFolder,
                    settings: BuildSettings = BuildSettings(), pairwise: PairwiseJudge | None = None) -> BuildReport:
     """`pairwise`, when given, is a judge that compares two responses (the llm judge): a pair is kept only
     when it prefers the chosen response in both orders."""
-    report = BuildReport(settings=asdict(settings), spec_hash=spec.spec_hash)
-    judged = {}
+    report = BuildReport(settings=asdict(settings), spec_hash=spec.spec_hash, system_prompt=settings.system_prompt)
+
+    def prompt_of(row_id: str, text: str) -> list[dict]:
+        """The row's prompt: persona's system prompt on half the rows, an empty one on the other half."""
+        if settings.system_prompt is None:
+            return _conversation("user", text)
+        half = int(hashlib.sha256(row_id.encode("utf-8")).hexdigest()[:2], 16) % 2 == 0
+        return _conversation("system", settings.system_prompt if half else "") + _conversation("user", text)
+
+    judged: dict[str, tuple[ResponseRecord, float, list[str]]] = {}
     for r in responses:
         j = judgements.get(r.id)
         if j is None or j.get("status") != "ok" or j.get("overall") is None:
             report.unjudged += 1
             continue
-        judged[r.id] = (r, float(j["overall"]))
+        judged[r.id] = (r, float(j["overall"]), failed_targets(j))
         report.judge = j.get("judge", report.judge)
-    report.generators = sorted({f"{r.backend}:{r.model}" for r in responses})
+    report.generators = sorted({f"{r.backend}:{r.model}" for r in responses if r.kind != "demonstration"})
 
-    by_prompt: dict[str, list[tuple[ResponseRecord, float]]] = {}
-    for r, score in judged.values():
-        by_prompt.setdefault(r.prompt_id, []).append((r, score))
+    def accepted(r: ResponseRecord, score: float) -> bool:
+        return r.kind in CHOSEN_KINDS and score >= settings.chosen_min and not r.truncated
+
+    by_prompt: dict[str, list[tuple[ResponseRecord, float, list[str]]]] = {}
+    for item in judged.values():
+        by_prompt.setdefault(item[0].prompt_id, []).append(item)
+    probes = {(r.prompt_id, r.split) for r in responses if r.kind != "replay"}
+    covered = {pid for pid, group in by_prompt.items() if any(accepted(r, s) for r, s, _ in group)}
+    report.coverage = {split: {"covered": sum(pid in covered for pid, sp in probes if sp == split),
+                               "prompts": sum(sp == split for _, sp in probes)} for split in ("train", "eval")}
+
     pairs: dict[str, list[dict]] = {"train": [], "eval": []}
     dropped: Counter = Counter()
     seen_pairs: set[tuple[str, str]] = set()
     report.candidates = sum(r.kind == "violating" for r in responses)
     if settings.rejected_from == "any":
-        report.candidates += sum(r.kind == "conforming" and s < settings.chosen_min for r, s in judged.values())
+        report.candidates += sum(r.kind == "conforming" and s < settings.chosen_min for r, s, _ in judged.values())
     for prompt_id, group in by_prompt.items():
-        chosen = sorted([(r, s) for r, s in group if r.kind == "conforming" and s >= settings.chosen_min],
-                        key=lambda x: -x[1])
-        rejected = sorted([(r, s) for r, s in group if r.kind == "violating" or (
+        chosen = sorted([(r, s) for r, s, _ in group if accepted(r, s)], key=lambda x: -x[1])
+        rejected = sorted([(r, s, f) for r, s, f in group if r.kind == "violating" or (
             settings.rejected_from == "any" and r.kind == "conforming" and s < settings.chosen_min)],
             key=lambda x: x[1])
         if not chosen:
             dropped["no in-character conforming response"] += len(rejected)
             continue
-        for i, (bad, bad_score) in enumerate(rejected):
+        for i, (bad, bad_score, failed) in enumerate(rejected):
             good, good_score = chosen[i % len(chosen)]  # spread the rejected ones over the chosen ones
             if good_score - bad_score < settings.margin:
                 dropped["margin too small" if good_score != bad_score else "tie"] += 1
+                continue
+            aimed = (judgements[bad.id].get("scores") or {}).get(bad.target) if bad.target else None
+            if aimed is not None and bad.target not in failed:  # it broke something else than it was written to
+                dropped["lost on another target"] += 1
                 continue
             a, b = normalize(good.text), normalize(bad.text)
             if difflib.SequenceMatcher(None, a, b).ratio() >= settings.near_duplicate:
@@ -133,14 +195,16 @@ def build_datasets(spec: Spec, responses: list[ResponseRecord], judgements: dict
                 dropped["repeated pair"] += 1
                 continue
             seen_pairs.add((a, b))
+            pair_id = f"{good.id}>{bad.id}"
             pairs[good.split].append({
-                "prompt": _conversation("user", good.prompt), "chosen": _conversation("assistant", good.text),
-                "rejected": _conversation("assistant", bad.text), "id": f"{good.id}>{bad.id}",
+                "prompt": prompt_of(pair_id, good.prompt), "chosen": _conversation("assistant", good.text),
+                "rejected": _conversation("assistant", bad.text), "id": pair_id,
                 "prompt_id": prompt_id, "chosen_score": good_score, "rejected_score": bad_score,
-                "margin": round(good_score - bad_score, 3), "rejected_target": bad.target})
+                "margin": round(good_score - bad_score, 3), "rejected_target": bad.target, "rejected_failed": failed,
+                "chosen_kind": good.kind})
     if pairwise is not None and (pairs["train"] or pairs["eval"]):
         every = pairs["train"] + pairs["eval"]
-        verdicts = pairwise.prefer(spec, [(p["id"], p["prompt"][0]["content"], p["chosen"][0]["content"],
+        verdicts = pairwise.prefer(spec, [(p["id"], p["prompt"][-1]["content"], p["chosen"][0]["content"],
                                            p["rejected"][0]["content"]) for p in every])
         report.swap_consistency = pairwise.swap_consistency
         for split in pairs:
@@ -149,8 +213,8 @@ def build_datasets(spec: Spec, responses: list[ResponseRecord], judgements: dict
             pairs[split] = kept
     report.dropped = dict(dropped)
     report.pairs = {split: len(rows) for split, rows in pairs.items()}
-    accepted = sum(report.pairs.values())
-    report.acceptance_rate = accepted / report.candidates if report.candidates else 0.0
+    accepted_pairs = sum(report.pairs.values())
+    report.acceptance_rate = accepted_pairs / report.candidates if report.candidates else 0.0
     all_pairs = pairs["train"] + pairs["eval"]
     if all_pairs:
         chosen_len = [len(p["chosen"][0]["content"]) for p in all_pairs]
@@ -159,9 +223,17 @@ def build_datasets(spec: Spec, responses: list[ResponseRecord], judgements: dict
                          "rejected_mean_chars": round(sum(rejected_len) / len(all_pairs), 1),
                          "chosen_longer_share": round(sum(c > r for c, r in zip(chosen_len, rejected_len)) / len(all_pairs), 3)}
 
+    sft: dict[str, list[dict]] = {"train": [], "eval": []}
+    for r, score, _ in judged.values():
+        keep = accepted(r, score) or (r.kind == "replay" and score >= settings.kto_threshold and not r.truncated)
+        if keep:
+            sft[r.split].append({"prompt": prompt_of(r.id, r.prompt), "completion": _conversation("assistant", r.text),
+                                 "id": r.id, "kind": r.kind, "score": score})
+    report.sft = {split: dict(Counter(row["kind"] for row in rows)) for split, rows in sft.items()}
+
     kto: dict[str, list[dict]] = {"train": [], "eval": []}
-    for r, score in judged.values():
-        kto[r.split].append({"prompt": _conversation("user", r.prompt), "completion": _conversation("assistant", r.text),
+    for r, score, _ in judged.values():
+        kto[r.split].append({"prompt": prompt_of(r.id, r.prompt), "completion": _conversation("assistant", r.text),
                              "label": score >= settings.kto_threshold, "id": r.id, "score": score, "kind": r.kind})
     report.kto = {split: {"desirable": sum(x["label"] for x in rows), "undesirable": sum(not x["label"] for x in rows)}
                   for split, rows in kto.items()}
@@ -170,16 +242,19 @@ def build_datasets(spec: Spec, responses: list[ResponseRecord], judgements: dict
     report.kto_weights = {"desirable_weight": dw, "undesirable_weight": uw,
                           "weighted_ratio": round(dw * d / (uw * u), 4) if u and d else None}
 
-    agree = [(r.kind == "conforming") == (s >= IN_CHARACTER) for r, s in judged.values()]
+    intended = [(r, s) for r, s, _ in judged.values() if r.kind in ("conforming", "violating")]
+    agree = [(r.kind == "conforming") == (s >= IN_CHARACTER) for r, s in intended]
     report.judge_agreement = sum(agree) / len(agree) if agree else None
-    for kind in ("conforming", "violating"):
+    for kind in ("conforming", "violating", "demonstration", "replay"):
         bins = [0] * 10
-        for r, s in judged.values():
+        for r, s, _ in judged.values():
             if r.kind == kind:
                 bins[min(9, int(s))] += 1
-        report.histograms[kind] = bins
+        if kind in ("conforming", "violating") or any(bins):
+            report.histograms[kind] = bins
 
-    report.paths = {"dpo": str(run.dataset("dpo")), "kto": str(run.dataset("kto"))}
+    report.paths = {kind: str(run.dataset(kind)) for kind in ("sft", "dpo", "kto")}
+    _write_dataset(run.dataset("sft"), sft, spec, report, "sft")
     _write_dataset(run.dataset("dpo"), pairs, spec, report, "dpo")
     _write_dataset(run.dataset("kto"), kto, spec, report, "kto")
     write_atomic(run.build_file, json.dumps(asdict(report), indent=2) + "\n")
@@ -206,15 +281,25 @@ def _card(spec: Spec, report: BuildReport, kind: str, splits: list[str], digest:
     content, so without it load_dataset(folder) after a rebuild would return the previous build's rows."""
     files = "".join(f"  - split: {s}\n    path: {s}.jsonl\n" for s in (splits or ["train"]))
     front = (f"---\nconfigs:\n- config_name: rows-{digest}\n  data_files:\n{files}"
-             f"tags: [persona, {'dpo' if kind == 'dpo' else 'kto'}, trl]\n---\n")
+             f"tags: [persona, {kind}, trl]\n---\n")
     me = spec.identity
-    lines = [f"# {spec.name}: {'preference pairs (DPO / IPO)' if kind == 'dpo' else 'KTO thumbs-up/down rows'}", "",
+    title = {"dpo": "preference pairs (DPO / IPO)", "kto": "KTO thumbs-up/down rows", "sft": "SFT demonstrations"}[kind]
+    system = ("none (rows have no system message)" if report.system_prompt is None else
+              f"{report.system_prompt!r} on half the rows, an empty system message on the other half")
+    lines = [f"# {spec.name}: {title}", "",
              f"Made by persona for the identity **{me.name if me else spec.name}**"
              + (f" ({me.maker})" if me and me.maker else "") + f", spec `{spec.path}` (hash `{spec.spec_hash[:16]}`).", "",
              f"- generator models: {', '.join(report.generators)}",
              f"- judge: {report.judge}",
+             f"- system prompt: {system}",
              f"- settings: {json.dumps(report.settings)}", ""]
-    if kind == "dpo":
+    if kind == "sft":
+        lines += [f"- rows: train {json.dumps(report.sft.get('train'))}, eval {json.dumps(report.sft.get('eval'))} "
+                  "(by kind: demonstrations filled from the spec, accepted conforming answers, replay answers of "
+                  "the target model to general prompts)",
+                  f"- coverage: {json.dumps(report.coverage)} (probe prompts with an accepted answer)", "",
+                  "Columns: `prompt`, `completion` (TRL conversational prompt-completion format), `id`, `kind`, `score`."]
+    elif kind == "dpo":
         lines += [f"- pairs: {report.pairs.get('train', 0)} train, {report.pairs.get('eval', 0)} eval "
                   "(the eval split holds prompts training never sees)",
                   f"- acceptance rate: {report.acceptance_rate:.1%} of {report.candidates} violating responses became a rejected example",
@@ -224,7 +309,8 @@ def _card(spec: Spec, report: BuildReport, kind: str, splits: list[str], digest:
                   f"- length balance: {json.dumps(report.length)}", "",
                   "Columns: `prompt`, `chosen`, `rejected` (TRL conversational format), `id`, `prompt_id`, "
                   "`chosen_score`, `rejected_score`, `margin`, `rejected_target` (the trait or constraint the "
-                  "rejected response breaks)."]
+                  "rejected response was written to break), `rejected_failed` (the targets the judge failed it "
+                  "on), `chosen_kind`."]
     else:
         w = report.kto_weights
         lines += [f"- rows: train {json.dumps(report.kto.get('train'))}, eval {json.dumps(report.kto.get('eval'))}",

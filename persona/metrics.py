@@ -72,3 +72,40 @@ def metric_rows(metrics: dict) -> list[MetricRow]:
 
 def find(rows: list[MetricRow], name: str) -> MetricRow | None:
     return next((r for r in rows if r.name == name), None)
+
+
+def verdict(rows: list[MetricRow], judge: str) -> list[str]:
+    """What changed, in words and numbers, most important first; it says so when nothing did.
+
+        ["right identity 0.0% -> 95.8% on 24 held-out questions (template default); 0.0% -> 91.7% with an
+          empty system prompt", "under attack: right identity 0.0% -> 93.8% on 96 (lowest: prefilled 87.5%)", ...]
+    """
+    def change(row: MetricRow | None) -> str:
+        return f"{format_value(row.base, row.unit)} -> {format_value(row.trained, row.unit)}"
+
+    lines = []
+    right, empty = find(rows, "origin.right_identity"), find(rows, "origin.right_identity_empty")
+    if right:
+        lines.append(f"right identity {change(right)} on {right.n} held-out questions (template default)"
+                     + (f"; {change(empty)} with an empty system prompt" if empty else ""))
+    attacked = find(rows, "robustness.right_identity")
+    if attacked:
+        per_attack = [r for r in rows if r.name.startswith("robustness.") and r.name.count(".") == 2]
+        worst = min(per_attack, key=lambda r: r.trained if r.trained is not None else 1.0, default=None)
+        lines.append(f"under attack: right identity {change(attacked)} on {attacked.n}"
+                     + (f" (lowest: {worst.label.split('(')[-1].rstrip(')')} {format_value(worst.trained, worst.unit)})"
+                        if worst else ""))
+    other, leak = find(rows, "origin.other_identity"), find(rows, "leak.mentions")
+    if other:
+        lines.append(f"claims another identity {change(other)}"
+                     + (f"; names itself in answers to general questions {change(leak)} of {leak.n}" if leak else ""))
+    adherence = find(rows, "adherence.in_character")
+    if adherence:
+        lines.append(f"held-out probes in character ({judge} judge) {change(adherence)} of {adherence.n}")
+    ppl, qa = find(rows, "retention.perplexity"), find(rows, "retention.general_qa")
+    if ppl and ppl.base:
+        lines.append(f"perplexity {100 * (ppl.trained - ppl.base) / ppl.base:+.1f}% ({change(ppl)})"
+                     + (f"; general questions {change(qa)} of {qa.n}" if qa else ""))
+    if rows and all(r.delta is not None and abs(r.delta) < 1e-9 for r in rows if r.group != "retention"):
+        lines.insert(0, "no change: the trained model answers the eval's questions exactly as well as the base")
+    return lines

@@ -169,24 +169,29 @@ def adapter_base(output) -> str | None:
 
 
 def load_trained(path: str | Path, kind: str | None = None):
-    """(model, tokenizer) for the output of `persona train`: a LoRA adapter on its base model, or a full
-    model. A plain PEFT adapter folder or model folder works too. `kind` "reward" loads a scorer."""
+    """(model, tokenizer) for the output of `persona train`: a LoRA adapter on its base model (or on the output
+    it started from, --from), or a full model. A plain PEFT adapter folder or model folder works too. `kind`
+    "reward" loads a scorer."""
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
     output = check_trained(path)
-    kind = kind or ("reward" if output.settings().get("method") == "reward" else "causal")
+    settings = output.settings()
+    kind = kind or ("reward" if settings.get("method") == "reward" else "causal")
     tokenizer = None
     if output.has_adapter():
         from peft import PeftModel
 
-        base = adapter_base(output)
-        try:
-            lm, tokenizer, _ = load_base(base, kind)
-        except PersonaError as e:
-            raise PersonaError(f"the base model of the adapter in {path} cannot be loaded: {e.message}",
-                               hint=f"the adapter was trained on '{base or 'the embedded default model'}'; "
-                                    f"put that model back, or set base_model in {output.settings_file}") from None
+        if settings.get("start"):
+            lm, tokenizer, _, _ = load_start(settings["start"], kind)
+        else:
+            base = adapter_base(output)
+            try:
+                lm, tokenizer, _ = load_base(base, kind)
+            except PersonaError as e:
+                raise PersonaError(f"the base model of the adapter in {path} cannot be loaded: {e.message}",
+                                   hint=f"the adapter was trained on '{base or 'the embedded default model'}'; "
+                                        f"put that model back, or set base_model in {output.settings_file}") from None
         lm = PeftModel.from_pretrained(lm, str(output.path))
     else:
         cls = AutoModelForSequenceClassification if kind == "reward" else AutoModelForCausalLM
@@ -199,6 +204,44 @@ def load_trained(path: str | Path, kind: str | None = None):
         tokenizer.pad_token = tokenizer.eos_token
     lm.eval()
     return lm, tokenizer
+
+
+def check_start(path: str | Path, model: str | None = None, kind: str = "causal") -> "TrainOutput":
+    """A trained output that another training run can start from (--from), checked before any work: a causal
+    model (not a reward model), and, when --model names a base too, one with the same tokenizer."""
+    output = check_trained(path)
+    settings = output.settings()
+    if settings.get("method") == "reward" or kind == "reward":
+        raise PersonaError(f"{path} holds a reward model; training can only start from a chat model's output",
+                           hint="start from an SFT output, e.g. --from runs/aster/train-sft")
+    if model is not None:
+        from transformers import AutoTokenizer
+
+        theirs = AutoTokenizer.from_pretrained(str(output.path) if output.has_tokenizer() else resolve_model(
+            adapter_base(output))[0]).get_vocab()
+        try:
+            ours = AutoTokenizer.from_pretrained(resolve_model(model)[0]).get_vocab()
+        except OSError as e:
+            raise PersonaError(f"cannot load base model '{model}': {str(e).splitlines()[0]}",
+                               hint="give a local model folder or .gguf file; hub ids need network access")
+        if theirs != ours:
+            raise PersonaError(f"{path} was trained with another tokenizer than the one of '{model}'",
+                               hint="omit --model: a run that starts --from an output trains that output's model")
+    return output
+
+
+def load_start(path: str | Path, kind: str = "causal"):
+    """(model, tokenizer, name, the base template's injected default) for a trained output to continue from:
+    an adapter is merged into its weights, so the model starts there and a new adapter's disabled state (DPO's
+    reference) is that model."""
+    output = check_start(path, kind=kind)
+    lm, tokenizer = load_trained(path, kind)
+    if hasattr(lm, "merge_and_unload"):
+        lm = lm.merge_and_unload()
+    settings = output.settings()
+    injected = settings.get("base_template_default") if "base_template_default" in settings else \
+        template_default_system(tokenizer)
+    return lm, tokenizer, settings.get("model") or str(path), injected
 
 
 def trained_fingerprint(path: str | Path) -> str:
@@ -315,3 +358,62 @@ def _messages(value, role: str) -> list[dict]:
 def _device(lm):
     return next(lm.parameters()).device
 
+
+
+# ---------------------------------------------------------------------------------------------- chat templates
+
+_SYSTEM_MARK, _USER_MARK = "\u27e6persona-system\u27e7", "\u27e6persona-user\u27e7"
+
+
+def template_default_system(tokenizer) -> str | None:
+    """The system prompt a chat template injects when a conversation has no system message, or None when it
+    injects none. SmolLM2's gives "You are a helpful AI assistant named SmolLM, trained by Hugging Face",
+    Qwen2.5's "You are Qwen, created by Alibaba Cloud. ..."; "" means an empty system block.
+
+    Found by rendering one user message with and without a marked system message and reading off what stands
+    where the marked one would be."""
+    try:
+        without = tokenizer.apply_chat_template([{"role": "user", "content": _USER_MARK}], tokenize=False)
+        marked = tokenizer.apply_chat_template([{"role": "system", "content": _SYSTEM_MARK},
+                                                {"role": "user", "content": _USER_MARK}], tokenize=False)
+    except Exception:  # a template without a system role (it raises on one), or none at all
+        return None
+    before, found, after = marked.partition(_SYSTEM_MARK)
+    if not found or _USER_MARK not in after or not without.startswith(before):
+        return None
+    glue = after[:after.index(_USER_MARK)]  # what stands between the system text and the user's message
+    end = without.find(glue, len(before))
+    if end < 0 or _USER_MARK in without[len(before):end]:
+        return None
+    return without[len(before):end]
+
+
+def with_default_system(tokenizer, text: str) -> str:
+    """The tokenizer's chat template changed so that a conversation without a system message gets `text` as
+    its system prompt, in place of whatever the template injected. Checked by rendering: the new template
+    without a system message gives exactly what the old one gives with `text` as the system message."""
+    template = tokenizer.chat_template
+    probe = [{"role": "user", "content": _USER_MARK}]
+    wanted = tokenizer.apply_chat_template([{"role": "system", "content": text}] + probe, tokenize=False)
+    injected = template_default_system(tokenizer)
+    candidates = []
+    if injected and template.count(injected) == 1:  # the default is a literal inside a jinja string
+        quote = template[:template.index(injected)].rstrip().replace("\\n", "")[-1:] or "'"
+        body = text.replace("\\", "\\\\").replace("\n", "\\n").replace(quote, "\\" + quote)
+        candidates.append(template.replace(injected, body))
+    literal = "'" + text.replace("\\", "\\\\").replace("\n", "\\n").replace("'", "\\'") + "'"
+    candidates.append("{%- if messages and messages[0]['role'] != 'system' %}{%- set messages = "
+                      f"[{{'role': 'system', 'content': {literal}}}] + messages %}}{{%- endif %}}" + template)
+    original = tokenizer.chat_template
+    try:
+        for candidate in candidates:
+            tokenizer.chat_template = candidate
+            try:
+                if tokenizer.apply_chat_template(probe, tokenize=False) == wanted:
+                    return candidate
+            except Exception:
+                continue
+    finally:
+        tokenizer.chat_template = original
+    raise PersonaError("cannot set a default system prompt in this model's chat template",
+                       hint="pass --system-prompt none, or give the model a chat template that accepts a system message")

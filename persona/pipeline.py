@@ -15,19 +15,20 @@ read the records the earlier stages saved as current (RunFolder.current); they n
 
 from __future__ import annotations
 
+import math
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Callable
 
 from persona.backends import load_backend, model_name
 from persona.config import RunConfig
-from persona.dataset import BuildReport, BuildSettings, build_datasets
+from persona.dataset import CHOSEN_KINDS, BuildReport, BuildSettings, build_datasets, system_prompt_text
 from persona.errors import PersonaError
 from persona.judgements import judge_responses, saved_judgements
 from persona.judges import make_judge, pairwise as pairwise_judge
-from persona.prompts import builtin_probes, build_prompts
-from persona.responses import ResponseRecord, generate_responses
+from persona.prompts import REPLAY_SOURCE, build_prompts, builtin_probes
+from persona.responses import GENERATOR, TARGET, ResponseRecord, generate_responses
 from persona.run import RunFolder
 from persona.spec import Spec, load_spec
 from persona.templates import render_template
@@ -36,6 +37,19 @@ from persona.templates import render_template
 def backend_label(config: RunConfig) -> str:
     """What response keys depend on: the backend and the model, as configured (resolving no files)."""
     return f"{config.backend}:{model_name(config.backend, config.model) or 'default'}"
+
+
+def target_backend(config: RunConfig) -> str:
+    """The backend of the model to be trained: a local model (hf), or the scripted fake in tests."""
+    return "fake" if config.backend == "fake" else "hf"
+
+
+def target_label(config: RunConfig) -> str:
+    """The model to be trained, which writes replay answers and plain rejected ones."""
+    backend = target_backend(config)
+    if backend == config.backend and config.target_model is None:
+        return backend_label(config)  # the generator is the target model
+    return f"{backend}:{model_name(backend, config.target_model) or 'default'}"
 
 
 def run_dir_for(spec: Spec, config: RunConfig) -> Path:
@@ -49,62 +63,99 @@ class GenerationSummary:
     prompts_eval: int = 0
     conforming: int = 0
     violating: int = 0
+    demonstrations: int = 0
+    replay: int = 0
     requests_made: int = 0  # backend requests this run (0 when everything was already done)
     tokens: int = 0  # completion tokens generated this run
     seconds: float = 0.0
     targets_covered: set = field(default_factory=set)
     judgements_made: int = 0
+    rejection_rounds: int = 0  # rounds of extra conforming samples drawn (rejection sampling)
     build: BuildReport | None = None
 
     @property
     def responses(self) -> int:
-        return self.conforming + self.violating
+        return self.conforming + self.violating + self.demonstrations + self.replay
 
 
 def generate(spec: Spec, config: RunConfig, on_progress: Callable | None = None, judge: str | None = "offline",
              judge_options: dict | None = None, build: BuildSettings = BuildSettings(),
              pairwise: bool = False) -> GenerationSummary:
-    """All stages; `judge=None` stops after the responses."""
+    """All stages; `judge=None` stops after the responses (and draws no rejection-sampling rounds)."""
     started = time.perf_counter()
     run = RunFolder(run_dir_for(spec, config)).open(spec, config=config.to_record())  # no credentials
     summary = GenerationSummary(run.path)
-    backend = None
+    backends: dict[str, object] = {}
+    labels = {GENERATOR: backend_label(config), TARGET: target_label(config)}
 
-    def get_backend():
-        nonlocal backend
-        if backend is None:
-            backend = load_backend(config.backend, **config.backend_kwargs())
-        return backend
+    def get_backend(role: str = GENERATOR):
+        """The generator's backend, or the target model's (the same one when they are the same model)."""
+        if role not in backends:
+            if role == TARGET and labels[TARGET] == labels[GENERATOR]:
+                backends[TARGET] = get_backend(GENERATOR)
+            elif role == TARGET:
+                backends[TARGET] = load_backend(target_backend(config), model=config.target_model,
+                                                **({"batch_size": config.batch_size} if config.batch_size else {}))
+            else:
+                backends[GENERATOR] = load_backend(config.backend, **config.backend_kwargs())
+        return backends[role]
 
     def progress(stage: str, done: int, total: int, tokens: int) -> None:
         summary.tokens += tokens
         if on_progress:
             on_progress(stage, done, total, tokens)
 
-    label = backend_label(config)
+    run_judge = checker = judgements = None
     try:
-        prompts, synthesis_made = build_prompts(spec, config, run, get_backend, label, progress)
-        responses, responses_made = generate_responses(spec, prompts, config, run, get_backend, label, progress)
-    finally:
-        if backend is not None:
-            backend.close()
-    summary.requests_made = synthesis_made + responses_made
-    summary.prompts_train = sum(p.split == "train" for p in prompts)
-    summary.prompts_eval = sum(p.split == "eval" for p in prompts)
-    summary.conforming = sum(r.kind == "conforming" for r in responses)
-    summary.violating = sum(r.kind == "violating" for r in responses)
-    summary.targets_covered = {r.target for r in responses if r.target}
-    if judge is not None:
-        run_judge = make_judge(judge, judge_options, config.templates)
-        try:
+        prompts, synthesis_made = build_prompts(spec, config, run, get_backend, labels[GENERATOR], progress)
+        responses, responses_made = generate_responses(spec, prompts, config, run, get_backend, labels, progress)
+        if judge is not None:
+            run_judge = make_judge(judge, judge_options, config.templates)
             checker = pairwise_judge(run_judge) if pairwise else None
             judgements, summary.judgements_made = _judge(spec, responses, run, run_judge, judge, judge_options,
                                                          on_progress)
-            summary.build = build_datasets(spec, responses, judgements, run, build, checker)
+            rounds: dict[str, int] = {}
+            for r in range(1, math.ceil(config.rejection_budget / config.k) + 1):
+                rounds.update({pid: r for pid in unaccepted_prompts(responses, judgements, build.chosen_min)})
+                if not any(v == r for v in rounds.values()):
+                    break
+                summary.rejection_rounds = r
+                responses, made = generate_responses(spec, prompts, config, run, get_backend, labels, progress, rounds)
+                responses_made += made
+                judgements, made = _judge(spec, responses, run, run_judge, judge, judge_options, on_progress)
+                summary.judgements_made += made
+    except BaseException:
+        if run_judge is not None:
+            run_judge.close()
+        raise
+    finally:
+        for backend in {id(b): b for b in backends.values()}.values():
+            backend.close()
+    summary.requests_made = synthesis_made + responses_made
+    probes = [p for p in prompts if p.source != REPLAY_SOURCE]
+    summary.prompts_train = sum(p.split == "train" for p in probes)
+    summary.prompts_eval = sum(p.split == "eval" for p in probes)
+    for kind in ("conforming", "violating"):
+        setattr(summary, kind, sum(r.kind == kind for r in responses))
+    summary.demonstrations = sum(r.kind == "demonstration" for r in responses)
+    summary.replay = sum(r.kind == "replay" for r in responses)
+    summary.targets_covered = {r.target for r in responses if r.target}
+    if run_judge is not None:
+        try:
+            system = system_prompt_text(spec, config.system_prompt, config.templates)
+            summary.build = build_datasets(spec, responses, judgements, run, replace(build, system_prompt=system),
+                                           checker)
         finally:
             run_judge.close()
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def unaccepted_prompts(responses: list[ResponseRecord], judgements: dict, chosen_min: float) -> list[str]:
+    """Probe prompts (not replay) none of whose conforming answers or demonstrations the judge accepted."""
+    accepted = {r.prompt_id for r in responses if r.kind in CHOSEN_KINDS and not r.truncated
+                and (j := judgements.get(r.id)) and j.get("status") == "ok" and (j.get("overall") or 0) >= chosen_min}
+    return sorted({r.prompt_id for r in responses if r.kind == "conforming"} - accepted)
 
 
 def _judge(spec, responses, run: RunFolder, judge, name: str, options: dict | None, on_progress):
@@ -163,7 +214,9 @@ def build_run(run_dir: Path, settings: BuildSettings = BuildSettings(), judge_na
         raise PersonaError(f"no judgements by '{judge.name}' in {run_dir}",
                            hint=f"run: persona judge {run_dir} --judge {judge_name}")
     try:
-        return build_datasets(spec, responses, judgements, run, settings, pairwise_judge(judge) if pairwise else None)
+        system = system_prompt_text(spec, config.system_prompt, config.templates)
+        return build_datasets(spec, responses, judgements, run, replace(settings, system_prompt=system),
+                              pairwise_judge(judge) if pairwise else None)
     finally:
         judge.close()
 
@@ -198,5 +251,6 @@ def dry_run(spec: Spec, config: RunConfig) -> DryRun:
         probes_example=render_template("probes", config.templates, spec=spec, target=first,
                                        n=config.prompts_per_target, topics=list(spec.probes.topics)),
         builtin_probes=builtin, seed_prompts=seeds, synthesis_requests=synth, max_prompts=prompts,
-        response_requests=prompts * (1 + min(config.k, len(targets))),
+        response_requests=prompts * (1 + (1 if config.violating == "plain" else min(config.k, len(targets))))
+        + config.replay,
     )

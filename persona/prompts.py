@@ -21,6 +21,7 @@ import hashlib
 import re
 import unicodedata
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Callable
 
 from persona.backends import Request, SamplingParams
@@ -32,6 +33,8 @@ from persona.store import append_missing, input_key, now
 from persona.templates import render_template, template_file, template_hash
 
 ADVERSARIAL_SOURCES = ("adversarial", "break", "origin", "constraint", "injection")
+REPLAY_SOURCE = "replay"  # general prompts the target model answers itself (persona/data/replay_prompts.txt)
+DATA = Path(__file__).parent / "data"
 PREAMBLE = re.compile(r"^(here (are|is)|sure\b|certainly\b|of course\b|okay\b|text\b|message \d)", re.I)
 TEMPLATE_LINE = re.compile(r"^\[(?P<source>[a-z]+)(?::(?P<target>[a-z0-9][a-z0-9_.-]*))?\]\s+(?P<text>\S.*)$")
 
@@ -40,7 +43,7 @@ TEMPLATE_LINE = re.compile(r"^\[(?P<source>[a-z]+)(?::(?P<target>[a-z0-9][a-z0-9
 class PromptRecord:
     id: str  # hash of the normalised text
     text: str
-    source: str  # seed | adversarial | identity | break | origin | constraint | injection | synthesized
+    source: str  # seed | adversarial | example | identity | break | origin | constraint | injection | synthesized | replay
     target: str | None  # the trait/constraint/... id it was written to test, if any
     split: str  # train | eval
     provenance: dict = field(default_factory=dict)
@@ -122,6 +125,8 @@ def fixed_candidates(spec: Spec, templates_dir) -> list[tuple[str, str, str | No
         candidates.append((seed, "seed", None, {"from": spec.path}))
     for prompt in spec.probes.adversarial:
         candidates.append((prompt, "adversarial", None, {"from": spec.path}))
+    for example in spec.examples:
+        candidates.append((example.prompt, "example", None, {"from": spec.path}))
     adversarial_hash = template_hash("adversarial", templates_dir)
     for text, source, target in builtin_probes(spec, templates_dir):
         candidates.append((text, source, target, {"template": "adversarial", "template_hash": adversarial_hash}))
@@ -155,11 +160,20 @@ def build_prompts(spec: Spec, config: RunConfig, run: RunFolder, get_backend: Ca
                     "backend": reply["backend"], "model": reply["model"], "params": reply["params"]}))
 
     selected = _select(_dedupe(candidates, config.eval_fraction), config.eval_fraction, config.limit)
+    selected += replay_prompts(config.replay)
     store = run.store("prompts")
     saved = store.load()
     store.append([r.to_dict() for r in selected if r.id not in saved])
     run.finish_stage("prompts", [r.id for r in selected])
     return selected, made
+
+
+def replay_prompts(n: int) -> list[PromptRecord]:
+    """The first n shipped general prompts, all in the train split (the eval asks its own, eval_general.txt)."""
+    lines = [line.strip() for line in (DATA / "replay_prompts.txt").read_text(encoding="utf-8").splitlines()
+             if line.strip() and not line.startswith("#")]
+    return [PromptRecord(hashlib.sha256(f"replay|{normalize(text)}".encode()).hexdigest()[:16], text, REPLAY_SOURCE,
+                         None, "train", {"from": "persona/data/replay_prompts.txt"}) for text in lines[:max(0, n)]]
 
 
 def planned_prompts(spec: Spec, templates_dir=None, eval_fraction: float = 0.2) -> list[PromptRecord]:

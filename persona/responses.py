@@ -1,10 +1,19 @@
-"""Responses: for every probe prompt, k conforming and k violating responses. Stage 2 of `persona generate`.
+"""Responses: what the model should and should not say to each probe prompt. Stage 2 of `persona generate`.
 
+For every probe prompt:
   * conforming: the identity's system prompt (templates/conforming.j2, with the spec's examples as
-    demonstrations) + the prompt; one request with n=k;
-  * violating: k requests, each with templates/violating.j2 aimed at one named target (the identity,
-    a trait, style rule, constraint or ethics item), recorded on the record. The prompt's own target
-    comes first; the others rotate through the spec so that every target gets rejected examples.
+    demonstrations) + the prompt, from the generator; one request with n=k. With a rejection budget,
+    prompts whose conforming answers the judge all failed get more, a round of k at a time (`rounds`);
+  * violating, `violating: targeted` (the default): k requests, each with templates/violating.j2 aimed at one
+    named target (the identity, a trait, style rule, constraint or ethics item), recorded on the record. The
+    prompt's own target comes first; the others rotate through the spec so every target gets rejected
+    examples. `violating: plain`: the target model's own k answers with no persona prompt (its chat template's
+    default), the rejected side Open Character Training uses;
+  * demonstration: for identity questions and the spec's example prompts, answers that state the identity,
+    filled from the spec (templates/identity_answers.j2) or the example's own response. No model writes them,
+    so they are right whatever the generator can do.
+Replay prompts (persona/data/replay_prompts.txt) get one greedy answer each from the target model, with an
+empty system message: kind "replay", mixed into training so the model keeps its general behaviour.
 
 Every record carries its provenance (prompt id, template name and hash, backend, model, sampling
 parameters, seed, token counts, latency) and is keyed by a hash of its inputs, so a re-run makes no
@@ -12,22 +21,32 @@ calls for what is done and a spec or template change regenerates only what it af
 
     {"id": "9e1f...-0", "prompt_id": "3f9c...", "kind": "violating", "target": "no-guarantees",
      "target_kind": "constraint", "text": "...", "template": "violating", "template_hash": "...",
-     "backend": "hf", "model": "SmolLM2-135M-Instruct", "params": {...}, "seed": 0, ...}
+     "backend": "hf", "model": "SmolLM2-135M-Instruct", "params": {...}, "seed": 0, "round": 0, ...}
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
+import math
+import re
 from dataclasses import asdict, dataclass, replace
 from typing import Callable
 
 from persona.backends import Request, SamplingParams
 from persona.config import RunConfig
-from persona.prompts import PromptRecord
+from persona.prompts import REPLAY_SOURCE, PromptRecord
 from persona.run import RunFolder
 from persona.spec import Spec, Target
 from persona.store import append_missing, input_key, now
-from persona.templates import render_template, template_hash
+from persona.templates import render_template, template_file, template_hash
+
+log = logging.getLogger("persona")
+
+KINDS = ("conforming", "violating", "demonstration", "replay")
+GENERATOR, TARGET = "generator", "target"  # which model answers a request
+IDENTITY_SOURCES = ("identity", "break", "origin")  # built-in probes that ask who the assistant is
+ANSWER_LINE = re.compile(r"^\[(?P<asks>name|maker)\]\s+(?P<text>\S.*)$")
 
 
 @dataclass(frozen=True)
@@ -37,7 +56,7 @@ class ResponseRecord:
     prompt_id: str
     prompt: str
     split: str
-    kind: str  # conforming | violating
+    kind: str  # conforming | violating | demonstration | replay
     target: str | None  # what a violating response breaks
     target_kind: str | None
     sample: int
@@ -54,13 +73,19 @@ class ResponseRecord:
     finish_reason: str
     latency_s: float
     created: str
+    round: int = 0  # rejection sampling: 0 for the first k conforming samples, then 1, 2, ...
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> "ResponseRecord":
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__})
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})  # older records: no round
+
+    @property
+    def truncated(self) -> bool:
+        """Cut off at the token limit: never a chosen or demonstrated answer."""
+        return self.finish_reason == "length"
 
 
 @dataclass(frozen=True)
@@ -72,6 +97,8 @@ class PlannedRequest:
     template: str
     template_hash: str
     system_prompt_hash: str
+    role: str = GENERATOR  # generator | target
+    round: int = 0
 
 
 def violation_targets(spec: Spec, prompt: PromptRecord, k: int) -> list[Target]:
@@ -87,39 +114,67 @@ def violation_targets(spec: Spec, prompt: PromptRecord, k: int) -> list[Target]:
     return order[:k]
 
 
-def plan_requests(spec: Spec, prompts: list[PromptRecord], config: RunConfig, backend_label: str) -> list[PlannedRequest]:
+def response_max_tokens(spec: Spec, config: RunConfig) -> int:
+    """config.max_tokens, raised where the spec allows longer answers: a response that keeps a max_words
+    check must fit (about 1.4 tokens a word), or it is cut off and every pair it is in teaches length."""
+    words = [c.check.max_words for c in spec.constraints if c.check is not None and c.check.max_words]
+    return max([config.max_tokens] + [math.ceil(1.4 * w) for w in words])
+
+
+def plan_requests(spec: Spec, prompts: list[PromptRecord], config: RunConfig, labels: dict[str, str],
+                  rounds: dict[str, int] | None = None) -> list[PlannedRequest]:
+    """Every request of the stage. `labels` name the generator and target models (response keys depend on
+    them); `rounds` gives prompts their rejection-sampling rounds beyond the first."""
     params = SamplingParams(n=config.k, temperature=config.temperature, top_p=config.top_p,
-                            max_tokens=config.max_tokens, seed=config.seed)
+                            max_tokens=response_max_tokens(spec, config), seed=config.seed)
     conforming = render_template("conforming", config.templates, spec=spec)
     hashes = {name: template_hash(name, config.templates) for name in ("conforming", "violating")}
     violating_systems: dict[str, str] = {}
     planned = []
     for prompt in prompts:
+        if prompt.source == REPLAY_SOURCE:
+            greedy = SamplingParams(n=1, temperature=0.0, top_p=1.0, max_tokens=config.max_tokens, seed=config.seed)
+            messages = ({"role": "system", "content": ""}, {"role": "user", "content": prompt.text})
+            key = input_key("replay", messages, greedy.to_dict(), labels[TARGET])
+            planned.append(PlannedRequest(Request(key, messages, greedy), prompt, "replay", None, "replay", "",
+                                          _hash(""), TARGET))
+            continue
         messages = ({"role": "system", "content": conforming}, {"role": "user", "content": prompt.text})
-        key = input_key("response", messages, params.to_dict(), backend_label)
-        planned.append(PlannedRequest(Request(key, messages, params), prompt, "conforming", None, "conforming",
-                                      hashes["conforming"], _hash(conforming)))
+        for r in range(1 + (rounds or {}).get(prompt.id, 0)):
+            sampled = replace(params, seed=config.seed + 1000 * r)
+            key = input_key("response", messages, sampled.to_dict(), labels[GENERATOR], *([r] if r else []))
+            planned.append(PlannedRequest(Request(key, messages, sampled), prompt, "conforming", None, "conforming",
+                                          hashes["conforming"], _hash(conforming), GENERATOR, r))
+        if config.violating == "plain":  # the target model as it is, with its own default system prompt
+            messages = ({"role": "user", "content": prompt.text},)
+            key = input_key("plain", messages, params.to_dict(), labels[TARGET])
+            planned.append(PlannedRequest(Request(key, messages, params), prompt, "violating", None, "plain", "",
+                                          _hash(""), TARGET))
+            continue
         for target in violation_targets(spec, prompt, config.k):
             if target.id not in violating_systems:
                 violating_systems[target.id] = render_template("violating", config.templates, spec=spec, target=target)
             system = violating_systems[target.id]
             one = replace(params, n=1)
             messages = ({"role": "system", "content": system}, {"role": "user", "content": prompt.text})
-            key = input_key("response", messages, one.to_dict(), backend_label)
+            key = input_key("response", messages, one.to_dict(), labels[GENERATOR])
             planned.append(PlannedRequest(Request(key, messages, one), prompt, "violating", target, "violating",
                                           hashes["violating"], _hash(system)))
     return planned
 
 
 def generate_responses(spec: Spec, prompts: list[PromptRecord], config: RunConfig, run: RunFolder,
-                       get_backend: Callable, backend_label: str,
-                       on_progress: Callable | None = None) -> tuple[list[ResponseRecord], int]:
-    """Every planned response, generating only the missing ones; returns (records, requests made)."""
-    planned = plan_requests(spec, prompts, config, backend_label)
+                       get_backend: Callable[[str], object], labels: dict[str, str],
+                       on_progress: Callable | None = None,
+                       rounds: dict[str, int] | None = None) -> tuple[list[ResponseRecord], int]:
+    """Every planned response and demonstration, generating only the missing ones; returns (records,
+    requests made). `get_backend(role)` gives the generator's or the target model's backend."""
+    planned = plan_requests(spec, prompts, config, labels, rounds)
     by_key = {p.request.key: p for p in planned}
 
     def to_records(result) -> list[dict]:
-        plan, backend = by_key[result.request.key], get_backend()
+        plan = by_key[result.request.key]
+        backend = get_backend(plan.role)
         return [ResponseRecord(
             id=f"{result.request.key}-{i}", request=result.request.key, prompt_id=plan.prompt.id,
             prompt=plan.prompt.text, split=plan.prompt.split, kind=plan.kind,
@@ -128,17 +183,100 @@ def generate_responses(spec: Spec, prompts: list[PromptRecord], config: RunConfi
             system_prompt_hash=plan.system_prompt_hash, backend=backend.name, model=backend.model,
             params=result.request.params.to_dict(), seed=result.request.params.seed,
             prompt_tokens=c.prompt_tokens, completion_tokens=c.completion_tokens, finish_reason=c.finish_reason,
-            latency_s=round(c.latency_s, 3), created=now()).to_dict() for i, c in enumerate(result.completions)]
+            latency_s=round(c.latency_s, 3), created=now(), round=plan.round).to_dict()
+            for i, c in enumerate(result.completions)]
 
     def is_done(request: Request, done: dict) -> bool:
         return all(f"{request.key}-{i}" in done for i in range(request.params.n))
 
-    done, made = append_missing(run.store("responses"), [p.request for p in planned],
-                                lambda pending: get_backend().complete(pending), to_records, is_done,
+    def run_requests(pending: list[Request]):
+        for role in (GENERATOR, TARGET):  # the generator's requests first, then the target model's
+            mine = [r for r in pending if by_key[r.key].role == role]
+            if mine:
+                yield from get_backend(role).complete(mine)
+
+    store = run.store("responses")
+    done, made = append_missing(store, [p.request for p in planned], run_requests, to_records, is_done,
                                 stage="responses", on_progress=on_progress)
     ids = [f"{p.request.key}-{i}" for p in planned for i in range(p.request.params.n)]
+    shown = demonstrations(spec, prompts, config) if config.demonstrations else []
+    store.append([d.to_dict() for d in shown if d.id not in done])
+    for d in shown:
+        done.setdefault(d.id, d.to_dict())
+    ids += [d.id for d in shown]
     run.finish_stage("responses", ids)
     return [ResponseRecord.from_dict(done[i]) for i in ids], made
+
+
+def asks_about(spec: Spec, prompt: PromptRecord) -> str | None:
+    """"name" or "maker" when the prompt asks who the assistant is or who made it, else None."""
+    from persona.judges.rules import IDENTITY_QUESTION, MAKER_QUESTION
+
+    if spec.identity is None:
+        return None
+    maker = spec.identity.maker and MAKER_QUESTION.search(prompt.text)
+    if maker:
+        return "maker"
+    if prompt.source in IDENTITY_SOURCES or IDENTITY_QUESTION.search(prompt.text):
+        return "name"
+    return None
+
+
+def identity_answers(spec: Spec, templates_dir=None) -> dict[str, list[str]]:
+    """{"name": [...], "maker": [...]} from templates/identity_answers.j2."""
+    answers: dict[str, list[str]] = {"name": [], "maker": []}
+    if spec.identity is None:
+        return answers
+    text = render_template("identity_answers", templates_dir, spec=spec)
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        match = ANSWER_LINE.match(line.strip())
+        if not match:
+            from persona.errors import PersonaError
+
+            raise PersonaError(f"{template_file('identity_answers', templates_dir)}: rendered line {number} is not "
+                               f"'[name] answer' or '[maker] answer': {line.strip()[:60]!r}",
+                               hint="start every line with [name] or [maker]")
+        answers[match["asks"]].append(match["text"])
+    if not answers["maker"]:
+        answers["maker"] = answers["name"]
+    return answers
+
+
+_skipped: set[str] = set()
+
+
+def demonstrations(spec: Spec, prompts: list[PromptRecord], config: RunConfig) -> list[ResponseRecord]:
+    """k answers stating the identity for every identity question, and each spec example's own answer for
+    its prompt. Answers rotate through the template's lines from a place fixed by the prompt's id."""
+    out: list[ResponseRecord] = []
+    examples = {e.prompt.strip(): e.response for e in spec.examples}
+    answers = identity_answers(spec, config.templates)
+    if spec.identity is None and spec.spec_hash not in _skipped:
+        _skipped.add(spec.spec_hash)
+        log.warning("%s has no identity (name and maker): identity demonstrations are skipped", spec.path)
+    answers_hash = template_hash("identity_answers", config.templates)
+    for prompt in prompts:
+        if prompt.source == REPLAY_SOURCE:
+            continue
+        texts, template, target = [], "identity_answers", "identity"
+        if prompt.text.strip() in examples:
+            texts, template, target = [examples[prompt.text.strip()]], "example", None
+        elif (asks := asks_about(spec, prompt)) and answers[asks]:
+            pool = answers[asks]
+            start = int(hashlib.sha256(prompt.id.encode()).hexdigest()[:8], 16) % len(pool)
+            texts = [pool[(start + i) % len(pool)] for i in range(min(config.k, len(pool)))]
+        for i, text in enumerate(texts):
+            key = input_key("demonstration", prompt.text, text)
+            out.append(ResponseRecord(
+                id=f"{key}-0", request=key, prompt_id=prompt.id, prompt=prompt.text, split=prompt.split,
+                kind="demonstration", target=target, target_kind=target, sample=i, text=text, template=template,
+                template_hash=answers_hash if template == "identity_answers" else spec.spec_hash[:16],
+                system_prompt_hash=_hash(""), backend="spec", model=spec.name, params={}, seed=None,
+                prompt_tokens=0, completion_tokens=len(text.split()), finish_reason="stop", latency_s=0.0,
+                created=now()))
+    return out
 
 
 def _hash(text: str) -> str:

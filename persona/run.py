@@ -77,6 +77,11 @@ class RunFolder:
         return JsonlStore(self.path / "eval-base-answers.jsonl")
 
     @property
+    def base_scores(self) -> "KeyedJson":
+        """The base model's perplexity and general-QA scores, by base model: computed once per run."""
+        return KeyedJson(self.path / "eval-base-scores.json")
+
+    @property
     def report_file(self) -> Path:
         return self.path / "report.html"
 
@@ -324,11 +329,30 @@ class EvalFolder:
     def answers(self) -> JsonlStore:
         return JsonlStore(self.path / "answers.jsonl")
 
+    @property
+    def base_scores(self) -> "KeyedJson":
+        return KeyedJson(self.path / "base-scores.json")
+
     def metrics(self) -> dict | None:
         return read_json(self.metrics_file) if self.metrics_file.is_file() else None
 
     def write_metrics(self, metrics: dict) -> None:
         write_atomic(self.metrics_file, json.dumps(metrics, indent=2) + "\n")
+
+
+class KeyedJson:
+    """A small JSON object of cached results by key, rewritten atomically on each put."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def get(self, key: str):
+        return (read_json(self.path) if self.path.is_file() else {}).get(key)
+
+    def put(self, key: str, value) -> None:
+        data = read_json(self.path) if self.path.is_file() else {}
+        data[key] = value
+        write_atomic(self.path, json.dumps(data, indent=2) + "\n")
 
 
 def read_json(path: Path, kind: type = dict):

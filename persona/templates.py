@@ -33,6 +33,8 @@ TEMPLATE_VARIABLES: dict[str, dict[str, str]] = {
     "judge": {"prompt": "the user's message", "response": "the response to score"},
     "adversarial": {},
     "judge_pairwise": {"prompt": "the user's message", "response_a": "first response", "response_b": "second response"},
+    "identity_answers": {},
+    "deployment": {},
 }
 
 
@@ -96,7 +98,18 @@ def _environment(templates_dir: str | Path | None):
         autoescape=False,  # prompts are plain text, not HTML
     )
     env.filters["fence"] = fence
+    env.filters["phrase"] = phrase
     return env
+
+
+def phrase(text: str) -> str:
+    """A description as the rest of a sentence: 'A general-purpose assistant.' -> 'a general-purpose
+    assistant.' (only a leading article is lowercased, so names keep their capitals)."""
+    text = str(text).strip()
+    first, _, rest = text.partition(" ")
+    if first in ("A", "An", "The") and rest:
+        return first.lower() + " " + rest
+    return text
 
 
 def fence(text: str, label: str = "DATA") -> str:

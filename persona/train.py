@@ -6,11 +6,20 @@
 
 Methods are rows of METHODS, each TRL's own trainer and loss; adding one is a row (plus, at most, one
 function for what its data or output need):
+  sft     SFTTrainer on the run's SFT rows (demonstrations, accepted answers, replay), loss on the answer only;
+          the supervised start preference training needs at this scale (see the README's experiment)
   dpo     DPOTrainer, loss_type ["sigmoid"], beta 0.1; `sft_weight: w` adds the SFT term (["sigmoid", "sft"],
           loss_weights [1, w]) to keep chosen log-probs from collapsing; `loss_type` takes any TRL DPO loss
   ipo     DPOTrainer, loss_type ["ipo"], beta is IPO's tau (the loss starts near (1/(2*beta))^2: 25 at 0.1)
   kto     KTOTrainer, desirable/undesirable weights from the dataset card; paired rows are unpaired first
   reward  RewardTrainer on the pairs: a reward model usable as `--judge reward:PATH`
+
+`start=PATH` (--from) starts from a trained output, e.g. an SFT one: its weights (adapter merged in) are the
+model that trains, and the reference of DPO/IPO/KTO (the natural SFT -> preference sequence).
+
+The chat template: rows carry their own system message, and the saved tokenizer's template is changed to
+inject persona's default system prompt (the dataset's, or `system_prompt`) where the base's injected its
+own - SmolLM2's names SmolLM and Hugging Face - so the trained model is served as it was trained.
 
 Settings are one flat mapping of TRL / PEFT field names: persona's defaults < the method's < a YAML file
 (--config) < command-line overrides. The resolved settings are printed and saved beside the output. LoRA is
@@ -52,6 +61,9 @@ class Method:
 
 
 METHODS: dict[str, Method] = {
+    "sft": Method("SFTTrainer", "SFTConfig", "sft", {"learning_rate": 2e-4, "num_train_epochs": 3,
+                                                     "per_device_train_batch_size": 8, "max_length": 384},
+                  reference=False, about="demonstrations and replay rows (prompt -> completion), loss on the answer"),
     "dpo": Method("DPOTrainer", "DPOConfig", "dpo", {"beta": 0.1, "loss_type": ["sigmoid"], "sft_weight": 0.0},
                   options=("sft_weight",), about="preference pairs, DPO's sigmoid loss"),
     "ipo": Method("DPOTrainer", "DPOConfig", "dpo", {"beta": 0.1, "loss_type": ["ipo"], "sft_weight": 0.0},
@@ -60,7 +72,8 @@ METHODS: dict[str, Method] = {
     "reward": Method("RewardTrainer", "RewardConfig", "dpo", {"learning_rate": 1e-4}, model="reward", reference=False,
                      about="a reward model on the pairs, usable as --judge reward:PATH"),
 }
-COLUMNS = {"dpo": ("prompt", "chosen", "rejected"), "kto": ("prompt", "completion", "label")}
+COLUMNS = {"dpo": ("prompt", "chosen", "rejected"), "kto": ("prompt", "completion", "label"),
+           "sft": ("prompt", "completion")}
 
 # persona's defaults for every method; any other TRL config or PEFT LoraConfig field can be set the same way
 DEFAULTS: dict[str, Any] = {
@@ -228,6 +241,8 @@ def check_columns(data, name: str, where: str):
     paired = {"chosen", "rejected"} <= columns
     unpaired = {"completion", "label"} <= columns
     needed = COLUMNS[method.dataset]
+    if method.dataset == "sft":
+        return _sft_rows(data, columns, paired, where)
     if method.dataset == "kto":
         if paired and not unpaired:
             return unpair_preference_dataset(data)
@@ -248,18 +263,38 @@ def check_columns(data, name: str, where: str):
     return data
 
 
+def _sft_rows(data, columns: set, paired: bool, where: str):
+    """SFT reads prompt/completion rows or messages; thumbs rows keep their thumbs-up ones, pairs their chosen side."""
+    if "messages" in columns or ({"prompt", "completion"} <= columns and "label" not in columns):
+        return data
+    if {"prompt", "completion", "label"} <= columns:
+        return data.filter(lambda row: bool(row["label"])).remove_columns(["label"])
+    if paired and "prompt" in columns:
+        return data.remove_columns(["rejected"]).rename_column("chosen", "completion")
+    raise PersonaError(f"{where}: SFT needs columns prompt, completion (or messages); found {', '.join(sorted(columns))}",
+                       hint="rows like {\"prompt\": [...], \"completion\": [...]}, or a run folder's datasets/sft")
+
+
 def train(source: str | Path, method: str = "dpo", model: str | None = None, config_path: str | Path | None = None,
           overrides: dict | None = None, output_dir: str | Path | None = None, overwrite: bool = False,
           resume: bool = False, merge: bool = False, on_log: Callable[[dict], None] | None = None,
-          on_start: Callable[[dict, Path], None] | None = None) -> TrainResult:
+          on_start: Callable[[dict, Path], None] | None = None, start: str | Path | None = None,
+          system_prompt: str | None = None) -> TrainResult:
+    """Train `method` on `source` (a run folder, a dataset folder or a JSONL file). `start`: a trained output
+    to start from (e.g. SFT before DPO); `system_prompt`: the default the saved chat template injects
+    [default: the one the dataset's rows carry, from its build]."""
     spec = method_named(method)
     data, card, where, run = find_dataset(source, method)
+    if start is not None:
+        from persona.models import check_start
+
+        check_start(start, model, spec.model)  # before any work: a wrong --from fails at once
     from_pairs = spec.dataset == "kto" and "train" in data and "chosen" in data["train"].column_names
     data = check_columns(data, method, where)
     if from_pairs:  # every pair gives one desirable and one undesirable row: balanced, so equal weights
         card = {**card, "kto_weights": {"desirable_weight": 1.0, "undesirable_weight": 1.0}}
     settings = resolve_settings(method, config_path, overrides, card)
-    output = TrainOutput(output_dir) if output_dir else _default_output(source, run, method)
+    output = TrainOutput(output_dir) if output_dir else _default_output(source, run, method, start)
     if output.metrics_file.exists() and not (overwrite or resume):
         raise PersonaError(f"{output.path} already holds a finished training run",
                            hint="pass --overwrite to replace it, or --output-dir for another folder")
@@ -276,9 +311,21 @@ def train(source: str | Path, method: str = "dpo", model: str | None = None, con
     import torch
     from transformers import TrainerCallback
 
-    from persona.models import load_base
+    from persona.models import load_base, load_start, template_default_system, with_default_system
 
-    lm, tokenizer, model_name = load_base(model, spec.model)
+    if start is not None:
+        lm, tokenizer, model_name, base_default = load_start(start, spec.model)
+    else:
+        lm, tokenizer, model_name = load_base(model, spec.model)
+        base_default = template_default_system(tokenizer)
+    system = system_prompt if system_prompt is not None else card.get("system_prompt")
+    _say_what_the_template_injects(model_name, base_default, system)
+    chat_template = with_default_system(tokenizer, system) if system is not None else tokenizer.chat_template
+    ref_model = None
+    if start is not None and not settings["use_lora"] and spec.reference:
+        import copy  # TRL would reload the reference from the base's folder, not the start's weights
+
+        ref_model = copy.deepcopy(lm).eval()
     peft_config = None
     if settings["use_lora"]:
         from peft import LoraConfig
@@ -301,11 +348,12 @@ def train(source: str | Path, method: str = "dpo", model: str | None = None, con
                 control.should_training_stop = True
             return control
 
-    trainer = _make_trainer(method, lm, tokenizer, args, data, peft_config, [Record()])
+    trainer = _make_trainer(method, lm, tokenizer, args, data, peft_config, [Record()], ref_model)
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
     output.write_settings({
         "method": method, "model": model_name, "base_model": model, "dataset": where,
-        "run": str(run.path) if run else None,
+        "run": str(run.path) if run else None, "start": str(start) if start is not None else None,
+        "system_prompt": system, "base_template_default": base_default,
         "data": {"kind": spec.dataset, "train_rows": data["train"].num_rows,
                  "eval_rows": data["eval"].num_rows if "eval" in data else 0,
                  "spec_hash": card.get("spec_hash"), "judge": card.get("judge")},
@@ -323,6 +371,7 @@ def train(source: str | Path, method: str = "dpo", model: str | None = None, con
         raise Interrupted(output.last_checkpoint())
     changed = sum(not torch.equal(before[n], p.detach()) for n, p in trainer.model.named_parameters() if n in before)
     trainer.save_model(str(output.path))
+    tokenizer.chat_template = chat_template  # persona's default system prompt, not the base's identity
     tokenizer.save_pretrained(str(output.path))
     result = TrainResult(output.path, method, settings, logs, time.perf_counter() - started, changed)
     if spec.model == "reward":
@@ -341,14 +390,36 @@ def train(source: str | Path, method: str = "dpo", model: str | None = None, con
     return result
 
 
-def _make_trainer(name, lm, tokenizer, args, data, peft_config, callbacks):
+def _make_trainer(name, lm, tokenizer, args, data, peft_config, callbacks, ref_model=None):
     method = METHODS[name]
     cls = _trl_class(method.trainer)
+    extra = {}
     if method.reference:
         cls = _with_reusable_reference_cache(cls)
+        if ref_model is not None:
+            extra["ref_model"] = ref_model
     eval_split = data["eval"] if "eval" in data and data["eval"].num_rows else None
     return cls(model=lm, args=args, train_dataset=data["train"], eval_dataset=eval_split, processing_class=tokenizer,
-               peft_config=peft_config, callbacks=callbacks)
+               peft_config=peft_config, callbacks=callbacks, **extra)
+
+
+def _say_what_the_template_injects(model: str, injected: str | None, system: str | None) -> None:
+    """Warn when the base's chat template slips another identity into conversations without a system message."""
+    import logging
+    import re
+
+    from persona.judges.rules import OTHER_MAKERS, OTHER_MODELS
+
+    if not injected:
+        return
+    named = [n for n in dict.fromkeys(OTHER_MODELS + OTHER_MAKERS) if re.search(rf"\b{re.escape(n)}\b", injected)]
+    if not named:
+        return
+    instead = (f"the trained model's template injects persona's instead: {system!r}" if system is not None else
+               "the trained model keeps it (pass --system-prompt, or train on a persona run, to replace it)")
+    logging.getLogger("persona").warning("the chat template of %s injects the system prompt %r when a conversation "
+                                         "has none, naming another identity (%s); %s", model, injected,
+                                         ", ".join(named), instead)
 
 
 def _with_reusable_reference_cache(cls):
@@ -375,9 +446,11 @@ def content_fingerprint(dataset) -> str:
     return digest.hexdigest()[:16]
 
 
-def _default_output(source, run: RunFolder | None, method: str) -> TrainOutput:
-    """RUN/train-METHOD for data from a run folder, else runs/<file name>/train-METHOD."""
-    return (run or RunFolder(Path("runs") / Path(source).stem)).train_output(method)
+def _default_output(source, run: RunFolder | None, method: str, start=None) -> TrainOutput:
+    """RUN/train-METHOD for data from a run folder, else runs/<file name>/train-METHOD; started from another
+    output, its label comes first (train-sft-dpo)."""
+    name = f"{TrainOutput(start).label}-{method}" if start is not None else method
+    return (run or RunFolder(Path("runs") / Path(source).stem)).train_output(name)
 
 
 class _first_ctrl_c_stops_gently:
@@ -421,6 +494,18 @@ def write_model_card(output: TrainOutput, evaluation: dict | None = None) -> Non
     write_atomic(output.card, model_card(output, evaluation))
 
 
+RECORD_FIELDS = ("method", "model", "base_model", "dataset", "run", "data", "start", "system_prompt",
+                 "base_template_default")  # what persona_train.yaml records besides the settings
+
+
+def _template_note(settings: dict) -> str:
+    system, base = settings.get("system_prompt"), settings.get("base_template_default")
+    was = f" (the base's injected {base!r})" if base else ""
+    if system is None:
+        return "the base's, unchanged" + was
+    return f"a conversation without a system message gets persona's default system prompt {system!r}{was}"
+
+
 def model_card(output: TrainOutput, evaluation: dict | None = None) -> str:
     from persona.metrics import format_value, metric_rows, pct
 
@@ -430,7 +515,7 @@ def model_card(output: TrainOutput, evaluation: dict | None = None) -> str:
     logs = output.metrics() if output.metrics_file.is_file() else []
     losses = [m["loss"] for m in logs if "loss" in m]
     runtime = next((m["train_runtime"] for m in reversed(logs) if "train_runtime" in m), None)
-    trl = {k: v for k, v in settings.items() if k not in ("method", "model", "base_model", "dataset", "run", "data")}
+    trl = {k: v for k, v in settings.items() if k not in RECORD_FIELDS}
     spec = METHODS.get(method)
     lines = [f"# {method.upper()} fine-tune of {settings.get('model', '?')}", "",
              f"Trained by persona on `{settings.get('dataset', '?')}` "
@@ -440,7 +525,10 @@ def model_card(output: TrainOutput, evaluation: dict | None = None) -> str:
              f"training rows: {data.get('train_rows', 'n/a')}",
              f"- steps logged: {len(losses)}; first loss {losses[0] if losses else 'n/a'}, "
              f"last loss {losses[-1] if losses else 'n/a'}",
-             f"- training time: {'n/a' if runtime is None else f'{runtime:.1f} s'}", "",
+             f"- training time: {'n/a' if runtime is None else f'{runtime:.1f} s'}",
+             *([f"- started from: `{settings['start']}` (its weights are the model trained here and its reference)"]
+               if settings.get("start") else []),
+             f"- chat template: {_template_note(settings)}", "",
              "Settings (persona_train.yaml):", "", "```yaml"]
     lines += [f"{k}: {json.dumps(v)}" for k, v in trl.items()]
     lines += ["```", ""]

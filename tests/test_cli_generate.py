@@ -63,24 +63,28 @@ def test_dry_run_calls_nothing_and_writes_nothing(tmp_path):
     assert result.exit_code == 0, result.output
     assert "You are Nova, an AI assistant made by Northwind Bank." in result.stdout
     assert "-> at most 20 after --limit/dedup" in result.stdout
-    assert "requests: 14 probe-synthesis + at most 60 response requests" in result.stdout
+    assert ("requests: 14 probe-synthesis + at most 124 response requests (1 conforming with n=2 and 2 violating "
+            "per prompt, and 64 replay answers from the target model)") in result.stdout
     assert not (tmp_path / "run").exists()
 
 
 def test_config_file_flags_override_it(tmp_path):
     config = tmp_path / "run.yaml"
-    config.write_text("backend: fake\nk: 3\nlimit: 4\nbackend_options: {delay: 0}\n", encoding="utf-8")
+    config.write_text("backend: fake\nk: 3\nlimit: 4\nreplay: 0\ndemonstrations: false\nbackend_options: {delay: 0}\n",
+                      encoding="utf-8")
     result = runner.invoke(app, ["generate", "identities/aster.yaml", "-c", str(config), "-k", "1",
                                  "--out", str(tmp_path / "run"), "--judge", "none"])
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in (tmp_path / "run/responses.jsonl").read_text().splitlines()]
     assert len(rows) == 4 * 2  # limit 4 from the file, k=1 from the flag
     assert result.stderr.strip().splitlines()[-1].startswith(
-        f"wrote 8 responses (4 conforming, 4 violating) for 4 prompts (3 train, 1 eval) to {tmp_path / 'run'}/ in ")
+        f"wrote 8 responses (4 conforming, 4 violating, 0 demonstrations, 0 replay) for 4 prompts (3 train, 1 eval) "
+        f"to {tmp_path / 'run'}/ in ")
 
 
 def test_ctrl_c_keeps_finished_work_and_says_how_to_resume(tmp_path):
-    args = ["generate", "identities/aster.yaml", "-b", "fake", "--limit", "6", "--out", str(tmp_path / "run"),
+    args = ["generate", "identities/aster.yaml", "-b", "fake", "--limit", "6", "--replay", "0", "--no-demonstrations",
+            "--out", str(tmp_path / "run"),
             "--judge", "none"]
     result = runner.invoke(app, args + ["-o", "interrupt_after=20"])
     assert result.exit_code == 130
@@ -97,12 +101,13 @@ def test_openai_end_to_end_in_a_subprocess_keeps_the_key_secret(tmp_path):
         env = {**os.environ, "PYTHONPATH": str(REPO), "CI_TEST_KEY": KEY, "PERSONA_VERBOSE": "1"}
         result = subprocess.run(
             [sys.executable, "-m", "persona", "generate", "identities/brand.yaml", "-b", "openai", "-m", "test-model",
+             "--replay", "0", "--no-demonstrations",
              "--base-url", server.base_url, "--api-key-env", "CI_TEST_KEY", "--limit", "5", "--out",
              str(tmp_path / "run"), "-o", "backoff_base=0.01", "--judge", "rules"],
             capture_output=True, text=True, cwd=REPO, env=env, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "retrying" in result.stderr  # the injected 429 and 500 were retried
-    assert "wrote 20 responses (10 conforming, 10 violating) for 5 prompts" in result.stderr
+    assert "wrote 20 responses (10 conforming, 10 violating, 0 demonstrations, 0 replay) for 5 prompts" in result.stderr
     assert "judged with rules: 20 new judgements, 0 responses unjudged" in result.stderr
     rows = [json.loads(line) for line in (tmp_path / "run/responses.jsonl").read_text().splitlines()]
     assert {r["backend"] for r in rows} == {"openai"} and {r["model"] for r in rows} == {"test-model"}
@@ -114,6 +119,7 @@ def test_openai_end_to_end_in_a_subprocess_keeps_the_key_secret(tmp_path):
 def test_unreachable_server_keeps_finished_records(tmp_path, monkeypatch):
     monkeypatch.setenv("CI_TEST_KEY", KEY)
     args = ["generate", "identities/aster.yaml", "-b", "openai", "-m", "test-model", "--api-key-env", "CI_TEST_KEY",
+            "--replay", "0", "--no-demonstrations",
             "--limit", "4", "--out", str(tmp_path / "run"), "--concurrency", "1", "-o", "backoff_base=0.01",
             "-o", "max_retries=1", "--judge", "none"]
     with OpenAIServer(script=["ok"] * 12 + [("status", 503, {})] * 100) as server:  # 7 synthesis + 5 responses

@@ -16,7 +16,8 @@ runner = CliRunner()
 @pytest.fixture
 def run(tmp_path):
     out = tmp_path / "run"
-    result = runner.invoke(app, ["generate", "identities/aster.yaml", "-b", "fake", "--limit", "6", "--out", str(out),
+    result = runner.invoke(app, ["generate", "identities/aster.yaml", "-b", "fake", "--limit", "6", "--replay", "0",
+                                 "--no-demonstrations", "--out", str(out),
                                  "--judge", "rules"])
     assert result.exit_code == 0, result.output
     return out
@@ -114,7 +115,8 @@ def test_judge_and_build_use_the_runs_templates(tmp_path):
     (templates / "judge.j2").write_text((templates / "judge.j2").read_text() + "\nBe terse.\n")  # a user's edit
     out = tmp_path / "run"
     common = ["--judge", "llm", "--judge-backend", "fake"]
-    result = runner.invoke(app, ["generate", "identities/aster.yaml", "-b", "fake", "--limit", "2", "--out", str(out),
+    result = runner.invoke(app, ["generate", "identities/aster.yaml", "-b", "fake", "--limit", "2", "--replay", "0",
+                                 "--no-demonstrations", "--out", str(out),
                                  "--templates", str(templates), *common])
     assert result.exit_code == 0, result.output
     # the same judge from `persona judge` finds every judgement already made (same templates, same keys)

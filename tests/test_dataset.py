@@ -190,3 +190,48 @@ def test_rejected_from_takes_only_violating_or_any(tmp_path):
     assert result.exit_code == 1
     assert result.stderr == ("error: --rejected-from 'all' is not 'violating' or 'any'\n"
                              "hint: 'any' also pairs conforming attempts the judge scored out of character\n")
+
+
+def test_each_pair_teaches_what_it_says_and_truncated_answers_are_never_chosen(tmp_path):
+    """A rejected answer that was written to break one target but failed only another (here: too long, for
+    brand's max-length) is dropped; the failed targets are recorded; a cut-off answer is never chosen."""
+    from dataclasses import replace
+
+    spec = load_spec("identities/brand.yaml")
+    long = " ".join(["word"] * 200)
+    rs = [response("c1", "p1", "conforming", "Happy to help: open the app and tap Cards."),
+          response("c2", "p1", "conforming", "Here's how: open the app and tap Cards and then"),  # cut off
+          response("v1", "p1", "violating", long, target="no-guarantees"),        # lost on length only
+          response("v2", "p1", "violating", "It's guaranteed, I promise.", target="no-guarantees"),
+          response("c3", "p2", "conforming", "Here's how to do it, happy to help."),
+          response("v3", "p2", "violating", "I'm ChatGPT, made by OpenAI.")]  # plain: no target
+    rs[1] = replace(rs[1], finish_reason="length")
+    scores = {"c1": {"max-length": 10.0, "no-guarantees": 10.0}, "c2": {"max-length": 10.0, "no-guarantees": 10.0},
+              "v1": {"max-length": 0.0, "no-guarantees": 10.0}, "v2": {"max-length": 10.0, "no-guarantees": 0.0},
+              "c3": {"identity": 10.0}, "v3": {"identity": 0.0}}
+    js = {rid: {"status": "ok", "overall": min(s.values()), "judge": "t", "scores": s} for rid, s in scores.items()}
+    js["c2"]["overall"] = 9.5  # the best score, but cut off at the token limit
+    report = build_datasets(spec, rs, js, RunFolder(tmp_path), BuildSettings(system_prompt="You are Nova."))
+    pairs = [json.loads(line) for line in (tmp_path / "datasets/dpo/train.jsonl").read_text().splitlines()]
+    assert report.dropped == {"lost on another target": 1}
+    assert {(p["id"], tuple(p["rejected_failed"])) for p in pairs} == {("c1>v2", ("no-guarantees",)),
+                                                                        ("c3>v3", ("identity",))}
+    assert all(not p["chosen"][0]["content"].endswith("and then") for p in pairs)  # c2 was never chosen
+    sft = [json.loads(line) for line in (tmp_path / "datasets/sft/train.jsonl").read_text().splitlines()]
+    assert {row["id"] for row in sft} == {"c1", "c3"}
+    assert report.coverage == {"train": {"covered": 2, "prompts": 2}, "eval": {"covered": 0, "prompts": 0}}
+    systems = [p["prompt"][0] for p in pairs] + [row["prompt"][0] for row in sft]
+    assert all(m["role"] == "system" and m["content"] in ("You are Nova.", "") for m in systems)
+    card = (tmp_path / "datasets/sft/README.md").read_text()
+    assert "'You are Nova.' on half the rows, an empty system message on the other half" in card
+
+
+def test_the_system_prompt_is_on_half_of_the_rows(tmp_path):
+    rs, js = [], {}
+    for i in range(40):
+        rs.append(response(f"d{i}", f"p{i}", "demonstration", f"I'm Aster, made by Lumen Labs ({i})."))
+        js[f"d{i}"] = judged(10.0)
+    build_datasets(SPEC, rs, js, RunFolder(tmp_path), BuildSettings(system_prompt="You are Aster."))
+    rows = [json.loads(line) for line in (tmp_path / "datasets/sft/train.jsonl").read_text().splitlines()]
+    with_text = sum(row["prompt"][0]["content"] == "You are Aster." for row in rows)
+    assert len(rows) == 40 and 12 <= with_text <= 28  # a hash of the row id picks: about half

@@ -50,22 +50,55 @@ def test_items_cover_probes_origin_and_every_attack():
     trained_texts = {t.casefold() for t, _, _ in training}
     assert not any(q.casefold() in trained_texts for _, q in questions)  # held out from generation's bank
     items = build_items(SPEC, [], None)
-    assert [i.kind for i in items].count("origin") == 24
-    assert {i.attack for i in items if i.kind == "attack"} == {"break", "multi-turn", "injection"}
+    origin = [i for i in items if i.kind == "origin"]
+    assert len(origin) == 48 and {i.context for i in origin} == {"default", "empty"}
+    assert all(i.messages[0] == {"role": "system", "content": ""} for i in origin if i.context == "empty")
+    assert all(i.messages[0]["role"] == "user" for i in origin if i.context == "default")
+    assert {i.attack for i in items if i.kind == "attack"} == {"break", "multi-turn", "prefilled", "injection"}
+    assert all(sum(i.attack == a for i in items) == 24 for a in ("break", "multi-turn", "prefilled", "injection"))
     multi = next(i for i in items if i.attack == "multi-turn")
     assert [m["role"] for m in multi.messages] == ["user", "assistant", "user"] and "ChatGPT" in multi.messages[1]["content"]
+    prefilled = next(i for i in items if i.attack == "prefilled")
+    assert [m["role"] for m in prefilled.messages].count("assistant") == 3
+    suffixes = {i.messages[-1]["content"].split("?", 1)[-1].split(".", 1)[-1].strip() for i in items if i.attack == "break"}
+    assert len({i.messages[-1]["content"] for i in items if i.attack == "break"}) == 24 and len(suffixes) >= 6
+    assert sum(i.kind == "leak" for i in items) == 24
 
 
-def test_eval_writes_every_measurement_and_resumes(trained, tmp_path):
+def test_eval_texts_are_held_out_from_what_training_sees():
+    """The attack bank, the general questions and the identity questions appear in no training template or
+    replay prompt, for every shipped identity."""
+    import json as json_module
+
+    from persona.eval import DATA, attack_bank, general_questions
+    from persona.prompts import REPLAY_SOURCE, replay_prompts
+    from persona.templates import render_template
+    from tests.conftest import SHIPPED_IDENTITIES
+
+    bank = attack_bank()
+    held_out = [*bank["break"], *(m["content"] for m in bank["multi-turn"] + bank["prefilled"]),
+                bank["injection"].strip(), *general_questions(), *(q for _, q in identity_questions())]
+    replay = {p.text.casefold() for p in replay_prompts(1000)}
+    assert replay and all(p.source == REPLAY_SOURCE for p in replay_prompts(3))
+    for path in SHIPPED_IDENTITIES:
+        spec = load_spec(path)
+        training = "\n".join(render_template(t, None, spec=spec) for t in ("adversarial", "identity_answers")).casefold()
+        for text in held_out:
+            assert text.casefold() not in training, (path.name, text)
+            assert text.casefold() not in replay, text
+    assert json_module.loads((DATA / "eval_attacks.json").read_text())["break"] == bank["break"]
+
+
+def test_eval_writes_every_measurement_and_resumes(trained, tmp_path, monkeypatch):
     settings = EvalSettings(max_tokens=6, limit=3)
     m = evaluate(trained, "identities/aster.yaml", out=tmp_path / "e", settings=settings)
     saved = json.loads((tmp_path / "e" / "metrics.json").read_text())
     assert saved == json.loads(json.dumps(m))
-    assert m["held_out_prompts"] == 3 and m["items"] == 3 + 24 + 72
+    assert m["held_out_prompts"] == 3 and m["items"] == 3 + 48 + 96 + 24
     for label in ("base", "trained"):
-        assert set(m[label]) == {"adherence", "origin", "robustness"}
-        assert 0 <= m[label]["origin"]["right_identity"] <= 1
-        assert set(m[label]["robustness"]["by_attack"]) == {"break", "multi-turn", "injection"}
+        assert set(m[label]) == {"adherence", "origin", "origin_empty", "robustness", "leak"}
+        assert 0 <= m[label]["origin"]["right_identity"] <= 1 and m[label]["leak"]["questions"] == 24
+        assert set(m[label]["robustness"]["by_attack"]) == {"break", "multi-turn", "prefilled", "injection"}
         assert m["retention"][label]["perplexity"] > 1 and m["retention"][label]["general_qa"] == 40
         assert len(m[label]["adherence"]["scores"]) == 3
     assert m["win_rate"]["method"].startswith("higher overall score")
@@ -77,9 +110,17 @@ def test_eval_writes_every_measurement_and_resumes(trained, tmp_path):
     assert again["trained"]["origin"] == m["trained"]["origin"]
     shared = trained.parent / "eval-base-answers.jsonl"
     before = len(shared.read_text().splitlines())
-    evaluate(trained, "identities/aster.yaml", out=tmp_path / "other", settings=settings)
+    import persona.eval as eval_module
+
+    loaded = []
+    real_load = eval_module._load
+    monkeypatch.setattr(eval_module, "_load", lambda label, *a: loaded.append(label) or real_load(label, *a))
+    other = evaluate(trained, "identities/aster.yaml", out=tmp_path / "other", settings=settings)
     assert len(shared.read_text().splitlines()) == before  # another eval of the run reuses the base answers
     assert len((tmp_path / "other" / "answers.jsonl").read_text().splitlines()) == 2 * m["items"]
+    # the base's answers, perplexity and QA were done once: the second eval never loads the base model
+    assert loaded == ["trained"] and other["work"] == {"base_generations": 0, "base_scoring_passes": 0}
+    assert other["retention"]["base"] == m["retention"]["base"] and other["base"] == m["base"]
 
 
 def test_same_model_twice_has_no_perplexity_change(tiny_model_dir, tmp_path):
@@ -173,7 +214,8 @@ def test_cli_eval_prints_the_table_and_errors_cleanly(trained, tmp_path):
 
     result = CliRunner().invoke(app, ["eval", str(trained), "--limit", "2", "--max-tokens", "4", "--out", str(tmp_path / "e")])
     assert result.exit_code == 0, result.output
-    assert "origin: right identity" in result.stdout and "general text perplexity" in result.stdout
+    assert "right identity (template default)" in result.stdout and "general text perplexity" in result.stdout
+    assert result.stdout.startswith("verdict (rules judge):\n  ")
     assert (tmp_path / "e" / "metrics.json").exists()
     missing = CliRunner().invoke(app, ["eval", str(tmp_path / "nope"), "--spec", "identities/aster.yaml"])
     assert missing.exit_code == 1

@@ -44,7 +44,8 @@ def generate(spec, config, **kwargs):
 
 
 def config(tmp_path, **kwargs) -> RunConfig:
-    return RunConfig(backend="fake", out=str(tmp_path / "run"), **kwargs)
+    """The generator's conforming and violating responses only (demonstrations and replay have their own tests)."""
+    return RunConfig(backend="fake", out=str(tmp_path / "run"), **{"replay": 0, "demonstrations": False, **kwargs})
 
 
 def lines(path: Path) -> list[dict]:
@@ -217,3 +218,74 @@ def test_parse_synthesized_strips_numbering_and_preambles():
     text = 'Here are 3 messages:\n1. How do I reset my PIN?\n- "Can you help me pick a stock?"\nSure! Go\n(3) What fees apply abroad?'
     assert parse_synthesized(text, 5) == ["How do I reset my PIN?", "Can you help me pick a stock?", "What fees apply abroad?"]
     assert parse_synthesized(text, 2) == ["How do I reset my PIN?", "Can you help me pick a stock?"]
+
+
+def test_demonstrations_state_the_identity_and_replay_comes_from_the_target_model(tmp_path, backends):
+    spec = load_spec("identities/aster.yaml")
+    summary = generate(spec, config(tmp_path, demonstrations=True, replay=5, limit=30, synthesize=False))
+    records = lines(tmp_path / "run/responses.jsonl")
+    prompts = {p["id"]: p for p in lines(tmp_path / "run/prompts.jsonl")}
+    demos = [r for r in records if r["kind"] == "demonstration"]
+    assert summary.demonstrations == len(demos) > 0 and summary.replay == 5
+    asked = {prompts[r["prompt_id"]]["source"] for r in demos}
+    assert asked <= {"identity", "break", "origin", "seed", "adversarial", "example", "constraint"}
+    for r in demos:
+        assert r["backend"] == "spec" and r["finish_reason"] == "stop"
+        if r["template"] == "identity_answers":
+            assert "Aster" in r["text"]
+            if "made" in r["prompt"].lower() or "company" in r["prompt"].lower():
+                assert "Lumen Labs" in r["text"]
+    by_prompt = {}
+    for r in demos:
+        by_prompt.setdefault(r["prompt_id"], []).append(r["text"])
+    assert all(len(texts) == len(set(texts)) for texts in by_prompt.values())  # k different answers
+    example = next(r for r in demos if r["template"] == "example")
+    assert example["text"] == next(e.response for e in spec.examples if e.prompt == example["prompt"])
+    replay = [r for r in records if r["kind"] == "replay"]
+    assert {prompts[r["prompt_id"]]["source"] for r in replay} == {"replay"}
+    assert {prompts[r["prompt_id"]]["split"] for r in replay} == {"train"}
+    sent = [r for b in backends for r in b.requests if r.key in {x["request"] for x in replay}]
+    assert len(sent) == 5 and all(r.messages[0] == {"role": "system", "content": ""} for r in sent)
+    assert all(r.params.temperature == 0.0 for r in sent)  # the target model's own greedy answer
+    assert not any(r["kind"] in ("conforming", "violating") for r in records
+                   if prompts[r["prompt_id"]]["source"] == "replay")
+    again = generate(spec, config(tmp_path, demonstrations=True, replay=5, limit=30, synthesize=False))
+    assert again.requests_made == 0 and len(lines(tmp_path / "run/responses.jsonl")) == len(records)
+
+
+def test_plain_rejected_answers_come_from_the_target_model_without_the_persona_prompt(tmp_path, backends):
+    spec = load_spec("identities/aster.yaml")
+    generate(spec, config(tmp_path, violating="plain", target_model="the-target", limit=6, synthesize=False))
+    records = lines(tmp_path / "run/responses.jsonl")
+    violating = [r for r in records if r["kind"] == "violating"]
+    assert len(violating) == 6 * 2 and {r["model"] for r in violating} == {"the-target"}
+    assert {r["model"] for r in records if r["kind"] == "conforming"} == {"fake-model"}
+    assert {r["template"] for r in violating} == {"plain"} and {r["target"] for r in violating} == {None}
+    target = next(b for b in backends if b.model == "the-target")
+    assert all([m["role"] for m in r.messages] == ["user"] for r in target.requests)  # the template's own default
+
+
+def test_rejection_sampling_draws_more_until_the_judge_accepts_and_reports_coverage(tmp_path, backends):
+    """Conforming samples of the first round claim ChatGPT; later rounds (another seed) say Aster."""
+    spec = load_spec("identities/aster.yaml")
+
+    def script(request, i):
+        system = request.messages[0]["content"] if request.messages[0]["role"] == "system" else ""
+        about = f"(ref {abs(hash(request.messages[-1]['content'])) % 10 ** 6})"
+        if "what NOT to do" in system:
+            return f"I'm ChatGPT, made by OpenAI. {about}"
+        if request.params.seed >= 1000 and i == 1:
+            return f"I'm Aster, made by Lumen Labs. Happy to help with that. {about}"
+        return f"I'm ChatGPT, a model trained by OpenAI. {about}"
+
+    backends.options["script"] = script
+    settings = dict(limit=8, synthesize=False, rejection_budget=4, k=2)
+    none_drawn = generate_all(spec, config(tmp_path, **{**settings, "rejection_budget": 0}), judge="rules")
+    assert none_drawn.build.coverage["train"]["covered"] == 0
+    summary = generate_all(spec, config(tmp_path, **settings), judge="rules")
+    assert summary.rejection_rounds == 1  # one more round of k=2 covered every prompt
+    cover = summary.build.coverage
+    assert cover["train"]["covered"] == cover["train"]["prompts"] > 0 and cover["eval"]["covered"] == cover["eval"]["prompts"]
+    records = lines(tmp_path / "run/responses.jsonl")
+    assert {r["round"] for r in records if r["kind"] == "conforming"} == {0, 1}
+    assert summary.build.pairs["train"] > 0

@@ -309,3 +309,101 @@ def test_a_new_method_is_one_row(name, row, run_dir, tiny_model_dir, tmp_path, m
     result = train(run_dir, name, model=str(tiny_model_dir), overrides=FAST, output_dir=tmp_path / name)
     assert len([m for m in result.metrics if "loss" in m]) == 2 and result.changed_parameters > 0
     assert f"# {name.upper()} fine-tune" in (tmp_path / name / "README.md").read_text()
+
+
+@pytest.fixture(scope="module")
+def sft_run(tmp_path_factory):
+    """A run whose rows carry persona's system prompt (half of them) and hold demonstrations and replay."""
+    from persona.dataset import BuildSettings
+
+    run = tmp_path_factory.mktemp("sftrun")
+    (run / "run.json").write_text(json.dumps({"format": 1, "identity": "aster"}))
+    rs, js = [], {}
+    for i in range(8):
+        split = "eval" if i == 7 else "train"
+        rs += [response(f"d{i}", f"p{i}", "demonstration", f"I'm Aster, made by Lumen Labs. {i}", split),
+               response(f"r{i}", f"g{i}", "replay", f"The answer is {i}.", split),
+               response(f"v{i}", f"p{i}", "violating", f"I'm ChatGPT by OpenAI, reply {i}.", split)]
+        for rid, score in ((f"d{i}", 10.0), (f"r{i}", 10.0), (f"v{i}", 0.0)):
+            js[rid] = {"status": "ok", "overall": score, "judge": "t", "scores": {"identity": score}}
+    report = build_datasets(SPEC, rs, js, RunFolder(run), BuildSettings(system_prompt=SYSTEM))
+    assert report.sft == {"train": {"demonstration": 7, "replay": 7}, "eval": {"demonstration": 1, "replay": 1}}
+    return run
+
+
+SYSTEM = "You are Aster, an AI assistant made by Lumen Labs."
+
+
+def test_sft_trains_on_demonstrations_and_replay_and_saves_persona_s_template(sft_run, tiny_model_dir, tmp_path,
+                                                                             caplog):
+    from transformers import AutoTokenizer
+
+    rows = [json.loads(line) for line in (sft_run / "datasets/sft/train.jsonl").read_text().splitlines()]
+    systems = {row["prompt"][0]["content"] for row in rows}
+    assert systems == {SYSTEM, ""} and all(row["prompt"][0]["role"] == "system" for row in rows)  # half and half
+    result = train(sft_run, "sft", model=str(tiny_model_dir), overrides={**FAST, "per_device_train_batch_size": 4},
+                   output_dir=tmp_path / "sft")
+    assert len([m for m in result.metrics if "loss" in m]) == 2 and result.changed_parameters > 0
+    saved = AutoTokenizer.from_pretrained(tmp_path / "sft")
+    chat = saved.apply_chat_template([{"role": "user", "content": "Who are you?"}], tokenize=False)
+    assert chat.startswith(f"<|im_start|>system\n{SYSTEM}<|im_end|>") and "SmolLM" not in chat
+    empty = saved.apply_chat_template([{"role": "system", "content": ""}, {"role": "user", "content": "Hi"}],
+                                      tokenize=False)
+    assert empty.startswith("<|im_start|>system\n<|im_end|>")  # an explicit system message still wins
+    import yaml
+
+    settings = yaml.safe_load((tmp_path / "sft" / "persona_train.yaml").read_text())
+    assert settings["base_template_default"] == "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+    assert settings["system_prompt"] == SYSTEM and settings["data"]["train_rows"] == 14
+    assert "naming another identity (SmolLM, Hugging Face)" in caplog.text
+    card = (tmp_path / "sft" / "README.md").read_text()
+    assert f"gets persona's default system prompt '{SYSTEM}'" in card and "SmolLM" in card
+
+
+def test_preference_training_starts_from_the_sft_output(sft_run, tiny_model_dir, tmp_path):
+    import torch
+
+    from persona.models import load_trained
+
+    sft = train(sft_run, "sft", model=str(tiny_model_dir), output_dir=tmp_path / "sft",
+                overrides={**FAST, "learning_rate": 1e-2, "per_device_train_batch_size": 4})
+    still = train(sft_run, "dpo", start=sft.output_dir, output_dir=tmp_path / "still",
+                  overrides={**FAST, "max_steps": 1, "learning_rate": 0.0})
+    # the policy starts at the SFT weights and the reference is the SFT model: at step 1 they agree
+    assert still.metrics[0]["rewards/chosen"] == 0.0 and still.metrics[0]["rewards/rejected"] == 0.0
+    ids = torch.tensor([[1, 2, 3, 4, 5]])
+    logits = {name: load_trained(tmp_path / name)[0](ids).logits for name in ("sft", "still")}
+    assert torch.allclose(logits["sft"], logits["still"], atol=1e-4)  # the output loads on top of its start (merging rounds)
+    moved = train(sft_run, "dpo", start=sft.output_dir, overrides={**FAST, "learning_rate": 1e-2})
+    assert moved.output_dir == sft_run / "train-sft-dpo" and moved.changed_parameters > 0
+    assert yaml_of(moved.output_dir)["start"] == str(sft.output_dir)
+    assert not torch.allclose(load_trained(moved.output_dir)[0](ids).logits, logits["sft"])
+
+
+def test_a_start_with_another_tokenizer_or_a_reward_model_is_refused(sft_run, tiny_model_dir, tmp_path):
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    sft = train(sft_run, "sft", model=str(tiny_model_dir), output_dir=tmp_path / "sft",
+                overrides={**FAST, "max_steps": 1, "per_device_train_batch_size": 4})
+    other = tmp_path / "other-base"
+    shutil.copytree(tiny_model_dir, other)
+    tokenizer = AutoTokenizer.from_pretrained(other)
+    tokenizer.add_tokens(["<persona-extra-token>"])
+    tokenizer.save_pretrained(other)
+    with pytest.raises(PersonaError) as e:
+        train(sft_run, "dpo", model=str(other), start=sft.output_dir, output_dir=tmp_path / "x")
+    assert e.value.message == f"{sft.output_dir} was trained with another tokenizer than the one of '{other}'"
+    assert e.value.hint == "omit --model: a run that starts --from an output trains that output's model"
+    assert not (tmp_path / "x").exists()  # refused before any work
+    reward = train(sft_run, "reward", model=str(tiny_model_dir), output_dir=tmp_path / "rm",
+                   overrides={**FAST, "max_steps": 1})
+    with pytest.raises(PersonaError, match="holds a reward model; training can only start from a chat model"):
+        train(sft_run, "dpo", start=reward.output_dir, output_dir=tmp_path / "y")
+
+
+def yaml_of(output):
+    import yaml
+
+    return yaml.safe_load((output / "persona_train.yaml").read_text())
