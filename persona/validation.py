@@ -37,8 +37,15 @@ def describe_value(value: Any) -> str:
             type(None): "nothing"}.get(type(value), type(value).__name__)
     if isinstance(value, (list, dict)) or value is None:
         return kind
-    shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
-    return f"{kind} ({shown})"
+    return f"{kind} ({short(value, 40)})"
+
+
+def short(value: Any, limit: int = 60) -> str:
+    """repr(value), cut to `limit` characters: messages stay one readable line whatever the file holds."""
+    if isinstance(value, str) and len(value) > limit:
+        value = value[:limit]  # repr of a 1 MB string is 1 MB; cut first
+    shown = repr(value)
+    return shown if len(shown) <= limit else shown[:limit - 3] + "..."
 
 
 def _problems_for(doc: YamlDocument, error) -> list[Problem]:
@@ -67,14 +74,17 @@ def _problems_for(doc: YamlDocument, error) -> list[Problem]:
         return [doc.problem(path, f"expected {want}, got {describe_value(error.instance)}", hint)]
     if validator == "enum":
         options = ", ".join(repr(o) for o in error.validator_value)
-        return [doc.problem(path, f"{error.instance!r} is not one of {options}", f"use one of {options}")]
+        return [doc.problem(path, f"{short(error.instance)} is not one of {options}", f"use one of {options}")]
     if validator == "pattern" and error.validator_value == ID_PATTERN:
-        suggestion = _slug(str(error.instance))
-        return [doc.problem(path, f"{error.instance!r} is not a valid {'name' if path == ('name',) else 'id'}",
+        suggestion = _slug(str(error.instance)[:64])
+        return [doc.problem(path, f"{short(error.instance)} is not a valid {'name' if path == ('name',) else 'id'}",
                             "use lowercase letters, digits, '-', '_' or '.'"
                             + (f", e.g. '{suggestion}'" if suggestion else ""))]
     if validator == "pattern":
-        return [doc.problem(path, f"{error.instance!r} does not have the expected form", about or error.message)]
+        return [doc.problem(path, f"{short(error.instance)} does not have the expected form", about or error.message)]
+    if validator == "maxLength":
+        return [doc.problem(path, f"is longer than {error.validator_value} characters ({len(error.instance):,})",
+                            "shorten it")]
     if validator in ("minimum", "maximum"):
         bound = "of at least" if validator == "minimum" else "of at most"
         return [doc.problem(path, error.message, f"use a number {bound} {error.validator_value}")]
@@ -87,7 +97,8 @@ def _problems_for(doc: YamlDocument, error) -> list[Problem]:
         return [doc.problem(path, "must not be empty", f"use at least one of: {keys}")]
     if validator == "uniqueItems":
         return [doc.problem(path, "contains the same entry twice", "remove the repeated entry")]
-    return [doc.problem(path, error.message, about)]
+    message = error.message if len(error.message) <= 200 else error.message[:197] + "..."  # it quotes the value
+    return [doc.problem(path, message, about)]
 
 
 _ASCII = str.maketrans({"ı": "i", "İ": "i", "ß": "ss", "ø": "o", "æ": "ae", "ł": "l", "đ": "d", " ": "-"})

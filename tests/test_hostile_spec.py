@@ -358,3 +358,11 @@ def test_warnings_and_errors_together(tmp_path):
     result = persona("validate", "both.yaml", cwd=tmp_path)
     assert result.returncode == 1
     assert result.stderr == "1 spec file checked: 0 valid, 1 invalid (1 problem, 2 warnings)\n"
+
+
+def test_long_values_are_cut_in_messages(tmp_path):
+    spec = write(tmp_path / "long.yaml", f"name: {'x' * 100_000}\nkind: {'y' * 100_000}\n")
+    assert [p.format() for p in check_file(spec)] == [
+        f"{spec}:1:7: name: is longer than 64 characters (100,000) (hint: shorten it)",
+        f"{spec}:2:7: kind: '{'y' * 56}... is not one of 'identity', 'component' (hint: use one of 'identity', "
+        "'component')"]
