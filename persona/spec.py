@@ -38,7 +38,7 @@ from persona.checks import (PATTERN_SECONDS, SLOW_PATTERN_HINT, Check, PatternTi
                             time_limit)
 from persona.errors import PersonaError, Problem, SpecError
 from persona.validation import ID_PATTERN, describe_value, schema_problems
-from persona.yaml_source import YamlDocument, format_path, read_yaml
+from persona.yaml_source import YamlDocument, format_path, quote, read_yaml
 
 SPEC_SUFFIXES = (".yaml", ".yml")
 ID_LISTS = (("traits",), ("style", "rules"), ("constraints",), ("ethics",))
@@ -252,9 +252,11 @@ def display_path(path: Path) -> str:
     not followed, so a link is shown under its own name, not its target's."""
     absolute = Path(os.path.abspath(path))
     try:
-        return str(absolute.relative_to(Path.cwd().resolve()))
+        shown = str(absolute.relative_to(Path.cwd().resolve()))
     except ValueError:
-        return str(path)
+        shown = str(path)
+    # a file name may hold a line break: escape it, so one problem stays one line of output
+    return shown if shown.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in shown)
 
 
 def _display_or_str(path: Path) -> str:
@@ -354,7 +356,7 @@ class _Loader:
             found = False
         if not found:
             self.problems.append(doc.problem(
-                here, f"extended file '{target}' not found (looked for {display_path(target_path)})",
+                here, f"extended file {quote(target)} not found (looked for {display_path(target_path)})",
                 "paths in `extends` are relative to the file that contains them"))
             return None
         return target_path

@@ -14,7 +14,7 @@ import re
 from typing import Any
 
 from persona.errors import Problem
-from persona.yaml_source import YamlDocument
+from persona.yaml_source import YamlDocument, quote
 
 ID_PATTERN = "^[a-z0-9][a-z0-9_.-]*$"  # ids and names; must match identity.schema.json
 
@@ -59,7 +59,7 @@ def _problems_for(doc: YamlDocument, error) -> list[Problem]:
         for key in sorted(k for k in error.instance if k not in allowed):
             close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
             hint = f"did you mean '{close[0]}'?" if close else f"allowed keys here: {', '.join(allowed)}"
-            out.append(doc.problem(path + (key,), f"unknown key '{key}'", hint, key=True))
+            out.append(doc.problem(path + (key,), f"unknown key {quote(key)}", hint, key=True))
         return out
     if validator == "required":
         missing = re.match(r"'(.*)' is a required property", error.message)

@@ -57,11 +57,20 @@ class YamlDocument:
 
 
 def format_path(path: Path_) -> str:
-    """("traits", 2, "weight") -> "traits[2].weight"."""
+    """("traits", 2, "weight") -> "traits[2].weight"; a key with a line break in it -> ['a\\nb']."""
     out = ""
     for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        if isinstance(part, int) or not part.isprintable():
+            out += f"[{part!r}]"
+        else:
+            out += f".{part}" if out else part
     return out
+
+
+def quote(text: str) -> str:
+    """'text', or its repr when it holds line breaks or other unprintable characters: a problem stays
+    one line, and a key in a hostile file cannot print lines that look like persona's own."""
+    return f"'{text}'" if text.isprintable() else repr(text)
 
 
 def read_text(path: Path, display: str) -> str:
@@ -238,7 +247,7 @@ def _build(loader: _Loader, node: yaml.Node, path: Path_, doc: YamlDocument,
             if key in out:
                 first = doc.keys[path + (key,)][0]
                 problems.append(Problem(doc.file, *key_at, format_path(path + (key,)),
-                                        f"duplicate key '{key}' (first defined on line {first})",
+                                        f"duplicate key {quote(key)} (first defined on line {first})",
                                         "keep one of the two entries; YAML would silently use the last"))
                 continue
             doc.keys[path + (key,)] = key_at
@@ -271,7 +280,7 @@ def _scalar(loader: _Loader, node: yaml.ScalarNode, path: Path_, doc: YamlDocume
     except yaml.MarkedYAMLError:
         raise
     except Exception as e:  # e.g. a timestamp with month 13: datetime's ValueError
-        problems.append(Problem(doc.file, *at, format_path(path), f"YAML cannot read {node.value[:40]!r}: {e}",
+        problems.append(Problem(doc.file, *at, format_path(path), f"YAML cannot read {node.value[:40]!r}: {' '.join(str(e).split())}",
                                 "quote the value if it is text"))
         return False, None
     if isinstance(value, float) and not math.isfinite(value):

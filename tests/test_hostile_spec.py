@@ -366,3 +366,15 @@ def test_long_values_are_cut_in_messages(tmp_path):
         f"{spec}:1:7: name: is longer than 64 characters (100,000) (hint: shorten it)",
         f"{spec}:2:7: kind: '{'y' * 56}... is not one of 'identity', 'component' (hint: use one of 'identity', "
         "'component')"]
+
+
+def test_a_line_break_in_a_key_or_file_name_cannot_forge_output_lines(tmp_path):
+    # a key "x\nidentities/brand.yaml:1:1: ..." would otherwise print a line that looks like persona's own
+    write(tmp_path / "keys.yaml", 'name: k\n"x\\nfake.yaml:1:1: ok": 1\n')
+    write(tmp_path / "a\nb.yaml", "name: x\nextends: [\"c\\nd.yaml\"]\n")
+    result = persona("validate", ".", cwd=tmp_path)
+    assert result.stdout.splitlines() == [
+        "a\\nb.yaml:2:11: extends[0]: extended file 'c\\nd.yaml' not found (looked for c\\nd.yaml) (hint: paths in "
+        "`extends` are relative to the file that contains them)",
+        "keys.yaml:2:1: ['x\\nfake.yaml:1:1: ok']: unknown key 'x\\nfake.yaml:1:1: ok' (hint: allowed keys here: "
+        "version, name, kind, extends, identity, traits, style, constraints, ethics, examples, probes)"]
