@@ -19,12 +19,18 @@ from persona.yaml_source import YamlDocument, quote
 ID_PATTERN = "^[a-z0-9][a-z0-9_.-]*$"  # ids and names; must match identity.schema.json
 
 
+MAX_PROBLEMS = 200  # per file; a file with 100,000 unknown keys gets 200 lines and a count of the rest
+
+
 def schema_problems(doc: YamlDocument, schema: dict) -> list[Problem]:
     from jsonschema import Draft202012Validator
 
     problems: list[Problem] = []
     for error in Draft202012Validator(schema).iter_errors(doc.data):
         problems += _problems_for(doc, error)
+        if len(problems) >= MAX_PROBLEMS:
+            return problems[:MAX_PROBLEMS] + [doc.problem((), f"more problems in this file than the {MAX_PROBLEMS} "
+                                                              "shown; stopped looking", "fix these first")]
     return problems
 
 
@@ -56,7 +62,7 @@ def _problems_for(doc: YamlDocument, error) -> list[Problem]:
     if validator == "additionalProperties":
         allowed = list(schema.get("properties", {}))
         out = []
-        for key in sorted(k for k in error.instance if k not in allowed):
+        for key in sorted(k for k in error.instance if k not in allowed)[:MAX_PROBLEMS]:
             close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
             hint = f"did you mean '{close[0]}'?" if close else f"allowed keys here: {', '.join(allowed)}"
             out.append(doc.problem(path + (key,), f"unknown key {quote(key)}", hint, key=True))

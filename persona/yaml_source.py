@@ -28,7 +28,7 @@ Path_ = tuple  # a path into the document, e.g. ("traits", 2, "weight")
 
 MAX_FILE_BYTES = 1_000_000  # a large spec is ~20 kB
 MAX_DEPTH = 32  # nested lists and mappings; a spec needs 5
-MAX_VALUES = 100_000  # values after expanding aliases (*name) and merge keys (<<): stops "billion laughs"
+MAX_VALUES = 100_000  # keys and values, after expanding aliases (*name) and merge keys (<<): stops "billion laughs"
 MAX_NUMBER_CHARS = 100  # digits in one number (Python refuses to read ints of more than 4300 digits)
 
 
@@ -114,7 +114,7 @@ class _LimitExceeded(Exception):
         self.mark, self.message, self.hint, self.path = mark, message, hint, path
 
 
-_TOO_MANY_VALUES = (f"more than {MAX_VALUES:,} values once aliases (*name) and merge keys (<<) are expanded",
+_TOO_MANY_VALUES = (f"more than {MAX_VALUES:,} keys and values once aliases (*name) and merge keys (<<) are expanded",
                     "a spec needs far fewer; repeat less through aliases, or split the file with `extends:`")
 
 
@@ -124,15 +124,19 @@ class _Loader(yaml.SafeLoader):
 
     def __init__(self, text: str):
         self._depth = 0
+        self._nodes = 0
         self._flattening: set[int] = set()
         super().__init__(text)
 
     def compose_node(self, parent, index):
         self._depth += 1
+        self._nodes += 1  # stop early: composing a million nodes alone takes the pure-Python parser seconds
         try:
             if self._depth > MAX_DEPTH:
                 raise _LimitExceeded(self.peek_event().start_mark, f"nested more than {MAX_DEPTH} levels deep",
                                      "a spec needs only a few levels; check the brackets and indentation")
+            if self._nodes > MAX_VALUES:
+                raise _LimitExceeded(self.peek_event().start_mark, *_TOO_MANY_VALUES)
             return super().compose_node(parent, index)
         finally:
             self._depth -= 1
@@ -230,6 +234,7 @@ def _build(loader: _Loader, node: yaml.Node, path: Path_, doc: YamlDocument,
         active.add(id(node))
         out: dict = {}
         for key_node, value_node in node.value:
+            count[0] += 1  # the key
             key_at = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
             if not isinstance(key_node, yaml.ScalarNode):
                 kind = "a list" if isinstance(key_node, yaml.SequenceNode) else "a mapping"
