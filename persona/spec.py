@@ -441,9 +441,10 @@ def _check_document(doc: YamlDocument) -> list[Problem]:
                                                 f"invalid regular expression {pattern!r}: {e}",
                                                 "patterns are Python regexes; escape ( ) [ ] . * + ? with \\ to match them literally"))
                 except (TimeLimitExceeded, RecursionError, OverflowError):
-                    problems.append(doc.problem(("constraints", i, "check", key, j),
-                                                f"regular expression too large or too complex ({len(pattern):,} characters)",
-                                                "write a shorter pattern"))
+                    problems.append(doc.problem(
+                        ("constraints", i, "check", key, j),
+                        f"regular expression too large or too complex ({len(pattern):,} characters)",
+                        "write a shorter pattern"))
         for key in ("forbidden_phrases", "required_phrases", "forbidden_patterns", "required_patterns"):
             for j, text in enumerate(check.get(key, [])):
                 problems += _control_characters(doc, ("constraints", i, "check", key, j), text)
@@ -517,8 +518,9 @@ def _check_merged(merged: dict, doc: YamlDocument, origins: dict) -> list[Proble
             if k in slow:
                 continue
             if time.monotonic() > deadline:
-                problems.append(doc.problem((), f"checking the examples took more than {EXAMPLE_CHECK_SECONDS:g} s "
-                                                "in all; stopped", "use fewer or simpler patterns, or shorter examples"))
+                problems.append(doc.problem(
+                    (), f"checking the examples took more than {EXAMPLE_CHECK_SECONDS:g} s in all; stopped",
+                    "use fewer or simpler patterns, or shorter examples"))
                 return problems
             try:
                 broken = check_text(check, example["response"])

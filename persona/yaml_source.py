@@ -79,8 +79,8 @@ def read_text(path: Path, display: str) -> str:
     try:
         info = path.stat()
         if stat.S_ISREG(info.st_mode) and info.st_size > MAX_FILE_BYTES:
-            _raise(Problem(display, 1, 1, "", f"file is too large ({info.st_size:,} bytes; at most "
-                                              f"{MAX_FILE_BYTES:,})", "a spec needs far less; split it with `extends:`"))
+            _raise(Problem(display, 1, 1, "", f"file is too large ({info.st_size:,} bytes; at most {MAX_FILE_BYTES:,})",
+                           "a spec needs far less; split it with `extends:`"))
         if not stat.S_ISREG(info.st_mode) and not stat.S_ISDIR(info.st_mode):
             _raise(Problem(display, 1, 1, "", "is not a regular file (a device, pipe or socket)", "name a .yaml file"))
         raw = path.read_bytes()
@@ -285,7 +285,8 @@ def _scalar(loader: _Loader, node: yaml.ScalarNode, path: Path_, doc: YamlDocume
     except yaml.MarkedYAMLError:
         raise
     except Exception as e:  # e.g. a timestamp with month 13: datetime's ValueError
-        problems.append(Problem(doc.file, *at, format_path(path), f"YAML cannot read {node.value[:40]!r}: {' '.join(str(e).split())}",
+        reason = " ".join(str(e).split())  # one line
+        problems.append(Problem(doc.file, *at, format_path(path), f"YAML cannot read {node.value[:40]!r}: {reason}",
                                 "quote the value if it is text"))
         return False, None
     if isinstance(value, float) and not math.isfinite(value):

@@ -127,8 +127,8 @@ def billion_laughs(levels: int = 10) -> str:
 
 def test_alias_bomb_is_a_problem_not_a_memory_explosion(tmp_path):
     assert validate_one(tmp_path, "bomb.yaml", billion_laughs()) == (
-        "bomb.yaml:7:1: lol5: more than 100,000 keys and values once aliases (*name) and merge keys (<<) are expanded (hint: a "
-        "spec needs far fewer; repeat less through aliases, or split the file with `extends:`)")
+        "bomb.yaml:7:1: lol5: more than 100,000 keys and values once aliases (*name) and merge keys (<<) are "
+        "expanded (hint: a spec needs far fewer; repeat less through aliases, or split the file with `extends:`)")
 
 
 def test_merge_key_bomb_is_a_problem(tmp_path):
