@@ -8,6 +8,7 @@ in a Spec, a SpecError or a PersonaError within a time bound. Never another exce
 from __future__ import annotations
 
 import itertools
+import tempfile
 import time
 from pathlib import Path
 
@@ -15,6 +16,11 @@ import pytest
 import yaml
 
 hypothesis = pytest.importorskip("hypothesis")
+from hypothesis.configuration import set_hypothesis_home_dir  # noqa: E402
+
+# hypothesis caches Unicode tables and constants in ./.hypothesis; tests write only under the temp folder
+set_hypothesis_home_dir(Path(tempfile.gettempdir()) / "persona-tests-hypothesis")
+
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
