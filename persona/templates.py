@@ -245,7 +245,10 @@ def _shown(path: Path) -> str:
 
 def _check_readable(path: Path, folders: list[Path]) -> None:
     """Refuse a template that is a link out of the template folders, or too large to be one."""
-    real = path.resolve()
+    try:
+        real = path.resolve()
+    except (OSError, RuntimeError):  # RuntimeError: a symlink loop (Python < 3.13)
+        raise PersonaError(f"{_shown(path)}: cannot follow the link: a symlink loop", hint="point it at a template")
     if not any(real == folder or folder in real.parents for folder in folders):
         raise PersonaError(f"{_shown(path)}: is a link to a file outside the template folders",
                            hint="copy the template into templates/ (or the --templates folder) instead of linking "

@@ -222,6 +222,13 @@ def test_links_inside_the_folders_still_work(tmp_path):
         "judge", spec=spec, prompt="p", response="r")
 
 
+def test_a_template_that_is_a_symlink_loop(tmp_path):
+    (tmp_path / "t.j2").symlink_to(tmp_path / "t.j2")
+    with pytest.raises(PersonaError) as e:
+        render_template("t", tmp_path, spec=load_spec("identities/aster.yaml"))
+    assert e.value.message == f"{tmp_path}/t.j2: cannot follow the link: a symlink loop"
+
+
 def test_template_too_large(tmp_path):
     (tmp_path / "big.j2").write_text("x" * 1_000_001, encoding="utf-8")
     with pytest.raises(PersonaError) as e:
