@@ -90,7 +90,9 @@ def validate(
 ) -> None:
     """Check identity specs against the schema and persona's rules. Exit 0 if all are valid, 1 if not.
 
-    One line per problem: file:line:col: path: message (hint: ...).
+    One line per problem: file:line:col: path: message (hint: ...). Warnings (marked "warning:") are
+    shown but do not make a spec invalid. Every file is checked on its own: one broken file does not
+    stop the others.
 
     Example:  persona validate identities/ --format github
     """
@@ -105,16 +107,19 @@ def validate(
     problems: dict = {}
     invalid = 0
     for file in files:
-        found = check_file(file)
-        invalid += bool(found)
+        found = check_file(file)  # never raises: whatever goes wrong in one file is a problem of that file
+        invalid += any(p.is_error for p in found)
         for problem in found:  # a base file shared by several specs reports its problems once
             problems.setdefault(problem, None)
     for problem in sorted(problems):
         typer.echo(problem.format() if format == "text" else problem.format_github())
     n = len(files)
     summary = f"{n} spec file{'s' if n != 1 else ''} checked: {n - invalid} valid, {invalid} invalid"
-    if problems:
-        summary += f" ({len(problems)} problem{'s' if len(problems) != 1 else ''})"
+    errors = sum(p.is_error for p in problems)
+    counts = [f"{count} {word}{'s' if count != 1 else ''}"
+              for count, word in ((errors, "problem"), (len(problems) - errors, "warning")) if count]
+    if counts:
+        summary += f" ({', '.join(counts)})"
     _err(summary)
     if invalid:
         raise typer.Exit(1)

@@ -5,9 +5,11 @@ Every error carries a one-line message and a hint saying what to do about it:
     raise PersonaError("template 'judge' not found", hint="run `persona ls` to see the templates")
 
 Problems in user files (specs, templates, datasets) are `Problem`s: file, line, column, path in the
-document, message, hint. They format as one line each, like a compiler diagnostic:
+document, message, hint, severity. They format as one line each, like a compiler diagnostic; a warning
+(something that is allowed but almost certainly a mistake) says so and does not make a file invalid:
 
     identities/brand.yaml:12:5: traits[2].weight: -1 is less than the minimum of 0 (hint: ...)
+    identities/brand.yaml:20:9: constraints[0].check.forbidden_patterns[0]: warning: contains ... (hint: ...)
 """
 
 from __future__ import annotations
@@ -37,11 +39,19 @@ class Problem:
     path: str  # e.g. "traits[2].weight"; "" for the whole document
     message: str
     hint: str = ""
+    severity: str = "error"  # "error" | "warning"
+
+    @property
+    def is_error(self) -> bool:
+        return self.severity == "error"
+
+    def _what(self, label: bool = True) -> str:
+        message = self.message if self.is_error or not label else f"{self.severity}: {self.message}"
+        return f"{self.path}: {message}" if self.path else message
 
     def format(self) -> str:
         where = f"{self.file}:{self.line}:{self.col}: "
-        what = f"{self.path}: {self.message}" if self.path else self.message
-        return where + what + (f" (hint: {self.hint})" if self.hint else "")
+        return where + self._what() + (f" (hint: {self.hint})" if self.hint else "")
 
     def format_github(self) -> str:
         """A GitHub Actions workflow command: shows up as an annotation on the file and line."""
@@ -52,11 +62,9 @@ class Problem:
         def escape_property(s: str) -> str:
             return escape_data(s).replace(":", "%3A").replace(",", "%2C")
 
-        what = f"{self.path}: {self.message}" if self.path else self.message
-        if self.hint:
-            what += f" (hint: {self.hint})"
+        what = self._what(label=False) + (f" (hint: {self.hint})" if self.hint else "")
         return (
-            f"::error file={escape_property(self.file)},line={self.line},col={self.col},"
+            f"::{self.severity} file={escape_property(self.file)},line={self.line},col={self.col},"
             f"title={escape_property('persona validate')}::{escape_data(what)}"
         )
 

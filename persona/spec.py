@@ -15,7 +15,9 @@ How `extends` merges (documented in the README, tested in tests/test_spec.py):
   * lists of items with ids (traits, style.rules, constraints, ethics) merge by id: an item with an id
     already present replaces it in place, new ids are appended;
   * other lists (examples, probes, vocabulary, aliases) are concatenated, base first, without repeats;
-  * cycles are errors.
+  * cycles are errors;
+  * `extends` reaches only files inside the folder of the spec being loaded and its subfolders (after
+    following symlinks), so a spec from a pull request cannot pull in, or quote, other files on disk.
 """
 
 from __future__ import annotations
@@ -23,22 +25,28 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import os
 import re
+import time
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from persona.checks import Check, check_text
+from persona.checks import (PATTERN_SECONDS, SLOW_PATTERN_HINT, Check, PatternTimeout, TimeLimitExceeded, check_text,
+                            time_limit)
 from persona.errors import PersonaError, Problem, SpecError
 from persona.validation import ID_PATTERN, describe_value, schema_problems
-from persona.yaml_source import YamlDocument, format_path, read_yaml
+from persona.yaml_source import YamlDocument, format_path, quote, read_yaml
 
 SPEC_SUFFIXES = (".yaml", ".yml")
 ID_LISTS = (("traits",), ("style", "rules"), ("constraints",), ("ethics",))
 NOT_INHERITED = ("name", "kind", "extends", "version")
 IDENTITY_TARGET = "identity"  # the implicit target every identity has: its name (and maker)
+MAX_EXTENDS_DEPTH = 16  # files in one chain of `extends`
+MAX_SPEC_FILES = 100  # files one spec may merge in all
+EXAMPLE_CHECK_SECONDS = 10.0  # checking every example against every machine check, for one spec
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -170,30 +178,55 @@ def identity_schema() -> dict:
 
 
 def load_spec(path: str | Path, allow_component: bool = False) -> Spec:
-    """Load, validate and merge one spec file. Raises SpecError with every problem found."""
-    path = Path(path)
-    loader = _Loader()
-    merged, doc = loader.load(path.resolve(), display_path(path), stack=())
-    if loader.problems or merged is None:
-        raise SpecError(loader.problems)
-    problems = _check_merged(merged, doc, loader.origins)
-    if problems:
-        raise SpecError(problems)
-    if merged.get("kind", "identity") == "component" and not allow_component:
+    """Load, validate and merge one spec file. Raises SpecError with every error found (warnings,
+    which `persona validate` shows, do not stop it)."""
+    spec, problems = _load(Path(path))
+    errors = [p for p in problems if p.is_error]
+    if errors or spec is None:
+        raise SpecError(errors)
+    if spec.kind == "component" and not allow_component:
         raise PersonaError(
-            f"{doc.file}: is a component (kind: component), not a complete identity",
+            f"{spec.path}: is a component (kind: component), not a complete identity",
             hint="generate or render an identity that lists this file under `extends:`",
         )
-    return _to_spec(merged, doc.file, tuple(loader.order))
+    return spec
 
 
 def check_file(path: str | Path) -> list[Problem]:
-    """Every problem in one spec file and the files it extends (components are accepted)."""
+    """Every problem (errors and warnings) in one spec file and the files it extends; components are
+    accepted. Never raises: whatever goes wrong becomes a Problem for this file, so that one hostile or
+    broken file cannot stop `persona validate` from checking the others in a folder."""
+    path = Path(path)
     try:
-        load_spec(path, allow_component=True)
-    except SpecError as e:
-        return e.problems
-    return []
+        return sorted(set(_load(path)[1]))
+    except PersonaError as e:
+        return [Problem(_display_or_str(path), 1, 1, "", e.message, e.hint)]
+    except Exception as e:  # a bug in persona, or one of Python's own limits (RecursionError, MemoryError)
+        return [Problem(_display_or_str(path), 1, 1, "", f"persona could not check this file: {type(e).__name__}",
+                        "this is a bug in persona; please report it with the file")]
+
+
+def _load(path: Path) -> tuple[Spec | None, list[Problem]]:
+    """The spec (None if it has errors) and every problem found in it and the files it extends."""
+    display = display_path(path)
+    root = _real(path.absolute().parent)
+    real = _real(path)
+    if real is None or root is None:
+        return None, [Problem(display, 1, 1, "", "cannot follow the path: a symlink loop or an invalid name",
+                              "point the symlink at a real file")]
+    if not _inside(real, root):
+        return None, [Problem(display, 1, 1, "", "is a symlink to a file outside its folder",
+                              "copy the file into the folder instead of linking to it; persona reads only files "
+                              "inside the folder of the spec it loads")]
+    loader = _Loader(root, display_path(root))
+    merged, doc = loader.load(real, display, stack=())
+    problems = loader.problems
+    if merged is None or any(p.is_error for p in problems):
+        return None, problems
+    problems = problems + _check_merged(merged, doc, loader.origins)
+    if any(p.is_error for p in problems):
+        return None, problems
+    return _to_spec(merged, doc.file, tuple(loader.order), loader.origins), problems
 
 
 def find_spec_files(paths: list[str | Path]) -> list[Path]:
@@ -215,11 +248,34 @@ def find_spec_files(paths: list[str | Path]) -> list[Path]:
 
 
 def display_path(path: Path) -> str:
-    """`path` as the user should see it: relative to the working folder when inside it."""
+    """`path` as the user should see it: relative to the working folder when inside it. Symlinks are
+    not followed, so a link is shown under its own name, not its target's."""
+    absolute = Path(os.path.abspath(path))
     try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
+        shown = str(absolute.relative_to(Path.cwd().resolve()))
     except ValueError:
+        shown = str(path)
+    # a file name may hold a line break: escape it, so one problem stays one line of output
+    return shown if shown.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in shown)
+
+
+def _display_or_str(path: Path) -> str:
+    try:
+        return display_path(path)
+    except (OSError, ValueError):
         return str(path)
+
+
+def _real(path: Path) -> Path | None:
+    """`path` with every symlink followed; None for a symlink loop or a name the system refuses."""
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError, ValueError):  # RuntimeError: symlink loop (Python < 3.13)
+        return None
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -227,9 +283,11 @@ def display_path(path: Path) -> str:
 
 
 class _Loader:
-    """Loads a spec and everything it extends, collecting problems rather than stopping at the first."""
+    """Loads a spec and everything it extends, collecting problems rather than stopping at the first.
+    Only files inside `root` (the folder of the spec being loaded, symlinks followed) are read."""
 
-    def __init__(self):
+    def __init__(self, root: Path, root_display: str):
+        self.root, self.root_display = root, root_display
         self.problems: list[Problem] = []
         self.cache: dict[Path, tuple[dict | None, YamlDocument | None]] = {}
         self.origins: dict[int, tuple[YamlDocument, tuple]] = {}  # id(item dict) -> where it was written
@@ -246,7 +304,7 @@ class _Loader:
             return None, None
         problems = _check_document(doc)
         self.problems += problems
-        if problems:
+        if any(p.is_error for p in problems):
             return None, doc
         data: dict = doc.data
         for list_path in ID_LISTS + (("examples",),):
@@ -255,16 +313,8 @@ class _Loader:
 
         merged: dict = {}
         for i, target in enumerate(data.get("extends", [])):
-            target_path = (path.parent / target).resolve()
-            if target_path in stack + (path,):
-                chain = " -> ".join(display_path(p) for p in stack + (path, target_path))
-                self.problems.append(doc.problem(("extends", i), f"extends cycle: {chain}",
-                                                 "remove one of the `extends` entries that form the cycle"))
-                continue
-            if not target_path.is_file():
-                self.problems.append(doc.problem(
-                    ("extends", i), f"extended file '{target}' not found (looked for {display_path(target_path)})",
-                    "paths in `extends` are relative to the file that contains them"))
+            target_path = self._extended(doc, i, target, path, stack)
+            if target_path is None:
                 continue
             base, _ = self.load(target_path, display_path(target_path), stack + (path,))
             if base is not None:
@@ -274,6 +324,42 @@ class _Loader:
         self.order.append(display)
         self.cache[path] = (merged, doc)
         return merged, doc
+
+    def _extended(self, doc: YamlDocument, i: int, target: str, path: Path, stack: tuple[Path, ...]) -> Path | None:
+        """The file `extends[i]` names, or None and a Problem. Files outside the root are refused before
+        they are looked at, so the message says nothing about them (not even whether they exist)."""
+        here = ("extends", i)
+        target_path = _real(path.parent / target)
+        if target_path is None:
+            self.problems.append(doc.problem(here, f"cannot follow {target!r}: a symlink loop or an invalid name",
+                                             "name a .yaml file next to this one or in a subfolder"))
+            return None
+        if not _inside(target_path, self.root):
+            self.problems.append(doc.problem(
+                here, f"extended file {target!r} is outside {self.root_display}/, the folder of the spec being loaded",
+                "`extends` may only name files in that folder or its subfolders (after following symlinks); "
+                "copy the file there"))
+            return None
+        if target_path in stack + (path,):
+            chain = " -> ".join(display_path(p) for p in stack + (path, target_path))
+            self.problems.append(doc.problem(here, f"extends cycle: {chain}",
+                                             "remove one of the `extends` entries that form the cycle"))
+            return None
+        if len(stack) + 1 >= MAX_EXTENDS_DEPTH or len(self.cache) >= MAX_SPEC_FILES:
+            self.problems.append(doc.problem(
+                here, f"too many extended files (at most {MAX_SPEC_FILES} in all, {MAX_EXTENDS_DEPTH} in a chain)",
+                "merge some of the components into one file"))
+            return None
+        try:
+            found = target_path.is_file()
+        except OSError:
+            found = False
+        if not found:
+            self.problems.append(doc.problem(
+                here, f"extended file {quote(target)} not found (looked for {display_path(target_path)})",
+                "paths in `extends` are relative to the file that contains them"))
+            return None
+        return target_path
 
 
 def _get(data: dict, path: tuple) -> Any:
@@ -301,10 +387,15 @@ def _merge(base: dict, child: dict, path: tuple) -> dict:
         elif isinstance(value, dict) and isinstance(out[key], dict):
             out[key] = _merge(out[key], value, here)
         elif isinstance(value, list) and isinstance(out[key], list):
-            out[key] = out[key] + [v for v in value if v not in out[key]]
+            present = {_canonical(v) for v in out[key]}  # not `v in list`: quadratic on long lists
+            out[key] = out[key] + [v for v in value if _canonical(v) not in present]
         else:
             out[key] = value
     return out
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -343,12 +434,47 @@ def _check_document(doc: YamlDocument) -> list[Problem]:
         for key in ("forbidden_patterns", "required_patterns"):
             for j, pattern in enumerate(check.get(key, [])):
                 try:
-                    re.compile(pattern)
+                    with time_limit(PATTERN_SECONDS):  # re.compile is Python code: a huge pattern takes a while
+                        re.compile(pattern)
                 except re.error as e:
                     problems.append(doc.problem(("constraints", i, "check", key, j),
                                                 f"invalid regular expression {pattern!r}: {e}",
                                                 "patterns are Python regexes; escape ( ) [ ] . * + ? with \\ to match them literally"))
+                except (TimeLimitExceeded, RecursionError, OverflowError):
+                    problems.append(doc.problem(
+                        ("constraints", i, "check", key, j),
+                        f"regular expression too large or too complex ({len(pattern):,} characters)",
+                        "write a shorter pattern"))
+        for key in ("forbidden_phrases", "required_phrases", "forbidden_patterns", "required_patterns"):
+            for j, text in enumerate(check.get(key, [])):
+                problems += _control_characters(doc, ("constraints", i, "check", key, j), text)
+    vocabulary = doc.data.get("style", {}).get("vocabulary", {})
+    for key in ("preferred", "avoided"):
+        for j, text in enumerate(vocabulary.get(key, [])):
+            problems += _control_characters(doc, ("style", "vocabulary", key, j), text)
     return problems
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")  # control characters but tab and line breaks
+_ESCAPES = {0x00: ("NUL", "\\0"), 0x07: ("bell", "\\a"), 0x08: ("backspace", "\\b"), 0x0B: ("vertical tab", "\\v"),
+            0x0C: ("form feed", "\\f"), 0x1B: ("escape", "\\e")}
+
+
+def _control_characters(doc: YamlDocument, path: tuple, text: str) -> list[Problem]:
+    """A warning for a phrase or pattern with a control character in it: almost always a YAML escape
+    taken by surprise. In double quotes "\\bI will refund\\b" is a backspace, then "I will refund", then
+    a backspace: it validates, and never matches."""
+    found = _CONTROL.search(text)
+    if not found:
+        return []
+    code = ord(found.group())
+    name, escape = _ESCAPES.get(code, ("control", f"\\x{code:02X}"))
+    fixed = _CONTROL.sub(lambda m: _ESCAPES.get(ord(m.group()), ("", f"\\x{ord(m.group()):02X}"))[1], text)
+    shown = repr(text) if len(text) <= 60 else repr(text[:57]) + "..."
+    single = "'" + fixed.replace("'", "''") + "'" if len(fixed) <= 60 else "'...'"
+    return [doc.problem(path, f"{shown} contains a {name} character (U+{code:04X}), which responses do not contain",
+                        f"in double quotes YAML turns {escape} into a {name}; use single quotes, {single}, "
+                        f"or write \\{escape} in double quotes", severity="warning")]
 
 
 def _check_merged(merged: dict, doc: YamlDocument, origins: dict) -> list[Problem]:
@@ -382,14 +508,33 @@ def _check_merged(merged: dict, doc: YamlDocument, origins: dict) -> list[Proble
             else:
                 seen[item["id"]] = (item_doc, item_path)
 
-    checks = [(c["id"], _to_check(c["check"])) for c in merged.get("constraints", []) if "check" in c]
+    checked = [(c, *where(c, ("constraints", i))) for i, c in enumerate(merged.get("constraints", [])) if "check" in c]
+    checks = [_to_check(c["check"]) for c, _, _ in checked]
+    slow: set[int] = set()  # constraints whose patterns ran out of time: reported once, then skipped
+    deadline = time.monotonic() + EXAMPLE_CHECK_SECONDS
     for i, example in enumerate(merged.get("examples", [])):
         ex_doc, ex_path = where(example, ("examples", i))
-        for constraint_id, check in checks:
-            for broken in check_text(check, example["response"]):
+        for k, ((constraint, c_doc, c_path), check) in enumerate(zip(checked, checks)):
+            if k in slow:
+                continue
+            if time.monotonic() > deadline:
+                problems.append(doc.problem(
+                    (), f"checking the examples took more than {EXAMPLE_CHECK_SECONDS:g} s in all; stopped",
+                    "use fewer or simpler patterns, or shorter examples"))
+                return problems
+            try:
+                broken = check_text(check, example["response"])
+            except PatternTimeout as e:
+                slow.add(k)
+                on = format_path(ex_path + ("response",)) + (f" in {ex_doc.file}" if ex_doc is not c_doc else "")
+                problems.append(c_doc.problem(c_path + ("check", f"{e.kind}_patterns", e.index),
+                                              f"the pattern {e.pattern!r} took more than {PATTERN_SECONDS:g} s on {on}",
+                                              SLOW_PATTERN_HINT))
+                continue
+            for b in broken:
                 problems.append(ex_doc.problem(
                     ex_path + ("response",),
-                    f"the example breaks constraint '{constraint_id}': it {broken}",
+                    f"the example breaks constraint '{constraint['id']}': it {b}",
                     "examples are demonstrations of the ideal answer; fix the example or the check"))
     return problems
 
@@ -398,7 +543,7 @@ def _check_merged(merged: dict, doc: YamlDocument, origins: dict) -> list[Proble
 # Dataclasses from the validated, merged mapping
 
 
-def _to_check(data: dict) -> Check:
+def _to_check(data: dict, source: str = "") -> Check:
     return Check(
         forbidden_phrases=tuple(data.get("forbidden_phrases", ())),
         required_phrases=tuple(data.get("required_phrases", ())),
@@ -407,10 +552,18 @@ def _to_check(data: dict) -> Check:
         max_words=data.get("max_words"),
         max_chars=data.get("max_chars"),
         case_sensitive=data.get("case_sensitive", False),
+        source=source,
     )
 
 
-def _to_spec(data: dict, path: str, sources: tuple[str, ...]) -> Spec:
+def _to_spec(data: dict, path: str, sources: tuple[str, ...], origins: dict) -> Spec:
+    def check_source(constraint: dict) -> str:  # "identities/brand.yaml:14:7": named when a pattern is too slow
+        if id(constraint) not in origins:
+            return path
+        doc, where = origins[id(constraint)]
+        line, col = doc.where(where + ("check",), key=True)
+        return f"{doc.file}:{line}:{col}"
+
     ident = data.get("identity")
     style = data.get("style", {})
     vocabulary = style.get("vocabulary", {})
@@ -431,7 +584,7 @@ def _to_spec(data: dict, path: str, sources: tuple[str, ...]) -> Spec:
             avoided=tuple(vocabulary.get("avoided", ())),
         ),
         constraints=tuple(
-            Constraint(c["id"], c["description"], _to_check(c["check"]) if "check" in c else None)
+            Constraint(c["id"], c["description"], _to_check(c["check"], check_source(c)) if "check" in c else None)
             for c in data.get("constraints", [])
         ),
         ethics=tuple(EthicsItem(e["id"], e["description"]) for e in data.get("ethics", [])),

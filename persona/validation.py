@@ -14,9 +14,12 @@ import re
 from typing import Any
 
 from persona.errors import Problem
-from persona.yaml_source import YamlDocument
+from persona.yaml_source import YamlDocument, quote
 
 ID_PATTERN = "^[a-z0-9][a-z0-9_.-]*$"  # ids and names; must match identity.schema.json
+
+
+MAX_PROBLEMS = 200  # per file; a file with 100,000 unknown keys gets 200 lines and a count of the rest
 
 
 def schema_problems(doc: YamlDocument, schema: dict) -> list[Problem]:
@@ -25,6 +28,9 @@ def schema_problems(doc: YamlDocument, schema: dict) -> list[Problem]:
     problems: list[Problem] = []
     for error in Draft202012Validator(schema).iter_errors(doc.data):
         problems += _problems_for(doc, error)
+        if len(problems) >= MAX_PROBLEMS:
+            return problems[:MAX_PROBLEMS] + [doc.problem((), f"more problems in this file than the {MAX_PROBLEMS} "
+                                                              "shown; stopped looking", "fix these first")]
     return problems
 
 
@@ -37,8 +43,15 @@ def describe_value(value: Any) -> str:
             type(None): "nothing"}.get(type(value), type(value).__name__)
     if isinstance(value, (list, dict)) or value is None:
         return kind
-    shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
-    return f"{kind} ({shown})"
+    return f"{kind} ({short(value, 40)})"
+
+
+def short(value: Any, limit: int = 60) -> str:
+    """repr(value), cut to `limit` characters: messages stay one readable line whatever the file holds."""
+    if isinstance(value, str) and len(value) > limit:
+        value = value[:limit]  # repr of a 1 MB string is 1 MB; cut first
+    shown = repr(value)
+    return shown if len(shown) <= limit else shown[:limit - 3] + "..."
 
 
 def _problems_for(doc: YamlDocument, error) -> list[Problem]:
@@ -49,10 +62,10 @@ def _problems_for(doc: YamlDocument, error) -> list[Problem]:
     if validator == "additionalProperties":
         allowed = list(schema.get("properties", {}))
         out = []
-        for key in sorted(k for k in error.instance if k not in allowed):
+        for key in sorted(k for k in error.instance if k not in allowed)[:MAX_PROBLEMS]:
             close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
             hint = f"did you mean '{close[0]}'?" if close else f"allowed keys here: {', '.join(allowed)}"
-            out.append(doc.problem(path + (key,), f"unknown key '{key}'", hint, key=True))
+            out.append(doc.problem(path + (key,), f"unknown key {quote(key)}", hint, key=True))
         return out
     if validator == "required":
         missing = re.match(r"'(.*)' is a required property", error.message)
@@ -67,14 +80,17 @@ def _problems_for(doc: YamlDocument, error) -> list[Problem]:
         return [doc.problem(path, f"expected {want}, got {describe_value(error.instance)}", hint)]
     if validator == "enum":
         options = ", ".join(repr(o) for o in error.validator_value)
-        return [doc.problem(path, f"{error.instance!r} is not one of {options}", f"use one of {options}")]
+        return [doc.problem(path, f"{short(error.instance)} is not one of {options}", f"use one of {options}")]
     if validator == "pattern" and error.validator_value == ID_PATTERN:
-        suggestion = _slug(str(error.instance))
-        return [doc.problem(path, f"{error.instance!r} is not a valid {'name' if path == ('name',) else 'id'}",
+        suggestion = _slug(str(error.instance)[:64])
+        return [doc.problem(path, f"{short(error.instance)} is not a valid {'name' if path == ('name',) else 'id'}",
                             "use lowercase letters, digits, '-', '_' or '.'"
                             + (f", e.g. '{suggestion}'" if suggestion else ""))]
     if validator == "pattern":
-        return [doc.problem(path, f"{error.instance!r} does not have the expected form", about or error.message)]
+        return [doc.problem(path, f"{short(error.instance)} does not have the expected form", about or error.message)]
+    if validator == "maxLength":
+        return [doc.problem(path, f"is longer than {error.validator_value} characters ({len(error.instance):,})",
+                            "shorten it")]
     if validator in ("minimum", "maximum"):
         bound = "of at least" if validator == "minimum" else "of at most"
         return [doc.problem(path, error.message, f"use a number {bound} {error.validator_value}")]
@@ -87,7 +103,8 @@ def _problems_for(doc: YamlDocument, error) -> list[Problem]:
         return [doc.problem(path, "must not be empty", f"use at least one of: {keys}")]
     if validator == "uniqueItems":
         return [doc.problem(path, "contains the same entry twice", "remove the repeated entry")]
-    return [doc.problem(path, error.message, about)]
+    message = error.message if len(error.message) <= 200 else error.message[:197] + "..."  # it quotes the value
+    return [doc.problem(path, message, about)]
 
 
 _ASCII = str.maketrans({"ı": "i", "İ": "i", "ß": "ss", "ø": "o", "æ": "ae", "ł": "l", "đ": "d", " ": "-"})
