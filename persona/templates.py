@@ -290,13 +290,17 @@ class _FolderLoader(BaseLoader):
             except UnicodeDecodeError as e:
                 raise PersonaError(f"{_shown(path)}: not valid UTF-8 (byte 0x{raw[e.start]:02x})",
                                    hint="save the template as UTF-8")
-            return source, str(path), functools.partial(_unchanged, path, raw)
+            earlier = [f.joinpath(*split_template_path(template)) for f in self.folders[:self.folders.index(folder)]]
+            return source, str(path), functools.partial(_unchanged, path, raw, earlier)
         raise TemplateNotFound(template)
 
 
-def _unchanged(path: Path, raw: bytes) -> bool:
-    """Whether a compiled template is still current. Compares the bytes, not the modification time:
+def _unchanged(path: Path, raw: bytes, earlier: list[Path] = ()) -> bool:
+    """Whether a compiled template is still current: no folder searched before it has the template now (a
+    project copy that overrides a built-in), and its bytes are the same. Bytes, not the modification time:
     two edits within one tick of the file system's clock (a few ms) would otherwise go unseen."""
+    if any(e.is_file() for e in earlier):
+        return False
     try:
         info = path.stat()
         return stat.S_ISREG(info.st_mode) and info.st_size == len(raw) and path.read_bytes() == raw
