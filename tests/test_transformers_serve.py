@@ -123,7 +123,7 @@ def test_generate_judge_and_build_through_transformers_serve(transformers_server
     # per prompt: the conforming request takes 2 calls (n=2 gives one choice, then one more), each
     # violating one 1 call: 8 in all, nothing repeated
     assert chat_requests(log_path) == 8
-    assert "wrote 8 responses (4 conforming, 4 violating) for 2 prompts" in result.stderr
+    assert "wrote 8 responses (4 conforming, 4 violating, 0 demonstrations, 0 replay) for 2 prompts" in result.stderr
 
     again = persona(*generate)  # resume: everything is done, so no request at all
     assert again.returncode == 0, again.stderr
