@@ -136,6 +136,6 @@ def test_generate_judge_and_build_through_transformers_serve(transformers_server
     built = persona("build", str(run))
     assert built.returncode == 0, built.stderr
     # the folders the summary names (the run folder's layout is the run module's business)
-    written = re.search(r"datasets written to (\S+)/ and (\S+)/", built.stderr)
+    written = re.search(r"datasets written to (\S+)/, (\S+)/ and (\S+)/", built.stderr)
     assert written, built.stderr
     assert all(Path(folder, "train.jsonl").exists() for folder in written.groups())
