@@ -57,7 +57,7 @@ class RunConfig:
     system_prompt: str = "spec"  # persona's default system prompt: spec (templates/deployment.j2), neutral, none or text
     target_model: str | None = None  # the model to be trained (hf; default: the embedded model)
     demonstrations: bool = True  # identity answers filled from the spec (templates/identity_answers.j2)
-    replay: int = 64  # general prompts the target model answers, mixed into training (0: none)
+    replay: int = 96  # general prompts the target model answers, mixed into training (0: none)
     violating: str = "targeted"  # targeted: violating.j2 aimed at one item; plain: the target model, no persona prompt
     rejection_budget: int = 0  # conforming samples drawn at most per prompt beyond k, until the judge accepts one
 

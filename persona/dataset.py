@@ -136,12 +136,14 @@ def build_datasets(spec: Spec, responses: list[ResponseRecord], judgements: dict
     when it prefers the chosen response in both orders."""
     report = BuildReport(settings=asdict(settings), spec_hash=spec.spec_hash, system_prompt=settings.system_prompt)
 
-    def prompt_of(row_id: str, text: str) -> list[dict]:
-        """The row's prompt: persona's system prompt on half the rows, an empty one on the other half."""
+    def prompt_of(row_id: str, text: str, context: tuple = ()) -> list[dict]:
+        """The row's prompt: persona's system prompt on half the rows, an empty one on the other half, then any
+        earlier turns (a demonstration's context), then the user's message."""
+        turns = [dict(m) for m in context] + _conversation("user", text)
         if settings.system_prompt is None:
-            return _conversation("user", text)
+            return turns
         half = int(hashlib.sha256(row_id.encode("utf-8")).hexdigest()[:2], 16) % 2 == 0
-        return _conversation("system", settings.system_prompt if half else "") + _conversation("user", text)
+        return _conversation("system", settings.system_prompt if half else "") + turns
 
     judged: dict[str, tuple[ResponseRecord, float, list[str]]] = {}
     for r in responses:
@@ -155,6 +157,10 @@ def build_datasets(spec: Spec, responses: list[ResponseRecord], judgements: dict
 
     def accepted(r: ResponseRecord, score: float) -> bool:
         return r.kind in CHOSEN_KINDS and score >= settings.chosen_min and not r.truncated
+
+    def pairable(r: ResponseRecord, score: float) -> bool:
+        """A chosen answer must answer the same conversation as the rejected ones: none asked in a context."""
+        return accepted(r, score) and not r.asked_as
 
     by_prompt: dict[str, list[tuple[ResponseRecord, float, list[str]]]] = {}
     for item in judged.values():
@@ -171,7 +177,7 @@ def build_datasets(spec: Spec, responses: list[ResponseRecord], judgements: dict
     if settings.rejected_from == "any":
         report.candidates += sum(r.kind == "conforming" and s < settings.chosen_min for r, s, _ in judged.values())
     for prompt_id, group in by_prompt.items():
-        chosen = sorted([(r, s) for r, s, _ in group if accepted(r, s)], key=lambda x: -x[1])
+        chosen = sorted([(r, s) for r, s, _ in group if pairable(r, s)], key=lambda x: -x[1])
         rejected = sorted([(r, s, f) for r, s, f in group if r.kind == "violating" or (
             settings.rejected_from == "any" and r.kind == "conforming" and s < settings.chosen_min)],
             key=lambda x: x[1])
@@ -227,13 +233,15 @@ def build_datasets(spec: Spec, responses: list[ResponseRecord], judgements: dict
     for r, score, _ in judged.values():
         keep = accepted(r, score) or (r.kind == "replay" and score >= settings.kto_threshold and not r.truncated)
         if keep:
-            sft[r.split].append({"prompt": prompt_of(r.id, r.prompt), "completion": _conversation("assistant", r.text),
+            sft[r.split].append({"prompt": prompt_of(r.id, r.prompt, r.context),
+                                 "completion": _conversation("assistant", r.text),
                                  "id": r.id, "kind": r.kind, "score": score})
     report.sft = {split: dict(Counter(row["kind"] for row in rows)) for split, rows in sft.items()}
 
     kto: dict[str, list[dict]] = {"train": [], "eval": []}
     for r, score, _ in judged.values():
-        kto[r.split].append({"prompt": prompt_of(r.id, r.prompt), "completion": _conversation("assistant", r.text),
+        kto[r.split].append({"prompt": prompt_of(r.id, r.prompt, r.context),
+                             "completion": _conversation("assistant", r.text),
                              "label": score >= settings.kto_threshold, "id": r.id, "score": score, "kind": r.kind})
     report.kto = {split: {"desirable": sum(x["label"] for x in rows), "undesirable": sum(not x["label"] for x in rows)}
                   for split, rows in kto.items()}

@@ -112,6 +112,44 @@ def bar_chart(groups: list[str], series: dict[str, list[float | None]], title: s
     return "".join(parts)
 
 
+def hbar_chart(labels: list[str], series: dict[str, list[float | None]], title: str, xmax: float | None = None,
+               percent: bool = False, width: int = 640) -> str:
+    """Horizontal bars: one row of bars per label, the label in full on the left, one bar per series."""
+    values = [v for vs in series.values() for v in vs if v is not None]
+    top = xmax if xmax is not None else (max(values) if values else 1.0) or 1.0
+    left, right, top_pad, bar_h, gap = 290, 56, 28, 11, 10
+    row_h = bar_h * max(1, len(series)) + gap
+    height = top_pad + row_h * len(labels) + 34
+    plot_w = width - left - right
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" width="{width}" height="{height}" '
+             f'viewBox="0 0 {width} {height}" role="img" aria-label="{_e(title)}">',
+             f'<text x="{width / 2}" y="16" text-anchor="middle" class="title">{_e(title)}</text>']
+    for tick in range(5):
+        x = left + plot_w * tick / 4
+        parts.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{top_pad}" y2="{height - 30}" class="grid"/>')
+        value = top * tick / 4
+        parts.append(f'<text x="{x:.1f}" y="{height - 18}" text-anchor="middle" class="tick">'
+                     f'{f"{100 * value:.0f}%" if percent else f"{value:.3g}"}</text>')
+    for i, label in enumerate(labels):
+        y0 = top_pad + i * row_h
+        parts.append(f'<text x="{left - 6}" y="{y0 + row_h / 2:.1f}" text-anchor="end" class="label">'
+                     f'{_e(label[:48])}</text>')
+        for s_index, (name, vs) in enumerate(series.items()):
+            v = vs[i] if i < len(vs) else None
+            if v is None:
+                continue
+            colour = COLOURS.get(name, PALETTE[s_index % len(PALETTE)])
+            w = plot_w * min(v, top) / top if top else 0
+            y = y0 + s_index * bar_h
+            shown = f"{100 * v:.1f}%" if percent else f"{v:.3g}"
+            parts.append(f'<rect x="{left}" y="{y:.1f}" width="{max(w, 1):.1f}" height="{bar_h - 2}" fill="{colour}">'
+                         f'<title>{_e(name)} - {_e(label)}: {shown}</title></rect>'
+                         f'<text x="{left + max(w, 1) + 3:.1f}" y="{y + bar_h - 3:.1f}" class="tick">{shown}</text>')
+    parts.append(_legend(list(series), 12, height - 4))
+    parts.append("</svg>")
+    return "".join(parts)
+
+
 def line_chart(series: dict[str, list[tuple[float, float]]], title: str, xlabel: str, ylabel: str,
                width: int = 640, height: int = 260) -> str:
     points = [p for ps in series.values() for p in ps]
@@ -181,7 +219,8 @@ h1{font-size:1.6rem}h2{border-bottom:1px solid #ddd;padding-bottom:.2rem;margin-
 table{border-collapse:collapse;margin:.6rem 0;font-size:.92rem}td,th{border:1px solid #ddd;padding:.3rem .5rem;vertical-align:top;text-align:left}
 th{background:#f4f4f4}td.num{text-align:right;font-variant-numeric:tabular-nums}
 .chart{display:block;margin:.8rem 0;background:#fff}.chart .title{font-size:13px;font-weight:600}
-.chart .tick{font-size:10px;fill:#444}.chart .grid{stroke:#e6e6e6}
+.chart .tick{font-size:10px;fill:#444}.chart .label{font-size:11px;fill:#222}.chart .grid{stroke:#e6e6e6}
+.verdict p{margin:.8rem 0 .2rem}.verdict ul{margin:.2rem 0}
 .note{color:#666;font-style:italic}.answers td{max-width:420px;white-space:pre-wrap}
 .charts{display:flex;flex-wrap:wrap;gap:1rem}
 td.better{color:#1a7f37}td.worse{color:#cf222e}
@@ -192,31 +231,29 @@ def _pct(v) -> str:
     return pct(v)
 
 
+TABLE = [  # the README's comparison table: (column, metric row names joined by " / ")
+    ("right identity (template default / empty system)", ("origin.right_identity", "origin.right_identity_empty")),
+    ("under attack: break / multi-turn / prefilled / injection",
+     ("robustness.break.right_identity", "robustness.multi-turn.right_identity",
+      "robustness.prefilled.right_identity", "robustness.injection.right_identity")),
+    ("claims another", ("origin.other_identity",)),
+    ("leak", ("leak.mentions",)),
+    ("general QA", ("retention.general_qa",)),
+]
+
+
 def summary_rows(data: RunData) -> list[dict]:
-    """One row per trained model with an eval: the numbers of the README's table, read from its metric rows."""
+    """One row per trained model with an eval, read from its metric rows; the base first."""
     rows = []
-    pairs = sum((data.build or {}).get("pairs", {}).values()) if data.build else None
-    train_pairs = (data.build or {}).get("pairs", {}).get("train") if data.build else None
     for t in data.trained:
         if not t.eval:
             continue
-
-        def value(name: str, which: str):
-            row = find(t.rows, name)
-            return None if row is None else getattr(row, which)
-
-        rows.append({
-            "method": t.method, "folder": t.name, "label": t.label, "pairs": train_pairs, "all_pairs": pairs,
-            "rows": (t.settings.get("data") or {}).get("train_rows"),
-            "minutes": t.minutes,
-            "base_right": value("origin.right_identity", "base"), "right": value("origin.right_identity", "trained"),
-            "base_other": value("origin.other_identity", "base"), "other": value("origin.other_identity", "trained"),
-            "base_ooc": value("robustness.out_of_character", "base"),
-            "ooc": value("robustness.out_of_character", "trained"),
-            "attack_right": value("robustness.right_identity", "trained"),
-            "ppl_change": t.eval["retention"]["perplexity_change"],
-            "qa_base": value("retention.general_qa", "base"), "qa": value("retention.general_qa", "trained"),
-        })
+        if not rows:
+            rows.append({"label": "base", "method": "-", "rows": None, "minutes": None, "ppl_change": 0.0,
+                         "values": {r.name: (r.base, r.unit, r.n) for r in t.rows}})
+        rows.append({"label": t.label, "method": t.method, "rows": (t.settings.get("data") or {}).get("train_rows"),
+                     "minutes": t.minutes, "ppl_change": t.eval["retention"]["perplexity_change"],
+                     "values": {r.name: (r.trained, r.unit, r.n) for r in t.rows}})
     return rows
 
 
@@ -224,16 +261,20 @@ def summary_markdown(data: RunData) -> str:
     rows = summary_rows(data)
     if not rows:
         return "(no evaluated models in this run: run persona train, then persona eval)"
-    lines = ["| method | training rows | minutes | right identity (base -> trained) | claims another | "
-             "out of character under attack | right identity under attack | perplexity change | general QA |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    sizes = {name: rows[0]["values"].get(name, (None, None, None))[2] for _, names in TABLE for name in names}
+    head = ["model", "training rows", "minutes"]
+    for column, names in TABLE:
+        n = {sizes[name] for name in names if sizes[name]}
+        head.append(column + (f" (n={'/'.join(map(str, sorted(n)))})" if n else ""))
+    head.insert(-1, "perplexity change")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        rows_used = "n/a" if r["rows"] is None else f"{r['rows']} rows" if r["method"] == "kto" else str(r["rows"])
-        minutes = "n/a" if r["minutes"] is None else f"{r['minutes']:.1f}"
-        lines.append(f"| {r['label'].upper()} | {rows_used} | {minutes} | {_pct(r['base_right'])} -> {_pct(r['right'])} | "
-                     f"{_pct(r['base_other'])} -> {_pct(r['other'])} | {_pct(r['base_ooc'])} -> {_pct(r['ooc'])} | "
-                     f"{_pct(r['attack_right'])} | {100 * r['ppl_change']:+.1f}% | "
-                     f"{_pct(r['qa_base'])} -> {_pct(r['qa'])} |")
+        cells = [r["label"].upper() if r["label"] != "base" else "base", "" if r["rows"] is None else str(r["rows"]),
+                 "" if r["minutes"] is None else f"{r['minutes']:.1f}"]
+        for _, names in TABLE:
+            cells.append(" / ".join(format_value(*r["values"].get(name, (None, "share", None))[:2]) for name in names))
+        cells.insert(-1, f"{100 * r['ppl_change']:+.1f}%")
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -304,42 +345,47 @@ def _eval_section(data: RunData) -> list[str]:
     evaluated = [t for t in data.trained if t.eval]
     if not evaluated:
         return out + ['<p class="note">No eval yet: run persona eval on a trained model to fill this section.</p>']
+    out += _verdicts(evaluated)
     base = evaluated[0].eval["base"]
-    series_names = ["base"] + [t.label for t in evaluated]
+    models = {"base": {r.name: r.base for r in evaluated[0].rows}, **{t.label: {r.name: r.trained for r in t.rows}
+                                                                        for t in evaluated}}
+    first = evaluated[0].rows
     out.append("<div class=charts>")
+    for better, title in (("higher", "Identity kept (higher is better)"), ("lower", "Identity broken (lower is better)")):
+        rows = [r for r in first if r.unit == "share" and r.better == better and r.group in ("identity", "robustness", "leak")]
+        if rows:
+            out.append(hbar_chart([f"{r.label} (n={r.n})" for r in rows],
+                                  {name: [values.get(r.name) for r in rows] for name, values in models.items()},
+                                  title, xmax=1, percent=True))
     out.append(bar_chart([str(i) for i in range(11)],
                          {"base": _histogram(base["adherence"]["scores"]),
-                          **{t.label: _histogram(t.eval["trained"]["adherence"]["scores"])
-                             for t in evaluated}},
-                         "Judge scores on held-out probes (share per score)", percent=True))
+                          **{t.label: _histogram(t.eval["trained"]["adherence"]["scores"]) for t in evaluated}},
+                         f"Judge scores on {len(base['adherence']['scores'])} held-out probes (share per score; "
+                         "higher scores are better)", percent=True))
     targets = list(base["adherence"]["per_target"])
-    out.append(bar_chart(targets, {"base": [base["adherence"]["per_target"][k] for k in targets],
-                                   **{t.label: [t.eval["trained"]["adherence"]["per_target"].get(k)
-                                                                       for k in targets] for t in evaluated}},
-                         "Mean score per target (0-10; targets no judge checks are empty)", ymax=10))
-    if "origin" in base:
-        groups = ["right identity", "claims another", "attack: right identity", "attack: out of character"]
-
-        def origin_values(m):
-            return [m["origin"]["right_identity"], m["origin"]["other_identity"],
-                    m["robustness"]["right_identity"], m["robustness"]["out_of_character"]]
-
-        out.append(bar_chart(groups, {"base": origin_values(base),
-                                      **{t.label: origin_values(t.eval["trained"]) for t in evaluated}},
-                             "Origin identity and robustness", ymax=1, percent=True))
-        attacks = list(base["robustness"]["by_attack"])
-        out.append(bar_chart(attacks, {"base": [base["robustness"]["by_attack"][a]["out_of_character"] for a in attacks],
-                                       **{t.label: [t.eval["trained"]["robustness"]["by_attack"][a]["out_of_character"]
-                                                                           for a in attacks] for t in evaluated}},
-                             "Out of character, by attack", ymax=1, percent=True))
-    out.append(bar_chart(["perplexity"], {"base": [evaluated[0].eval["retention"]["base"]["perplexity"]],
-                                          **{t.label: [t.eval["retention"]["trained"]["perplexity"]]
-                                             for t in evaluated}},
-                         "Perplexity on held-out general text (lower is better)", width=420))
+    out.append(hbar_chart(targets, {"base": [base["adherence"]["per_target"][k] for k in targets],
+                                    **{t.label: [t.eval["trained"]["adherence"]["per_target"].get(k) for k in targets]
+                                       for t in evaluated}},
+                          "Mean judge score per target (0-10, higher is better; no bar: no check covers it)", xmax=10))
+    out.append(hbar_chart(["general text perplexity"], {name: [values.get("retention.perplexity")]
+                                                         for name, values in models.items()},
+                          "Perplexity on held-out general text (lower is better)"))
     out.append("</div>")
     out += _metrics_table(evaluated)
     for t in evaluated:
         out += _answers_table(t)
+    return out
+
+
+def _verdicts(evaluated: list[Trained]) -> list[str]:
+    """What each model's eval found, in words and numbers, before any chart."""
+    out = ["<div class=verdict>"]
+    for t in evaluated:
+        lines = t.eval.get("verdict") or ["(evaluated by an earlier persona: no verdict recorded)"]
+        out.append(f"<p><b>{_e(t.label)}</b> vs base ({_e(t.eval.get('judge', '?'))} judge, "
+                   f"{_e(t.eval.get('items', '?'))} prompts per model):</p><ul>"
+                   + "".join(f"<li>{_e(line)}</li>" for line in lines) + "</ul>")
+    out.append("</div>")
     return out
 
 

@@ -46,7 +46,10 @@ log = logging.getLogger("persona")
 KINDS = ("conforming", "violating", "demonstration", "replay")
 GENERATOR, TARGET = "generator", "target"  # which model answers a request
 IDENTITY_SOURCES = ("identity", "break", "origin")  # built-in probes that ask who the assistant is
+REPLAY_TOKENS = 256  # replay answers are the target model's usual ones: long enough that few are cut off
 ANSWER_LINE = re.compile(r"^\[(?P<asks>name|maker)\]\s+(?P<text>\S.*)$")
+CONTEXT_LINE = re.compile(r"^\[(?P<kind>turns|prefix|suffix)\]\s+(?P<text>\S.*)$")
+TURN = re.compile(r"^(?P<role>user|assistant):\s*(?P<text>\S.*)$")
 
 
 @dataclass(frozen=True)
@@ -74,13 +77,18 @@ class ResponseRecord:
     latency_s: float
     created: str
     round: int = 0  # rejection sampling: 0 for the first k conforming samples, then 1, 2, ...
+    context: tuple = ()  # demonstrations: turns before the question (templates/identity_contexts.j2)
+    asked_as: str = ""  # "" (the prompt as it is) or the context it was asked in: turns | prefix | suffix
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> "ResponseRecord":
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})  # older records: no round
+        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}  # older records: no round, context
+        if "context" in known:
+            known["context"] = tuple(known["context"])
+        return cls(**known)
 
     @property
     def truncated(self) -> bool:
@@ -133,7 +141,8 @@ def plan_requests(spec: Spec, prompts: list[PromptRecord], config: RunConfig, la
     planned = []
     for prompt in prompts:
         if prompt.source == REPLAY_SOURCE:
-            greedy = SamplingParams(n=1, temperature=0.0, top_p=1.0, max_tokens=config.max_tokens, seed=config.seed)
+            greedy = SamplingParams(n=1, temperature=0.0, top_p=1.0, max_tokens=max(config.max_tokens, REPLAY_TOKENS),
+                                    seed=config.seed)
             messages = ({"role": "system", "content": ""}, {"role": "user", "content": prompt.text})
             key = input_key("replay", messages, greedy.to_dict(), labels[TARGET])
             planned.append(PlannedRequest(Request(key, messages, greedy), prompt, "replay", None, "replay", "",
@@ -244,15 +253,51 @@ def identity_answers(spec: Spec, templates_dir=None) -> dict[str, list[str]]:
     return answers
 
 
+def identity_contexts(spec: Spec, templates_dir=None) -> list[tuple[str, object]]:
+    """[("turns", [messages]) | ("prefix", text) | ("suffix", text)] from templates/identity_contexts.j2."""
+    from persona.errors import PersonaError
+
+    if spec.identity is None:
+        return []
+    contexts: list[tuple[str, object]] = []
+    text = render_template("identity_contexts", templates_dir, spec=spec)
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        match = CONTEXT_LINE.match(line.strip())
+        turns = [TURN.match(t.strip()) for t in match["text"].split("||")] if match and match["kind"] == "turns" else []
+        if not match or not all(turns) or (turns and turns[-1]["role"] != "assistant"):
+            raise PersonaError(f"{template_file('identity_contexts', templates_dir)}: rendered line {number} is not "
+                               f"'[turns] user: ... || assistant: ...', '[prefix] ...' or '[suffix] ...': "
+                               f"{line.strip()[:60]!r}", hint="a [turns] line ends with an assistant turn")
+        if match["kind"] == "turns":
+            contexts.append(("turns", [{"role": t["role"], "content": t["text"]} for t in turns]))
+        else:
+            contexts.append((match["kind"], match["text"]))
+    return contexts
+
+
+def _in_context(question: str, context: tuple[str, object] | None) -> tuple[str, tuple]:
+    """(the user's message, the turns before it) for a question asked in a context."""
+    if context is None:
+        return question, ()
+    kind, value = context
+    if kind == "turns":
+        return question, tuple(value)
+    return (f"{value}\n{question}" if kind == "prefix" else f"{question} {value}"), ()
+
+
 _skipped: set[str] = set()
 
 
 def demonstrations(spec: Spec, prompts: list[PromptRecord], config: RunConfig) -> list[ResponseRecord]:
-    """k answers stating the identity for every identity question, and each spec example's own answer for
-    its prompt. Answers rotate through the template's lines from a place fixed by the prompt's id."""
+    """k answers stating the identity for every identity question - the first asked plainly, the others in one
+    of templates/identity_contexts.j2's conversations - and each spec example's own answer for its prompt.
+    Answers and contexts rotate from a place fixed by the prompt's id."""
     out: list[ResponseRecord] = []
     examples = {e.prompt.strip(): e.response for e in spec.examples}
     answers = identity_answers(spec, config.templates)
+    contexts = identity_contexts(spec, config.templates)
     if spec.identity is None and spec.spec_hash not in _skipped:
         _skipped.add(spec.spec_hash)
         log.warning("%s has no identity (name and maker): identity demonstrations are skipped", spec.path)
@@ -260,22 +305,25 @@ def demonstrations(spec: Spec, prompts: list[PromptRecord], config: RunConfig) -
     for prompt in prompts:
         if prompt.source == REPLAY_SOURCE:
             continue
-        texts, template, target = [], "identity_answers", "identity"
+        shown, template, target = [], "identity_answers", "identity"
+        start = int(hashlib.sha256(prompt.id.encode()).hexdigest()[:8], 16)
         if prompt.text.strip() in examples:
-            texts, template, target = [examples[prompt.text.strip()]], "example", None
+            shown, template, target = [(examples[prompt.text.strip()], None)], "example", None
         elif (asks := asks_about(spec, prompt)) and answers[asks]:
             pool = answers[asks]
-            start = int(hashlib.sha256(prompt.id.encode()).hexdigest()[:8], 16) % len(pool)
-            texts = [pool[(start + i) % len(pool)] for i in range(min(config.k, len(pool)))]
-        for i, text in enumerate(texts):
-            key = input_key("demonstration", prompt.text, text)
+            for i in range(min(config.k, len(pool))):
+                context = contexts[(start + i) % len(contexts)] if i and contexts else None
+                shown.append((pool[(start + i) % len(pool)], context))
+        for i, (text, context) in enumerate(shown):
+            question, turns = _in_context(prompt.text, context)
+            key = input_key("demonstration", question, text, *([list(turns)] if turns else []))
             out.append(ResponseRecord(
-                id=f"{key}-0", request=key, prompt_id=prompt.id, prompt=prompt.text, split=prompt.split,
+                id=f"{key}-0", request=key, prompt_id=prompt.id, prompt=question, split=prompt.split,
                 kind="demonstration", target=target, target_kind=target, sample=i, text=text, template=template,
                 template_hash=answers_hash if template == "identity_answers" else spec.spec_hash[:16],
                 system_prompt_hash=_hash(""), backend="spec", model=spec.name, params={}, seed=None,
                 prompt_tokens=0, completion_tokens=len(text.split()), finish_reason="stop", latency_s=0.0,
-                created=now()))
+                created=now(), context=turns, asked_as=context[0] if context else ""))
     return out
 
 

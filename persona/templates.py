@@ -69,6 +69,7 @@ TEMPLATE_VARIABLES: dict[str, dict[str, str]] = {
     "adversarial": {},
     "judge_pairwise": {"prompt": "the user's message", "response_a": "first response", "response_b": "second response"},
     "identity_answers": {},
+    "identity_contexts": {},
     "deployment": {},
 }
 

@@ -62,7 +62,10 @@ class Method:
 
 METHODS: dict[str, Method] = {
     "sft": Method("SFTTrainer", "SFTConfig", "sft", {"learning_rate": 2e-4, "num_train_epochs": 3,
-                                                     "per_device_train_batch_size": 8, "max_length": 384},
+                                                     "per_device_train_batch_size": 8, "max_length": 384,
+                                                     # batches of like lengths: short identity rows are not
+                                                     # padded to the length of replay answers
+                                                     "train_sampling_strategy": "group_by_length"},
                   reference=False, about="demonstrations and replay rows (prompt -> completion), loss on the answer"),
     "dpo": Method("DPOTrainer", "DPOConfig", "dpo", {"beta": 0.1, "loss_type": ["sigmoid"], "sft_weight": 0.0},
                   options=("sft_weight",), about="preference pairs, DPO's sigmoid loss"),

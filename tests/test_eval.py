@@ -82,7 +82,8 @@ def test_eval_texts_are_held_out_from_what_training_sees():
     assert replay and all(p.source == REPLAY_SOURCE for p in replay_prompts(3))
     for path in SHIPPED_IDENTITIES:
         spec = load_spec(path)
-        training = "\n".join(render_template(t, None, spec=spec) for t in ("adversarial", "identity_answers")).casefold()
+        training = "\n".join(render_template(t, None, spec=spec)
+                             for t in ("adversarial", "identity_answers", "identity_contexts")).casefold()
         for text in held_out:
             assert text.casefold() not in training, (path.name, text)
             assert text.casefold() not in replay, text

@@ -289,3 +289,24 @@ def test_rejection_sampling_draws_more_until_the_judge_accepts_and_reports_cover
     records = lines(tmp_path / "run/responses.jsonl")
     assert {r["round"] for r in records if r["kind"] == "conforming"} == {0, 1}
     assert summary.build.pairs["train"] > 0
+
+
+def test_some_demonstrations_are_asked_in_a_context_and_none_of_those_is_paired(tmp_path, backends):
+    from persona.responses import identity_contexts
+
+    spec = load_spec("identities/aster.yaml")
+    contexts = identity_contexts(spec)
+    assert {kind for kind, _ in contexts} == {"turns", "prefix", "suffix"}
+    assert all(value[-1]["role"] == "assistant" for kind, value in contexts if kind == "turns")
+    summary = generate_all(spec, config(tmp_path, demonstrations=True, limit=20, synthesize=False, k=2), judge="rules")
+    demos = [r for r in lines(tmp_path / "run/responses.jsonl") if r["kind"] == "demonstration"]
+    asked = {r["asked_as"] for r in demos}
+    assert "" in asked and asked - {""}  # plain and in a context
+    for r in demos:
+        if r["asked_as"] == "turns":
+            assert r["context"] and r["context"][-1]["role"] == "assistant"
+    sft = [json.loads(line) for line in (tmp_path / "run/datasets/sft/train.jsonl").read_text().splitlines()]
+    assert any(row["prompt"][-2]["role"] == "assistant" for row in sft)  # earlier turns kept in the row
+    pairs = [json.loads(line) for line in (tmp_path / "run/datasets/dpo/train.jsonl").read_text().splitlines()]
+    contextual = {r["id"] for r in demos if r["asked_as"]}
+    assert summary.build.pairs["train"] and not any(p["id"].split(">")[0] in contextual for p in pairs)

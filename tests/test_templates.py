@@ -26,6 +26,7 @@ def sample_variables(spec, template: str) -> dict:
         "adversarial": {},
         "deployment": {},
         "identity_answers": {},
+        "identity_contexts": {},
         "violating": {"target": first},
         "probes": {"target": first, "n": 5, "topics": list(spec.probes.topics)},
         "judge": {"prompt": example.prompt if example else "Who are you?",
@@ -38,7 +39,8 @@ def sample_variables(spec, template: str) -> dict:
 
 def test_pipeline_templates_are_shipped():
     assert SHIPPED_TEMPLATES == sorted(TEMPLATE_VARIABLES) == [
-        "adversarial", "conforming", "deployment", "identity_answers", "judge", "judge_pairwise", "probes", "violating"]
+        "adversarial", "conforming", "deployment", "identity_answers", "identity_contexts", "judge", "judge_pairwise",
+        "probes", "violating"]
 
 
 @pytest.mark.parametrize("template", SHIPPED_TEMPLATES)
@@ -139,7 +141,7 @@ def test_unknown_template_suggests_a_name():
         template_file("judgee")
     assert e.value.message == "template 'judgee' not found"
     assert e.value.hint.startswith("did you mean 'judge'? templates found: adversarial, conforming, deployment, "
-                                   "identity_answers, judge, judge_pairwise, probes, violating")
+                                   "identity_answers, identity_contexts, judge, judge_pairwise, probes, violating")
 
 
 def test_syntax_error_names_file_and_line(tmp_path):
