@@ -3,7 +3,9 @@
 
 SFT rows: every response the judge accepted (overall >= 5) that was not cut off at the token limit -
 demonstrations that state the identity, conforming answers, the spec's examples - plus the target model's
-own replay answers to general prompts, so it keeps its general behaviour.
+own replay answers to general prompts, so it keeps its general behaviour; each replay answer appears twice,
+once under persona's system prompt and once under an empty one, so naming the identity in the system prompt
+does not make the model talk about itself.
 
 Pairs (for DPO and IPO), per prompt: chosen = an accepted demonstration or conforming response; rejected = a
 response scored at least `margin` lower (a violating one, so each pair teaches one named target, or the
@@ -231,11 +233,18 @@ def build_datasets(spec: Spec, responses: list[ResponseRecord], judgements: dict
 
     sft: dict[str, list[dict]] = {"train": [], "eval": []}
     for r, score, _ in judged.values():
-        keep = accepted(r, score) or (r.kind == "replay" and score >= settings.kto_threshold and not r.truncated)
-        if keep:
+        if accepted(r, score):
             sft[r.split].append({"prompt": prompt_of(r.id, r.prompt, r.context),
                                  "completion": _conversation("assistant", r.text),
                                  "id": r.id, "kind": r.kind, "score": score})
+        elif r.kind == "replay" and score >= settings.kto_threshold and not r.truncated:
+            # in both contexts: a system prompt that names the identity must not become a cue to talk about it
+            for system in ([settings.system_prompt, ""] if settings.system_prompt is not None else [None]):
+                prompt = _conversation("user", r.prompt) if system is None else \
+                    _conversation("system", system) + _conversation("user", r.prompt)
+                sft[r.split].append({"prompt": prompt, "completion": _conversation("assistant", r.text),
+                                     "id": r.id if system is None else f"{r.id}#{'system' if system else 'empty'}",
+                                     "kind": r.kind, "score": score})
     report.sft = {split: dict(Counter(row["kind"] for row in rows)) for split, rows in sft.items()}
 
     kto: dict[str, list[dict]] = {"train": [], "eval": []}

@@ -318,18 +318,30 @@ def _rate(flags) -> float | None:
 def evaluate(model_path: str | Path, spec_path: str | Path, run_dir: str | Path | None = None,
              base: str | None = None, out: str | Path | None = None, settings: EvalSettings = EvalSettings(),
              templates: str | None = None, on_progress: Callable | None = None) -> dict:
-    from persona.judges import IN_CHARACTER, JudgeItem, make_judge
-    from persona.models import check_trained, template_default_system
+    import contextlib
+
+    from persona.models import check_trained
     from persona.run import EvalFolder, RunFolder
     from persona.spec import load_spec
-    from persona.train import write_model_card
 
     started = time.perf_counter()
     output = check_trained(model_path)
     spec = load_spec(spec_path)
-    trained_info = output.settings()
     run = RunFolder(run_dir) if run_dir else output.run()
     folder = EvalFolder(out) if out else output.eval
+    with contextlib.ExitStack() as locks:  # the run's shared base answers and this eval's folder: one writer each
+        if run is not None:
+            locks.enter_context(run.lock())
+        locks.enter_context(folder.lock())
+        return _evaluate(output, spec, run, folder, base, settings, templates, on_progress, started)
+
+
+def _evaluate(output, spec, run, folder, base, settings, templates, on_progress, started) -> dict:
+    from persona.judges import IN_CHARACTER, JudgeItem, make_judge
+    from persona.models import template_default_system
+    from persona.train import write_model_card
+
+    trained_info = output.settings()
     probes = held_out_prompts(spec, run, templates)
     items = build_items(spec, probes, settings.limit, settings)
     judge = make_judge(settings.judge, None, templates)
@@ -346,7 +358,7 @@ def evaluate(model_path: str | Path, spec_path: str | Path, run_dir: str | Path 
             if cached is not None:
                 records, retention["base"], defaults["base"] = cached
                 answers["base"] = {k: r["text"] for k, r in records.items()}
-                store.append([r for r in records.values() if r["id"] not in store.load()])
+                store.append([r for r in records.values() if r["id"] not in store.load(repair=True)])
                 continue
         lm, tokenizer, name = _load(label, output.path, base_name)
         defaults[label] = template_default_system(tokenizer)
@@ -359,7 +371,7 @@ def evaluate(model_path: str | Path, spec_path: str | Path, run_dir: str | Path 
         if label == "base":
             work["base_generations"] = len(target.load()) - before
             if base_store is not store:  # the report reads both models' answers from one file
-                saved = store.load()
+                saved = store.load(repair=True)
                 store.append([r for r in records.values() if r["id"] not in saved])
         answers[label] = {k: r["text"] for k, r in records.items()}
         retention[label] = retention_scores(lm, tokenizer)

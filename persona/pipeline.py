@@ -81,9 +81,17 @@ class GenerationSummary:
 def generate(spec: Spec, config: RunConfig, on_progress: Callable | None = None, judge: str | None = "offline",
              judge_options: dict | None = None, build: BuildSettings = BuildSettings(),
              pairwise: bool = False) -> GenerationSummary:
-    """All stages; `judge=None` stops after the responses (and draws no rejection-sampling rounds)."""
+    """All stages; `judge=None` stops after the responses (and draws no rejection-sampling rounds). The run
+    folder is locked for the duration: a second process on it gets a clear error, not duplicate work."""
+    run = RunFolder(run_dir_for(spec, config))
+    with run.lock():
+        return _generate(spec, config, run, on_progress, judge, judge_options, build, pairwise)
+
+
+def _generate(spec: Spec, config: RunConfig, run: RunFolder, on_progress, judge, judge_options, build,
+              pairwise) -> GenerationSummary:
     started = time.perf_counter()
-    run = RunFolder(run_dir_for(spec, config)).open(spec, config=config.to_record())  # no credentials
+    run.open(spec, config=config.to_record())  # no credentials
     summary = GenerationSummary(run.path)
     backends: dict[str, object] = {}
     labels = {GENERATOR: backend_label(config), TARGET: target_label(config)}
@@ -186,6 +194,11 @@ def current_responses(run: RunFolder) -> list[ResponseRecord]:
 def judge_run(run_dir: Path, judge_name: str | None = None, judge_options: dict | None = None,
               spec_path: str | None = None, on_progress: Callable | None = None) -> tuple[int, dict]:
     """Judge an existing run's responses (only those not yet judged by this judge); returns (made, counts)."""
+    with RunFolder(run_dir).lock():
+        return _judge_run(run_dir, judge_name, judge_options, spec_path, on_progress)
+
+
+def _judge_run(run_dir, judge_name, judge_options, spec_path, on_progress) -> tuple[int, dict]:
     spec, config, run, info = load_run(run_dir, spec_path)
     responses = current_responses(run)
     judge_name = judge_name or info.get("judge", {}).get("name", "offline")
@@ -201,6 +214,11 @@ def judge_run(run_dir: Path, judge_name: str | None = None, judge_options: dict 
 def build_run(run_dir: Path, settings: BuildSettings = BuildSettings(), judge_name: str | None = None,
               judge_options: dict | None = None, spec_path: str | None = None, pairwise: bool = False) -> BuildReport:
     """Rebuild the datasets of an existing run from its responses and the judgements of one judge."""
+    with RunFolder(run_dir).lock():
+        return _build_run(run_dir, settings, judge_name, judge_options, spec_path, pairwise)
+
+
+def _build_run(run_dir, settings, judge_name, judge_options, spec_path, pairwise) -> BuildReport:
     spec, config, run, info = load_run(run_dir, spec_path)
     responses = current_responses(run)
     recorded = info.get("judge") or {}

@@ -162,7 +162,7 @@ def build_prompts(spec: Spec, config: RunConfig, run: RunFolder, get_backend: Ca
     selected = _select(_dedupe(candidates, config.eval_fraction), config.eval_fraction, config.limit)
     selected += replay_prompts(config.replay)
     store = run.store("prompts")
-    saved = store.load()
+    saved = store.load(repair=True)
     store.append([r.to_dict() for r in selected if r.id not in saved])
     run.finish_stage("prompts", [r.id for r in selected])
     return selected, made

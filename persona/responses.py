@@ -12,8 +12,9 @@ For every probe prompt:
   * demonstration: for identity questions and the spec's example prompts, answers that state the identity,
     filled from the spec (templates/identity_answers.j2) or the example's own response. No model writes them,
     so they are right whatever the generator can do.
-Replay prompts (persona/data/replay_prompts.txt) get one greedy answer each from the target model, with an
-empty system message: kind "replay", mixed into training so the model keeps its general behaviour.
+Replay prompts (persona/data/replay_prompts.txt) get one answer each from the target model, sampled at
+temperature 1 with an empty system message: kind "replay", mixed into training so the model keeps its general
+behaviour.
 
 Every record carries its provenance (prompt id, template name and hash, backend, model, sampling
 parameters, seed, token counts, latency) and is keyed by a hash of its inputs, so a re-run makes no
@@ -141,11 +142,13 @@ def plan_requests(spec: Spec, prompts: list[PromptRecord], config: RunConfig, la
     planned = []
     for prompt in prompts:
         if prompt.source == REPLAY_SOURCE:
-            greedy = SamplingParams(n=1, temperature=0.0, top_p=1.0, max_tokens=max(config.max_tokens, REPLAY_TOKENS),
-                                    seed=config.seed)
+            # sampled at temperature 1: the model's own distribution, so training on it leaves that unchanged in
+            # expectation (greedy answers would sharpen it, and raise perplexity on ordinary text)
+            own = SamplingParams(n=1, temperature=1.0, top_p=1.0, max_tokens=max(config.max_tokens, REPLAY_TOKENS),
+                                 seed=config.seed)
             messages = ({"role": "system", "content": ""}, {"role": "user", "content": prompt.text})
-            key = input_key("replay", messages, greedy.to_dict(), labels[TARGET])
-            planned.append(PlannedRequest(Request(key, messages, greedy), prompt, "replay", None, "replay", "",
+            key = input_key("replay", messages, own.to_dict(), labels[TARGET])
+            planned.append(PlannedRequest(Request(key, messages, own), prompt, "replay", None, "replay", "",
                                           _hash(""), TARGET))
             continue
         messages = ({"role": "system", "content": conforming}, {"role": "user", "content": prompt.text})

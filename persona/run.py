@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import sys
 from pathlib import Path
 
 from persona.errors import PersonaError
@@ -41,9 +43,65 @@ STAGES = ("synthesis", "prompts", "responses", "judgements")  # one JSONL store 
 DATASET_KINDS = ("dpo", "kto", "sft")  # folders under datasets/: pairs, unpaired thumbs, conversations
 
 
+class FolderLock:
+    """One writer at a time: an exclusive lock on FOLDER/.persona.lock (fcntl.flock, released by the operating
+    system when the process ends, however it ends), holding the writer's pid and command for the message the
+    next one gets. Taken again by the same process it nests.
+
+        with RunFolder("runs/aster").lock():    # PersonaError if another process writes there
+            ...
+    """
+
+    _held: dict[str, list] = {}  # resolved lock path -> [file descriptor, depth]
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        self.path = self.folder / ".persona.lock"
+
+    def __enter__(self) -> "FolderLock":
+        import fcntl
+
+        key = str(self.path.resolve())
+        if key in self._held:
+            self._held[key][1] += 1
+            return self
+        self.folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 500).decode("utf-8", "replace").strip() or "another process"
+            os.close(fd)
+            raise PersonaError(f"{self.folder} is in use by another persona process ({holder})",
+                               hint="wait for it to finish, or stop it; to work side by side, use another folder "
+                                    "(--out / --output-dir)") from None
+        os.ftruncate(fd, 0)
+        command = " ".join(["persona", *sys.argv[1:3]]) if sys.argv and sys.argv[0].endswith("persona") else "python"
+        os.write(fd, f"pid {os.getpid()}, {command}, since {now()}".encode("utf-8"))
+        self._held[key] = [fd, 1]
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        import fcntl
+
+        key = str(self.path.resolve())
+        entry = self._held[key]
+        entry[1] -= 1
+        if entry[1] == 0:
+            del self._held[key]
+            os.ftruncate(entry[0], 0)
+            fcntl.flock(entry[0], fcntl.LOCK_UN)
+            os.close(entry[0])
+        return False
+
+
 class RunFolder:
     def __init__(self, path: str | Path):
         self.path = Path(path)
+
+    def lock(self) -> FolderLock:
+        """Held by every command that writes to the run (generate, judge, build, eval)."""
+        return FolderLock(self.path)
 
     def __repr__(self) -> str:
         return f"RunFolder({str(self.path)!r})"
@@ -247,6 +305,10 @@ class TrainOutput:
     def eval(self) -> "EvalFolder":
         return EvalFolder(self.path / "eval")
 
+    def lock(self) -> FolderLock:
+        """Held while training writes into the folder."""
+        return FolderLock(self.path)
+
     def has_adapter(self) -> bool:
         return (self.path / "adapter_config.json").is_file()
 
@@ -332,6 +394,9 @@ class EvalFolder:
     @property
     def base_scores(self) -> "KeyedJson":
         return KeyedJson(self.path / "base-scores.json")
+
+    def lock(self) -> FolderLock:
+        return FolderLock(self.path)
 
     def metrics(self) -> dict | None:
         return read_json(self.metrics_file) if self.metrics_file.is_file() else None

@@ -18,6 +18,7 @@ import hashlib
 import json
 import logging
 import os
+import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -34,12 +35,16 @@ def input_key(*parts) -> str:
 
 
 def write_atomic(path: Path, text: str) -> None:
-    """Write via a temporary file and a rename: readers never see a half-written file."""
+    """Write via a temporary file and a rename: readers never see a half-written file. The temporary name is
+    unique to this process and call, so two writers never write into each other's."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def now() -> str:
@@ -50,11 +55,16 @@ class JsonlStore:
     def __init__(self, path: Path):
         self.path = Path(path)
 
-    def load(self) -> dict[str, dict]:
-        """Every record in the file by id (first one wins); repairs a truncated last line."""
+    def load(self, repair: bool = False) -> dict[str, dict]:
+        """Every record in the file by id (first one wins). A half-written last line (a crash mid-write, or a
+        writer still at work) is left out; only the writer, with `repair=True`, cuts it from the file before
+        appending. Reading never changes the file."""
         if not self.path.exists():
             return {}
-        raw = self.path.read_bytes()
+        try:
+            raw = self.path.read_bytes()
+        except OSError as e:
+            raise PersonaError(f"{self.path}: cannot read it ({e.strerror or e})", hint="check the file's permissions")
         lines = raw.split(b"\n")
         tail = lines.pop()  # b"" when the file ends with a newline
         records: dict[str, dict] = {}
@@ -63,11 +73,13 @@ class JsonlStore:
             last = number == len(lines) and not tail
             try:
                 record = json.loads(line) if line.strip() else None
-            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            except (json.JSONDecodeError, UnicodeDecodeError, RecursionError, ValueError) as e:
                 if last:  # a complete-looking but broken last line: also the mark of a crash mid-write
-                    return self._drop_tail(records, good_bytes, len(raw) - good_bytes)
-                raise PersonaError(f"{self.path}:{number}: not a valid JSON record ({e.msg if hasattr(e, 'msg') else e})",
-                                   hint="the file is corrupted: delete that line (or the file) and run again to regenerate it")
+                    return self._drop_tail(records, good_bytes, len(raw) - good_bytes, repair)
+                reason = e.msg if isinstance(e, json.JSONDecodeError) else type(e).__name__
+                raise PersonaError(f"{self.path}:{number}: not a valid JSON record ({reason})",
+                                   hint="the rest of the file is intact: move that line out of the file (keep a copy "
+                                        "first) and run again; only the missing records are made again")
             good_bytes += len(line) + 1
             if record is None:
                 continue
@@ -76,13 +88,14 @@ class JsonlStore:
                                    hint="this file was not written by persona, or was edited by hand")
             records.setdefault(record["id"], record)
         if tail:
-            return self._drop_tail(records, good_bytes, len(tail))
+            return self._drop_tail(records, good_bytes, len(tail), repair)
         return records
 
-    def _drop_tail(self, records: dict, keep_bytes: int, dropped: int) -> dict:
-        log.warning("%s: dropped a truncated last line (%d bytes) left by an interrupted run", self.path, dropped)
-        with open(self.path, "r+b") as f:
-            f.truncate(keep_bytes)
+    def _drop_tail(self, records: dict, keep_bytes: int, dropped: int, repair: bool) -> dict:
+        if repair:
+            log.warning("%s: dropped a truncated last line (%d bytes) left by an interrupted run", self.path, dropped)
+            with open(self.path, "r+b") as f:
+                f.truncate(keep_bytes)
         return records
 
     def append(self, records: list[dict]) -> None:
@@ -106,7 +119,7 @@ def append_missing(store: JsonlStore, items: Sequence, run: Callable[[list], Ite
     ({id: record} for everything in the store, how many items were run). `on_progress(stage, done, total,
     tokens)` is told after each result.
     """
-    done = store.load()
+    done = store.load(repair=True)  # the stage is the store's writer (it holds the run folder's lock)
     pending = [item for item in items if not is_done(item, done)]
     results = run(pending) if pending else ()  # e.g. loads the backend: fails before any progress is shown
     if pending and on_progress:

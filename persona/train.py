@@ -298,6 +298,13 @@ def train(source: str | Path, method: str = "dpo", model: str | None = None, con
         card = {**card, "kto_weights": {"desirable_weight": 1.0, "undesirable_weight": 1.0}}
     settings = resolve_settings(method, config_path, overrides, card)
     output = TrainOutput(output_dir) if output_dir else _default_output(source, run, method, start)
+    with output.lock():  # one training run per output folder
+        return _train(method, spec, data, card, where, run, settings, output, model, overwrite, resume, merge,
+                      on_log, on_start, start, system_prompt)
+
+
+def _train(method, spec, data, card, where, run, settings, output, model, overwrite, resume, merge, on_log, on_start,
+           start, system_prompt) -> TrainResult:
     if output.metrics_file.exists() and not (overwrite or resume):
         raise PersonaError(f"{output.path} already holds a finished training run",
                            hint="pass --overwrite to replace it, or --output-dir for another folder")

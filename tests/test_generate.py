@@ -246,7 +246,7 @@ def test_demonstrations_state_the_identity_and_replay_comes_from_the_target_mode
     assert {prompts[r["prompt_id"]]["split"] for r in replay} == {"train"}
     sent = [r for b in backends for r in b.requests if r.key in {x["request"] for x in replay}]
     assert len(sent) == 5 and all(r.messages[0] == {"role": "system", "content": ""} for r in sent)
-    assert all(r.params.temperature == 0.0 for r in sent)  # the target model's own greedy answer
+    assert all(r.params.temperature == 1.0 and r.params.top_p == 1.0 for r in sent)  # its own distribution
     assert not any(r["kind"] in ("conforming", "violating") for r in records
                    if prompts[r["prompt_id"]]["source"] == "replay")
     again = generate(spec, config(tmp_path, demonstrations=True, replay=5, limit=30, synthesize=False))
