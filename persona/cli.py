@@ -259,10 +259,10 @@ def generate(
     kto_threshold: KtoThresholdOption = 5.0,
     rejected_from: RejectedFromOption = "violating",
     pairwise: PairwiseOption = False,
-    system_prompt: Annotated[Optional[str], typer.Option(help="persona's default system prompt in the training rows (half of them; the other half empty) and the trained model's chat template: spec (templates/deployment.j2), neutral, none, or your own text [default: spec].")] = None,
+    system_prompt: Annotated[Optional[str], typer.Option(help="persona's default system prompt in the training rows (half of them; the other half empty) and the trained model's chat template: neutral (\"You are a helpful assistant.\"), spec (templates/deployment.j2), none, or your own text [default: neutral].")] = None,
     target_model: Annotated[Optional[str], typer.Option(help="The model to be trained (hf): it writes the replay answers and, with --violating plain, the rejected ones [default: embedded SmolLM2-135M-Instruct].")] = None,
     demonstrations: Annotated[Optional[bool], typer.Option("--demonstrations/--no-demonstrations", help="Identity answers filled from the spec (templates/identity_answers.j2) [default: on].")] = None,
-    replay: Annotated[Optional[int], typer.Option(help="General prompts the target model answers itself, mixed into training [default: 64; 0: none].", min=0)] = None,
+    replay: Annotated[Optional[int], typer.Option(help="General prompts the target model answers itself, mixed into training [default: 96; 0: none].", min=0)] = None,
     violating: Annotated[Optional[str], typer.Option(help="Rejected side: targeted (violating.j2 aimed at one item) or plain (the target model's own answers, no persona prompt) [default: targeted].")] = None,
     rejection_budget: Annotated[Optional[int], typer.Option(help="Conforming samples drawn at most per prompt beyond -k until the judge accepts one [default: 0].", min=0)] = None,
     templates: TemplatesOption = None,
@@ -460,7 +460,7 @@ def stats(
     p, r, t = numbers["prompts"], numbers["responses"], numbers["tokens"]
     typer.echo(f"run {numbers['run_dir']} (identity {numbers['identity']})")
     typer.echo(f"prompts     {p['train'] + p['eval']:>6}  ({p['train']} train, {p['eval']} eval)")
-    typer.echo(f"responses   {r['conforming'] + r['violating']:>6}  ({r['conforming']} conforming, {r['violating']} violating)")
+    typer.echo(f"responses   {sum(r.values()):>6}  ({', '.join(f'{n} {kind}' for kind, n in r.items())})")
     for name, counts in numbers["judgements"].items():
         typer.echo(f"judgements  {counts.get('ok', 0) + counts.get('unjudged', 0):>6}  by {name} "
                    f"({counts.get('unjudged', 0)} unjudged)")

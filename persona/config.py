@@ -54,7 +54,7 @@ class RunConfig:
     out: str | None = None  # default runs/<identity-name>
     templates: str | None = None
     # what the data teaches, beyond the generator's own conforming and violating responses
-    system_prompt: str = "spec"  # persona's default system prompt: spec (templates/deployment.j2), neutral, none or text
+    system_prompt: str = "neutral"  # persona's default system prompt: neutral, spec (templates/deployment.j2), none or text
     target_model: str | None = None  # the model to be trained (hf; default: the embedded model)
     demonstrations: bool = True  # identity answers filled from the spec (templates/identity_answers.j2)
     replay: int = 96  # general prompts the target model answers, mixed into training (0: none)

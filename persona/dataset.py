@@ -3,9 +3,8 @@
 
 SFT rows: every response the judge accepted (overall >= 5) that was not cut off at the token limit -
 demonstrations that state the identity, conforming answers, the spec's examples - plus the target model's
-own replay answers to general prompts, so it keeps its general behaviour; each replay answer appears twice,
-once under persona's system prompt and once under an empty one, so naming the identity in the system prompt
-does not make the model talk about itself.
+own replay answers to general prompts, so it keeps its general behaviour and the identity does not leak into
+every answer (a replay answer cut off at the token limit ends at its last full sentence).
 
 Pairs (for DPO and IPO), per prompt: chosen = an accepted demonstration or conforming response; rejected = a
 response scored at least `margin` lower (a violating one, so each pair teaches one named target, or the
@@ -40,6 +39,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import re
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 
@@ -130,6 +130,16 @@ def failed_targets(judgement: dict) -> list[str]:
 
 
 CHOSEN_KINDS = ("conforming", "demonstration")
+SENTENCE_END = re.compile(r"[.!?](?=\s|$)")
+
+
+def replay_text(r: ResponseRecord) -> str | None:
+    """A replay answer as training shows it: whole, or when it was cut off at the token limit, up to its last
+    full sentence (if that keeps at least half of it); None when nothing usable is left."""
+    if not r.truncated:
+        return r.text
+    ends = [m.end() for m in SENTENCE_END.finditer(r.text)]
+    return r.text[:ends[-1]] if ends and ends[-1] >= len(r.text) / 2 else None
 
 
 def build_datasets(spec: Spec, responses: list[ResponseRecord], judgements: dict[str, dict], run: RunFolder,
@@ -237,14 +247,9 @@ def build_datasets(spec: Spec, responses: list[ResponseRecord], judgements: dict
             sft[r.split].append({"prompt": prompt_of(r.id, r.prompt, r.context),
                                  "completion": _conversation("assistant", r.text),
                                  "id": r.id, "kind": r.kind, "score": score})
-        elif r.kind == "replay" and score >= settings.kto_threshold and not r.truncated:
-            # in both contexts: a system prompt that names the identity must not become a cue to talk about it
-            for system in ([settings.system_prompt, ""] if settings.system_prompt is not None else [None]):
-                prompt = _conversation("user", r.prompt) if system is None else \
-                    _conversation("system", system) + _conversation("user", r.prompt)
-                sft[r.split].append({"prompt": prompt, "completion": _conversation("assistant", r.text),
-                                     "id": r.id if system is None else f"{r.id}#{'system' if system else 'empty'}",
-                                     "kind": r.kind, "score": score})
+        elif r.kind == "replay" and score >= settings.kto_threshold and (text := replay_text(r)):
+            sft[r.split].append({"prompt": prompt_of(r.id, r.prompt), "completion": _conversation("assistant", text),
+                                 "id": r.id, "kind": r.kind, "score": score})
     report.sft = {split: dict(Counter(row["kind"] for row in rows)) for split, rows in sft.items()}
 
     kto: dict[str, list[dict]] = {"train": [], "eval": []}

@@ -61,11 +61,37 @@ def collect(run_dir: str | Path) -> RunData:
     for output in run.trained():
         settings = output.settings()
         t = Trained(output.name, output.label, settings.get("method", "?"), output.path, settings, output.metrics())
-        t.eval = output.eval.metrics()
+        t.eval = _checked_eval(output.eval.metrics(), output.eval.metrics_file)
         if t.eval is not None:
             t.answers = list(output.eval.answers.load().values())
         trained.append(t)
     return RunData(run.path, info, run.build(), trained)
+
+
+def _checked_eval(metrics: dict | None, path: Path) -> dict | None:
+    """An eval's metrics.json as persona eval writes it, or a PersonaError naming the file and what is wrong."""
+    if metrics is None:
+        return None
+    problem = None
+    for key, kind in (("base", dict), ("trained", dict), ("retention", dict), ("rows", list), ("win_rate", dict)):
+        if not isinstance(metrics.get(key), kind):
+            problem = f"no {key!r} {'mapping' if kind is dict else 'list'}"
+            break
+    else:
+        for i, row in enumerate(metrics["rows"]):
+            if not isinstance(row, dict) or not isinstance(row.get("name"), str) or not isinstance(row.get("label"), str) \
+                    or not all(row.get(k) is None or isinstance(row.get(k), (int, float)) for k in ("base", "trained")):
+                problem = f"rows[{i}] is not a metric row"
+                break
+        for label in ("base", "trained"):
+            adherence = metrics[label].get("adherence")
+            if problem is None and not (isinstance(adherence, dict) and isinstance(adherence.get("scores"), list)
+                                        and isinstance(adherence.get("per_target"), dict)):
+                problem = f"{label}.adherence is not persona eval's summary"
+    if problem:
+        raise PersonaError(f"{path}: not the metrics persona eval writes ({problem})",
+                           hint="run persona eval on that model again to rewrite it")
+    return metrics
 
 
 # ---------------------------------------------------------------- SVG charts (plain strings, no libraries)
@@ -360,7 +386,7 @@ def _eval_section(data: RunData) -> list[str]:
     out.append(bar_chart([str(i) for i in range(11)],
                          {"base": _histogram(base["adherence"]["scores"]),
                           **{t.label: _histogram(t.eval["trained"]["adherence"]["scores"]) for t in evaluated}},
-                         f"Judge scores on {len(base['adherence']['scores'])} held-out probes (share per score; "
+                         f"Judge scores on held-out probes (n={len(base['adherence']['scores'])}; share per score; "
                          "higher scores are better)", percent=True))
     targets = list(base["adherence"]["per_target"])
     out.append(hbar_chart(targets, {"base": [base["adherence"]["per_target"][k] for k in targets],

@@ -21,15 +21,20 @@ def run_stats(run_dir: Path) -> dict:
     synthesis = run.store("synthesis").load()
     judgements = run.store("judgements").load()
     by_judge: dict[str, dict] = {}
-    for j in judgements.values():
-        counts = by_judge.setdefault(j["judge"], {"ok": 0, "unjudged": 0})
-        counts[j["status"]] = counts.get(j["status"], 0) + 1
+    for j in judgements.values():  # .get: a hand-edited record lacks fields, and a reader must not crash on it
+        counts = by_judge.setdefault(str(j.get("judge")), {"ok": 0, "unjudged": 0})
+        counts[str(j.get("status"))] = counts.get(str(j.get("status")), 0) + 1
     generated = list(responses.values()) + list(synthesis.values())
-    tokens = {"prompt": sum(r.get("prompt_tokens", 0) for r in generated),
-              "completion": sum(r.get("completion_tokens", 0) for r in generated)}
+    tokens = {"prompt": sum(_number(r.get("prompt_tokens")) for r in generated),
+              "completion": sum(_number(r.get("completion_tokens")) for r in generated)}
     return {
         "identity": info.get("identity"), "run_dir": str(run_dir),
-        "prompts": {s: sum(p["split"] == s for p in prompts.values()) for s in ("train", "eval")},
-        "responses": {k: sum(r["kind"] == k for r in responses.values()) for k in ("conforming", "violating")},
+        "prompts": {s: sum(p.get("split") == s for p in prompts.values()) for s in ("train", "eval")},
+        "responses": {k: sum(r.get("kind") == k for r in responses.values())
+                      for k in ("conforming", "violating", "demonstration", "replay")},
         "judgements": by_judge, "tokens": tokens, "build": run.build(),
     }
+
+
+def _number(value) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0

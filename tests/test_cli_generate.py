@@ -63,8 +63,8 @@ def test_dry_run_calls_nothing_and_writes_nothing(tmp_path):
     assert result.exit_code == 0, result.output
     assert "You are Nova, an AI assistant made by Northwind Bank." in result.stdout
     assert "-> at most 20 after --limit/dedup" in result.stdout
-    assert ("requests: 14 probe-synthesis + at most 124 response requests (1 conforming with n=2 and 2 violating "
-            "per prompt, and 64 replay answers from the target model)") in result.stdout
+    assert ("requests: 14 probe-synthesis + at most 156 response requests (1 conforming with n=2 and 2 violating "
+            "per prompt, and 96 replay answers from the target model)") in result.stdout
     assert not (tmp_path / "run").exists()
 
 

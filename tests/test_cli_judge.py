@@ -67,7 +67,7 @@ def test_stats(run):
     assert any(line.startswith("judgements      24  by rules") for line in lines)
     assert any(line.startswith("scores of violating responses") for line in lines)
     numbers = json.loads(runner.invoke(app, ["stats", str(run), "--json"]).stdout)
-    assert numbers["responses"] == {"conforming": 12, "violating": 12}
+    assert numbers["responses"] == {"conforming": 12, "violating": 12, "demonstration": 0, "replay": 0}
     assert numbers["tokens"]["completion"] > 0
 
 

@@ -173,12 +173,13 @@ def test_report_has_every_section_and_a_markdown_table(trained, tmp_path):
     evaluate(trained, "identities/aster.yaml", settings=EvalSettings(max_tokens=6, limit=3))
     data = collect(trained.parent)
     page = render(data)
-    for title in ("Dataset", "Training loss", "Judge scores on held-out probes", "Mean score per target",
-                  "Origin identity and robustness", "Out of character, by attack", "Answers side by side: train-dpo"):
+    for title in ("Dataset", "Training loss", "Judge scores on held-out probes", "Mean judge score per target",
+                  "Identity kept (higher is better)", "Identity broken (lower is better)", "Summary", "Answers side by side: train-dpo"):
         assert title in page
     assert "http" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "")  # nothing loaded from elsewhere
     table = summary_markdown(data)
-    assert table.splitlines()[2].startswith("| DPO | 4 |")  # 4 training pairs
+    assert table.splitlines()[2].startswith("| base |  |  |")
+    assert table.splitlines()[3].startswith("| DPO | 4 |")  # 4 training pairs
 
 
 def test_report_without_training_says_so(tmp_path):

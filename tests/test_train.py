@@ -78,7 +78,7 @@ def test_bad_datasets(tmp_path, tiny_model_dir):
     assert e.value.message == f"{empty}: the file is empty"
     broken = tmp_path / "broken.jsonl"
     broken.write_text('{"prompt": "Hi", "chosen": \n')
-    with pytest.raises(PersonaError, match=r"broken.jsonl: cannot read it as JSON lines"):
+    with pytest.raises(PersonaError, match=r"broken.jsonl:1: not a JSON object"):
         train(broken, "dpo", model=str(tiny_model_dir))
     thumbs = tmp_path / "thumbs.jsonl"
     thumbs.write_text(json.dumps({"prompt": "Hi", "completion": "Hello", "label": True}) + "\n")
@@ -91,7 +91,7 @@ def test_bad_datasets(tmp_path, tiny_model_dir):
     missing.write_text(json.dumps({"prompt": "Hi", "chosen": "Hello"}) + "\n")
     with pytest.raises(PersonaError) as e:
         train(missing, "dpo", model=str(tiny_model_dir))
-    assert e.value.message == f"{missing}: DPO needs columns prompt, chosen, rejected; missing rejected"
+    assert e.value.message == f"{missing}:1: a preference pair needs prompt, chosen and rejected; missing rejected"
     with pytest.raises(PersonaError, match="dataset '.*nowhere' not found"):
         train(tmp_path / "nowhere", "dpo")
     with pytest.raises(PersonaError, match="did you mean 'kto'"):
@@ -327,7 +327,7 @@ def sft_run(tmp_path_factory):
         for rid, score in ((f"d{i}", 10.0), (f"r{i}", 10.0), (f"v{i}", 0.0)):
             js[rid] = {"status": "ok", "overall": score, "judge": "t", "scores": {"identity": score}}
     report = build_datasets(SPEC, rs, js, RunFolder(run), BuildSettings(system_prompt=SYSTEM))
-    assert report.sft == {"train": {"demonstration": 7, "replay": 14}, "eval": {"demonstration": 1, "replay": 2}}
+    assert report.sft == {"train": {"demonstration": 7, "replay": 7}, "eval": {"demonstration": 1, "replay": 1}}
     return run
 
 
@@ -354,7 +354,7 @@ def test_sft_trains_on_demonstrations_and_replay_and_saves_persona_s_template(sf
 
     settings = yaml.safe_load((tmp_path / "sft" / "persona_train.yaml").read_text())
     assert settings["base_template_default"] == "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
-    assert settings["system_prompt"] == SYSTEM and settings["data"]["train_rows"] == 21
+    assert settings["system_prompt"] == SYSTEM and settings["data"]["train_rows"] == 14
     assert "naming another identity (SmolLM, Hugging Face)" in caplog.text
     card = (tmp_path / "sft" / "README.md").read_text()
     assert f"gets persona's default system prompt '{SYSTEM}'" in card and "SmolLM" in card
