@@ -96,7 +96,7 @@ def validate(
 
     Example:  persona validate identities/ --format github
     """
-    from persona.spec import check_file, display_path, find_spec_files
+    from persona.spec import check_file, find_spec_files
 
     if format not in ("text", "github"):
         _fail(PersonaError(f"--format {format!r} is not one of 'text', 'github'", hint="use --format text or github"), 2)

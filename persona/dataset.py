@@ -340,7 +340,7 @@ def _card(spec: Spec, report: BuildReport, kind: str, splits: list[str], digest:
                   f"undesirable_weight={w.get('undesirable_weight')} (weighted ratio {w.get('weighted_ratio')}; "
                   "TRL recommends 1 to 4/3)", "",
                   "Columns: `prompt`, `completion`, `label` (TRL unpaired preference format), `id`, `score`, `kind`."]
-    lines += ["", f"Judge agreement with the intended kind (conforming >= 5, violating < 5): "
+    lines += ["", "Judge agreement with the intended kind (conforming >= 5, violating < 5): "
               + (f"{report.judge_agreement:.1%}" if report.judge_agreement is not None else "n/a")
               + f"; unjudged responses: {report.unjudged}.", "", "Overall scores of conforming responses:", "",
               _bar(report.histograms.get("conforming", [0] * 10)), "", "Overall scores of violating responses:", "",

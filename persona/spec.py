@@ -37,7 +37,7 @@ from typing import Any
 from persona.checks import (PATTERN_SECONDS, SLOW_PATTERN_HINT, Check, PatternTimeout, TimeLimitExceeded, check_text,
                             time_limit)
 from persona.errors import PersonaError, Problem, SpecError
-from persona.validation import ID_PATTERN, describe_value, schema_problems
+from persona.validation import describe_value, schema_problems
 from persona.yaml_source import YamlDocument, format_path, quote, read_yaml
 
 SPEC_SUFFIXES = (".yaml", ".yml")

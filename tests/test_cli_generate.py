@@ -125,7 +125,7 @@ def test_unreachable_server_keeps_finished_records(tmp_path, monkeypatch):
     with OpenAIServer(script=["ok"] * 12 + [("status", 503, {})] * 100) as server:  # 7 synthesis + 5 responses
         result = runner.invoke(app, args + ["--base-url", server.base_url])
     assert result.exit_code == 1
-    assert f"answered 503: scripted 503 (gave up after 2 attempts)" in result.stderr
+    assert "answered 503: scripted 503 (gave up after 2 attempts)" in result.stderr
     kept = (tmp_path / "run/responses.jsonl").read_text().splitlines()
     assert len(kept) > 0
     with OpenAIServer() as server:  # the server is back: the run resumes and completes

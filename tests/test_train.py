@@ -115,7 +115,7 @@ def test_cli_train(run_dir, tiny_model_dir, tmp_path):
             "--set", "max_steps=2", "--set", "max_length=64", "--set", "save_strategy=no", "--set", "r=4"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    assert f"trained ipo for 2 logged steps" in result.stderr and str(tmp_path / "t") in result.stderr
+    assert "trained ipo for 2 logged steps" in result.stderr and str(tmp_path / "t") in result.stderr
     assert "  loss_type: ['ipo']\n" in result.stderr and "  max_steps: 2\n" in result.stderr  # settings printed first
     again = CliRunner().invoke(app, args)
     assert again.exit_code == 1

@@ -111,7 +111,7 @@ def load_backend(name: str, **options) -> Backend:
         raise PersonaError(f"backend '{name}' needs the package '{e.name}', which is not installed",
                            hint=f"pip install 'persona[{extra}]'"
                            + (" (GPU machines only)" if name == "vllm" else "")) from None
-    except TypeError as e:
+    except TypeError:
         import inspect
 
         accepted = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]

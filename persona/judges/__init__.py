@@ -125,7 +125,7 @@ def load_judge(name: str, **options) -> Judge:
     except ImportError as e:
         raise PersonaError(f"judge '{kind}' needs the package '{e.name}', which is not installed",
                            hint="pip install 'persona[train]'") from None
-    except TypeError as e:
+    except TypeError:
         import inspect
 
         cls = getattr(importlib.import_module(module_name), class_name)
