@@ -1,10 +1,13 @@
-"""Batched vs one-at-a-time generation with the `hf` backend on the embedded default model (CPU).
+"""The `hf` backend's batch sizes on this machine: a sweep 1..64 and the default (auto) batch, side by side.
 
-    .venv/bin/python bench/hf_batching.py [--prompts 8] [--max-tokens 64]
+    .venv/bin/python bench/hf_batching.py [--prompts 64] [--max-tokens 64] [--sizes 1,2,4,8,16,32,64]
 
-The same prompts, sampling settings and seeds go through batch_size 1 and batch_size 8 in one run; the
-table shows generated tokens per second and the ratio (target >= 3x at batch 8). Torch uses every core
-it is given: compare the ratio, not the absolute numbers, across machines.
+The same prompts (the embedded default model, a shared system prompt, sampling at temperature 0.8) go through
+every batch size in one run. The table shows generated tokens/s, x batch 1, and the share of this machine's
+measured peak: the peak is timed with a float32 matmul in the same run (not assumed), and a generated token
+is counted as 2 x the model's parameters in FLOPs (the forward pass's multiply-adds; attention is extra).
+Batch sizes 1 and 2 run on the first 16 prompts (a rate, so comparable); the others on all of them.
+Run it on a quiet machine: the ratios are what carries over between machines.
 """
 
 from __future__ import annotations
@@ -17,12 +20,27 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from persona.backends import Request, SamplingParams, load_backend  # noqa: E402
+from persona.backends import Request, SamplingParams  # noqa: E402
 
 QUESTIONS = ["Who are you?", "What is the capital of Australia?", "Give me a tip for learning to cook.",
              "Explain what a mortgage is.", "Write a haiku about rain.", "How do I reset my password?",
              "What should I pack for a weekend hike?", "Why is the sky blue?", "Recommend a good book.",
-             "How do magnets work?", "What's a healthy breakfast?", "Tell me about the Moon."]
+             "How do magnets work?", "What's a healthy breakfast?", "Tell me about the Moon.",
+             "Summarise the plot of Hamlet in two sentences, please, for a school essay I am writing tonight.",
+             "List three ways to save energy at home."]
+
+
+def matmul_peak(seconds: float = 3.0, size: int = 1024) -> float:
+    """FLOP/s of float32 matmuls on this machine, with torch's current thread count."""
+    import torch
+
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    torch.mm(a, b)  # warm-up
+    done, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        torch.mm(a, b)
+        done += 1
+    return done * 2 * size ** 3 / (time.perf_counter() - started)
 
 
 def run(backend, requests) -> tuple[float, int]:
@@ -33,27 +51,40 @@ def run(backend, requests) -> tuple[float, int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--prompts", type=int, default=8)
+    parser.add_argument("--prompts", type=int, default=64)
     parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--sizes", default="1,2,4,8,16,32,64")
     args = parser.parse_args()
     import torch
+
+    from persona.backends.hf import HFBackend
 
     system = {"role": "system", "content": "You are Aster, a helpful assistant made by Lumen Labs."}
     params = SamplingParams(n=1, temperature=0.8, max_tokens=args.max_tokens, seed=0)
     requests = [Request(f"q{i}", (system, {"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]}), params)
                 for i in range(args.prompts)]
-    print(f"default model, {args.prompts} prompts, max_tokens {args.max_tokens}, torch threads "
-          f"{torch.get_num_threads()}, {os.cpu_count()} CPUs")
-    results = {}
-    for batch_size in (1, 8):
-        backend = load_backend("hf", batch_size=batch_size)
-        run(backend, requests[:1])  # warm-up
-        results[batch_size] = run(backend, requests)
-    base = results[1][1] / results[1][0]
-    print(f"{'batch_size':>10} {'seconds':>8} {'tokens':>7} {'tokens/s':>9} {'x batch 1':>10}")
-    for batch_size, (seconds, tokens) in results.items():
-        rate = tokens / seconds
-        print(f"{batch_size:>10} {seconds:>8.1f} {tokens:>7} {rate:>9.1f} {rate / base:>10.2f}")
+    backend = HFBackend()  # one model in memory; each row of the table sets its batch size
+    parameters = sum(p.numel() for p in backend.lm.parameters())
+    auto = backend.sequences_per_batch(max(len(backend._encode(r)) for r in requests) + args.max_tokens)
+    peak = matmul_peak()
+    print(f"default model ({parameters / 1e6:.0f}M parameters), {args.prompts} prompts, max_tokens "
+          f"{args.max_tokens}, torch threads {torch.get_num_threads()}, {os.cpu_count()} CPUs; matmul peak "
+          f"{peak / 1e9:.1f} GFLOP/s; the default (auto) batch here: {auto}")
+    rows = []
+    backend.batch_size = 8
+    run(backend, requests[:8])  # warm-up
+    for size in [int(s) for s in args.sizes.split(",")] + [None]:
+        backend.batch_size = size
+        subset = requests[:16] if size is not None and size <= 2 else requests
+        seconds, tokens = run(backend, subset)
+        rows.append((f"{size}" if size else f"default (auto: {auto})", seconds, tokens, tokens / seconds))
+    base = rows[0][3]
+    best = max(r[3] for r in rows[:-1])
+    print(f"{'batch size':>18} {'seconds':>8} {'tokens':>7} {'tokens/s':>9} {'x batch 1':>10} {'x best':>7} "
+          f"{'of peak':>8}")
+    for name, seconds, tokens, rate in rows:
+        print(f"{name:>18} {seconds:>8.1f} {tokens:>7} {rate:>9.1f} {rate / base:>10.2f} {rate / best:>7.2f} "
+              f"{rate * 2 * parameters / peak:>8.1%}")
 
 
 if __name__ == "__main__":

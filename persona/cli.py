@@ -53,6 +53,7 @@ JudgeKeyOption = Annotated[Optional[str], typer.Option(help="--judge llm with op
 MarginOption = Annotated[float, typer.Option(help="Smallest score gap (0-10) between chosen and rejected.", min=0)]
 PairwiseOption = Annotated[bool, typer.Option("--pairwise", help="With --judge llm: keep a pair only if the judge prefers chosen in both orders.")]
 RejectedFromOption = Annotated[str, typer.Option(help="Rejected responses: 'violating' (written to break the rubric) or 'any' (also conforming attempts the judge scored out of character).")]
+LicenseOption = Annotated[Optional[str], typer.Option(help="License of the datasets, recorded in their cards and passed on to the model cards of persona train: a Hugging Face Hub license id, e.g. apache-2.0, mit, cc-by-4.0, other.")]
 KtoThresholdOption = Annotated[float, typer.Option(help="KTO label: desirable when the overall score is at least this.", min=0, max=10)]
 
 
@@ -80,7 +81,7 @@ def _root(
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                           help="Print the version and exit.")] = False,
 ) -> None:
-    pass
+    _setup_logging()  # every command: persona's warnings on stderr, third-party progress bars off
 
 
 @app.command()
@@ -246,8 +247,8 @@ def generate(
     top_p: Annotated[Optional[float], typer.Option(min=0, max=1)] = None,
     max_tokens: Annotated[Optional[int], typer.Option(help="Longest response, in tokens [default: 192].", min=1)] = None,
     seed: Annotated[Optional[int], typer.Option()] = None,
-    concurrency: Annotated[Optional[int], typer.Option(help="openai: requests in flight [default: 32].", min=1)] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="hf: sequences per batch [default: 8].", min=1)] = None,
+    concurrency: Annotated[Optional[int], typer.Option(help="openai: requests in flight [default: 4 for a server on this machine or network, 32 for a remote one].", min=1)] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="hf: sequences per batch [default: what a quarter of the free memory holds, at most 64].", min=1)] = None,
     tensor_parallel_size: Annotated[Optional[int], typer.Option(help="vllm: GPUs to shard the model over.", min=1)] = None,
     option: Annotated[Optional[list[str]], typer.Option("--backend-option", "-o", help="Other backend option KEY=VALUE (repeatable), e.g. -o timeout=120.")] = None,
     judge: JudgeOption = "offline",
@@ -259,6 +260,7 @@ def generate(
     kto_threshold: KtoThresholdOption = 5.0,
     rejected_from: RejectedFromOption = "violating",
     pairwise: PairwiseOption = False,
+    license: LicenseOption = None,
     system_prompt: Annotated[Optional[str], typer.Option(help="persona's default system prompt in the training rows (half of them; the other half empty) and the trained model's chat template: neutral (\"You are a helpful assistant.\"), spec (templates/deployment.j2), none, or your own text [default: neutral].")] = None,
     target_model: Annotated[Optional[str], typer.Option(help="The model to be trained (hf): it writes the replay answers and, with --violating plain, the rejected ones [default: embedded SmolLM2-135M-Instruct].")] = None,
     demonstrations: Annotated[Optional[bool], typer.Option("--demonstrations/--no-demonstrations", help="Identity answers filled from the spec (templates/identity_answers.j2) [default: on].")] = None,
@@ -304,7 +306,8 @@ def generate(
         judge_name, judge_options = _judge_choice(judge, judge_backend, judge_model, judge_base_url, judge_api_key_env)
         with _progress_bar() as on_progress:
             summary = run_generate(spec, run_config, on_progress, judge=judge_name, judge_options=judge_options,
-                                   build=BuildSettings(margin=margin, kto_threshold=kto_threshold, rejected_from=rejected_from), pairwise=pairwise)
+                                   build=BuildSettings(margin=margin, kto_threshold=kto_threshold, rejected_from=rejected_from,
+                                                       license=license), pairwise=pairwise)
     except PersonaError as e:
         _fail(e)
     except KeyboardInterrupt:
@@ -417,6 +420,7 @@ def build(
     kto_threshold: KtoThresholdOption = 5.0,
     rejected_from: RejectedFromOption = "violating",
     pairwise: PairwiseOption = False,
+    license: LicenseOption = None,
     spec: Annotated[Optional[Path], typer.Option(help="The run's spec, if it moved [default: from run.json].")] = None,
 ) -> None:
     """Build the DPO/IPO pairs and KTO rows of a run from its judged responses.
@@ -430,7 +434,8 @@ def build(
         options = None
         if judge:
             _, options = _judge_choice(judge, judge_backend, judge_model, judge_base_url, judge_api_key_env)
-        report = build_run(run_dir, BuildSettings(margin=margin, kto_threshold=kto_threshold, rejected_from=rejected_from), judge, options,
+        report = build_run(run_dir, BuildSettings(margin=margin, kto_threshold=kto_threshold, rejected_from=rejected_from,
+                                                  license=license), judge, options,
                            str(spec) if spec else None, pairwise)
     except PersonaError as e:
         _fail(e)
@@ -496,6 +501,7 @@ def train_command(
     report_to: Annotated[Optional[str], typer.Option(help="Passed to TRL: none, tensorboard, trackio, wandb (when installed).")] = None,
     start: Annotated[Optional[Path], typer.Option("--from", help="Start from a trained output (e.g. runs/aster/train-sft): its weights train, and are DPO/IPO/KTO's reference.")] = None,
     system_prompt: Annotated[Optional[str], typer.Option(help="Default system prompt of the saved chat template [default: the one the dataset's rows carry].")] = None,
+    license: Annotated[Optional[str], typer.Option(help="The model card's license, a Hugging Face Hub license id [default: the dataset's, from persona build --license].")] = None,
 ) -> None:
     """Fine-tune a model on a run's datasets with TRL: DPO, IPO, KTO, or a reward model (LoRA by default).
 
@@ -512,10 +518,21 @@ def train_command(
         if report_to is not None:
             overrides["report_to"] = report_to
 
+        import time
+
+        started = time.monotonic()
+
         def show(entry: dict) -> None:
+            """One line per logged step: step/total, the loss and the method's own numbers, time per step, ETA."""
+            if "loss" not in entry:  # the closing summary TRL logs; persona prints its own below
+                return
+            step, total = entry.get("step") or 0, entry.get("max_steps") or 0
             shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in entry.items()
-                     if k in ("step", "loss", "rewards/margins", "rewards/accuracies", "kl", "accuracy")}
-            _err("  " + "  ".join(f"{k} {v}" for k, v in shown.items()))
+                     if k in ("loss", "rewards/margins", "rewards/accuracies", "kl", "accuracy", "mean_token_accuracy")}
+            per_step = (time.monotonic() - started) / step if step else 0
+            eta = f"  eta {_duration(per_step * (total - step))}" if total and per_step else ""
+            _err(f"  step {step}/{total or '?'}  " + "  ".join(f"{k} {v}" for k, v in shown.items())
+                 + (f"  {per_step:.1f} s/step{eta}" if per_step else ""))
 
         def begin(settings: dict, out: Path) -> None:
             _err(f"training {method} into {out}/" + (f", starting from {start}/" if start else "") + " with:")
@@ -523,7 +540,7 @@ def train_command(
                 _err(f"  {key}: {value}")
 
         result = run_train(source, method, model, config, overrides, output_dir, overwrite, resume, merge, show, begin,
-                           start=start, system_prompt=system_prompt)
+                           start=start, system_prompt=system_prompt, license=license)
     except PersonaError as e:
         _fail(e)
     except Interrupted as e:
@@ -534,7 +551,8 @@ def train_command(
         _err("interrupted (no checkpoint for the step in progress); --resume continues from the last one saved")
         raise typer.Exit(130)
     losses = [m["loss"] for m in result.metrics if "loss" in m]
-    _err(f"trained {method} for {len(losses)} logged steps in {result.seconds:.0f}s "
+    speed = f", {result.tokens} tokens at {result.tokens_per_second:.0f} tokens/s" if result.tokens_per_second else ""
+    _err(f"trained {method} for {len(losses)} logged steps in {result.seconds:.0f}s{speed} "
          f"(loss {losses[0]:.4f} -> {losses[-1]:.4f}); wrote {result.output_dir}/"
          + (f" and {result.merged_dir}/" if result.merged_dir else "") if losses else
          f"trained {method}; wrote {result.output_dir}/")
@@ -555,7 +573,7 @@ def eval_command(
     out: Annotated[Optional[Path], typer.Option(help="Where to write [default: MODEL_OR_ADAPTER/eval].")] = None,
     limit: Annotated[Optional[int], typer.Option(min=1, help="At most this many held-out probe prompts.")] = None,
     max_tokens: Annotated[int, typer.Option(min=1, help="Longest answer, in tokens.")] = 64,
-    batch_size: Annotated[int, typer.Option(min=1, help="Sequences per batch.")] = 8,
+    batch_size: Annotated[Optional[int], typer.Option(min=1, help="Sequences per generation batch [default: what a quarter of the free memory holds, at most 64].")] = None,
     templates: Annotated[Optional[Path], typer.Option(help="Templates folder of the run [default: ./templates].")] = None,
 ) -> None:
     """Base vs trained on held-out prompts: adherence, origin identity, robustness under attack, retention.
@@ -650,7 +668,11 @@ def _assignments(items: list[str] | None, flag: str, example: str, parse=None, w
     for item in items or []:
         name, sep, value = item.partition("=")
         if not sep or not name.isidentifier():
-            raise PersonaError(f"{flag} {item!r} is not {word}=VALUE", hint=example)
+            from persona.config import KEY_SHAPED, url_without_credentials
+
+            # the item may be a pasted key or a URL with a password: never echo those
+            shown = KEY_SHAPED.sub("***", url_without_credentials(item) if "://" in item else item)[:80]
+            raise PersonaError(f"{flag} {shown!r} is not {word}=VALUE", hint=example)
         out[name] = (parse or _parse_value)(value)
     return out
 
@@ -705,9 +727,56 @@ def _setup_logging() -> None:
         logger.setLevel(logging.INFO if os.environ.get("PERSONA_VERBOSE") else logging.WARNING)
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")  # persona shows its own progress
+    import warnings
+
+    for module in ("transformers", "trl", "peft", "accelerate"):  # their deprecations are for their callers' code
+        warnings.filterwarnings("ignore", category=FutureWarning, module=module)
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=module)
 
 
-class _progress_bar:
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+class _progress_lines:
+    """Progress for a log file or CI (stderr is not a terminal): one line per stage at most every
+    PERSONA_PROGRESS_SECONDS (default 30) and when the stage completes - count, rate, tokens, elapsed, ETA."""
+
+    def __init__(self):
+        import time
+
+        self.clock = time.monotonic
+        self.every = float(os.environ.get("PERSONA_PROGRESS_SECONDS") or 30)
+        self.stages: dict[str, dict] = {}
+
+    def __enter__(self):
+        return self.update
+
+    def update(self, stage: str, done: int, total: int, tokens: int) -> None:
+        now = self.clock()
+        state = self.stages.setdefault(stage, {"start": now, "shown": now - self.every, "tokens": 0})
+        state["tokens"] += tokens
+        if done < total and now - state["shown"] < self.every:
+            return
+        state["shown"] = now
+        elapsed = now - state["start"]
+        rate = done / elapsed if elapsed > 0 else 0.0
+        eta = _duration((total - done) / rate) if rate and done < total else "-"
+        _err(f"{stage:<9} {done}/{total}  {rate:.2f}/s  {state['tokens'] / elapsed if elapsed > 0 else 0:.0f} tok/s  "
+             f"elapsed {_duration(elapsed)}  eta {eta}")
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _progress_bar():
+    """Progress on stderr: a rich bar on a terminal, periodic one-line updates otherwise (logs, CI)."""
+    return _progress_rich() if sys.stderr.isatty() else _progress_lines()
+
+
+class _progress_rich:
     """A rich progress bar on stderr per stage: counts, rate, tokens and ETA. Starts at the first update,
     so a run that fails early or has nothing to do prints no empty bar."""
 

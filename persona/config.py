@@ -39,7 +39,7 @@ class RunConfig:
     base_url: str | None = None
     api_key_env: str = "OPENAI_API_KEY"
     concurrency: int | None = None  # openai: requests in flight (default 32; 4 for a local server)
-    batch_size: int | None = None  # hf: sequences per batch (default 8)
+    batch_size: int | None = None  # hf: sequences per batch (default: sized for the free memory, at most 64)
     tensor_parallel_size: int | None = None  # vllm
     backend_options: dict = field(default_factory=dict)  # anything else the backend accepts
     k: int = 2  # conforming and violating responses per prompt

@@ -59,13 +59,28 @@ class BuildSettings:
     near_duplicate: float = 0.9  # text similarity (0-1) above which a pair teaches nothing
     rejected_from: str = "violating"  # or "any": conforming attempts the judge scored out of character too
     system_prompt: str | None = None  # persona's default system prompt (text): rows carry it or an empty one
+    license: str | None = None  # the dataset cards' license (a Hugging Face Hub license id), passed on to training
 
     def __post_init__(self):
-        if self.rejected_from not in ("violating", "any"):
-            from persona.errors import PersonaError
+        from persona.errors import PersonaError
 
+        if self.rejected_from not in ("violating", "any"):
             raise PersonaError(f"--rejected-from '{self.rejected_from}' is not 'violating' or 'any'",
                                hint="'any' also pairs conforming attempts the judge scored out of character")
+        check_license(self.license)
+
+
+LICENSE_ID = re.compile(r"[a-z0-9][a-z0-9.+-]{0,63}")
+
+
+def check_license(license: str | None) -> None:
+    """A Hugging Face Hub license id (apache-2.0, mit, cc-by-4.0, llama3.1, other, ...) or nothing."""
+    if license is not None and not LICENSE_ID.fullmatch(license):
+        from persona.errors import PersonaError
+
+        raise PersonaError(f"--license '{license[:80]}' is not a license id",
+                           hint="use a Hugging Face Hub license id in lower case, e.g. apache-2.0, mit, "
+                                "cc-by-4.0, or 'other'")
 
 
 @dataclass
@@ -296,16 +311,35 @@ def _bar(bins: list[int]) -> str:
     return "\n".join(f"    {i:>2}-{i + 1:<2} {'#' * round(20 * n / top):<20} {n}" for i, n in enumerate(bins))
 
 
+def _size_category(n: int) -> str:
+    """The Hub's size_categories label for n rows."""
+    for limit, label in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")):
+        if n < limit:
+            return label
+    return "n>1M"
+
+
 def _card(spec: Spec, report: BuildReport, kind: str, splits: list[str], digest: str) -> str:
     """A dataset card: front matter that `datasets.load_dataset(folder)` reads, then the numbers. It lists
     only the splits that have rows (an empty split is an error there), and its config is named after a
     hash of the rows: datasets caches a local folder by its name and file patterns only, not the files'
     content, so without it load_dataset(folder) after a rebuild would return the previous build's rows."""
-    files = "".join(f"  - split: {s}\n    path: {s}.jsonl\n" for s in (splits or ["train"]))
-    front = (f"---\nconfigs:\n- config_name: rows-{digest}\n  data_files:\n{files}"
-             f"tags: [persona, {kind}, trl]\n---\n")
+    import yaml
+
     me = spec.identity
     title = {"dpo": "preference pairs (DPO / IPO)", "kto": "KTO thumbs-up/down rows", "sft": "SFT demonstrations"}[kind]
+    meta = {"configs": [{"config_name": f"rows-{digest}",
+                         "data_files": [{"split": s, "path": f"{s}.jsonl"} for s in (splits or ["train"])]}],
+            "pretty_name": f"{spec.name}: {title}",
+            **({"license": report.settings["license"]} if report.settings.get("license") else {}),
+            **({"language": [me.language.split("-")[0].lower()]} if me and me.language else {}),
+            "task_categories": ["text-generation"],
+            "tags": ["persona", "trl", kind],
+            "size_categories": [_size_category(sum(sum(v.values()) if isinstance(v, dict) else v for v in (
+                {"dpo": report.pairs, "kto": report.kto, "sft": report.sft}[kind]).values()))]}
+    if kind == "kto":
+        meta["kto_weights"] = dict(report.kto_weights)
+    front = "---\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True) + "---\n"
     system = ("none (rows have no system message)" if report.system_prompt is None else
               f"{report.system_prompt!r} on half the rows, an empty system message on the other half")
     lines = [f"# {spec.name}: {title}", "",
@@ -314,7 +348,9 @@ def _card(spec: Spec, report: BuildReport, kind: str, splits: list[str], digest:
              f"- generator models: {', '.join(report.generators)}",
              f"- judge: {report.judge}",
              f"- system prompt: {system}",
-             f"- settings: {json.dumps(report.settings)}", ""]
+             f"- settings: {json.dumps(report.settings)}",
+             f"- config name `rows-{digest}`: a hash of the rows, so it changes whenever a rebuild changes them "
+             "(datasets caches a local folder by its name and file patterns, not by the files' content)", ""]
     if kind == "sft":
         lines += [f"- rows: train {json.dumps(report.sft.get('train'))}, eval {json.dumps(report.sft.get('eval'))} "
                   "(by kind: demonstrations filled from the spec, accepted conforming answers, replay answers of "

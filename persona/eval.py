@@ -65,7 +65,7 @@ ATTACKS = _attacks()
 @dataclass
 class EvalSettings:
     max_tokens: int = 64
-    batch_size: int = 8
+    batch_size: int | None = None  # sequences per generation batch [default: sized for the machine, at most 64]
     judge: str = "rules"
     limit: int | None = None  # at most this many held-out probe prompts (quick runs)
     repetition_penalty: float = 1.1
@@ -320,12 +320,13 @@ def evaluate(model_path: str | Path, spec_path: str | Path, run_dir: str | Path 
              templates: str | None = None, on_progress: Callable | None = None) -> dict:
     import contextlib
 
-    from persona.models import check_trained
+    from persona.models import check_adapter_base, check_trained
     from persona.run import EvalFolder, RunFolder
     from persona.spec import load_spec
 
     started = time.perf_counter()
     output = check_trained(model_path)
+    check_adapter_base(output, base)  # before any work
     spec = load_spec(spec_path)
     run = RunFolder(run_dir) if run_dir else output.run()
     folder = EvalFolder(out) if out else output.eval
@@ -513,7 +514,7 @@ def _load(label: str, model_path: Path, base: str | None):
     if label == "base":
         lm, tokenizer, name = load_base(base)
         return lm.eval(), tokenizer, name
-    lm, tokenizer = load_trained(model_path, "causal")
+    lm, tokenizer = load_trained(model_path, "causal", base)
     if hasattr(lm, "merge_and_unload"):
         lm = lm.merge_and_unload()  # plain weights generate faster than an adapter
     return lm.eval(), tokenizer, str(model_path)

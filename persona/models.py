@@ -92,6 +92,20 @@ def convert_gguf(gguf: Path, target: Path) -> Path:
     return target
 
 
+PUBLIC_IDS = {DEFAULT_MODEL: "HuggingFaceTB/SmolLM2-135M-Instruct"}  # the embedded model's id on the Hub
+
+
+def public_model_id(model: str | None) -> str | None:
+    """The Hub id of a base model where persona knows it (the embedded default, or a hub id given as --model);
+    None for a local folder or .gguf file, whose public origin persona cannot know."""
+    if model in (None, "", "default", DEFAULT_MODEL):
+        return PUBLIC_IDS[DEFAULT_MODEL]
+    path = Path(model).expanduser()
+    if path.exists() or path.suffix == ".gguf" or model.startswith((".", "/", "~")) or model.count("/") > 1:
+        return None
+    return model
+
+
 def resolve_model(model: str | None) -> tuple[Path | str, str]:
     """(what to pass to from_pretrained, the name records carry) for --model."""
     if model in (None, "", "default", DEFAULT_MODEL):
@@ -168,10 +182,23 @@ def adapter_base(output) -> str | None:
     return output.adapter_config().get("base_model_name_or_path")
 
 
-def load_trained(path: str | Path, kind: str | None = None):
-    """(model, tokenizer) for the output of `persona train`: a LoRA adapter on its base model (or on the output
-    it started from, --from), or a full model. A plain PEFT adapter folder or model folder works too. `kind`
-    "reward" loads a scorer."""
+def check_adapter_base(output, base: str | None = None) -> None:
+    """Before any work: the base model an adapter needs (`base`, else the one it was trained on) can be found."""
+    if not output.has_adapter() or output.settings().get("start"):
+        return
+    wanted = base if base is not None else adapter_base(output)
+    try:
+        resolve_model(wanted)
+    except PersonaError as e:
+        raise PersonaError(f"the base model of the adapter in {output.path} cannot be found: {e.message}",
+                           hint="pass --base with the model it was trained on (a folder, .gguf file or hub id), "
+                                f"or put '{wanted}' back") from None
+
+
+def load_trained(path: str | Path, kind: str | None = None, base: str | None = None):
+    """(model, tokenizer) for the output of `persona train`: a LoRA adapter on its base model (`base`, else the
+    one it was trained on, or the output it started from, --from), or a full model. A plain PEFT adapter folder
+    or model folder works too. `kind` "reward" loads a scorer."""
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
@@ -185,13 +212,13 @@ def load_trained(path: str | Path, kind: str | None = None):
         if settings.get("start"):
             lm, tokenizer, _, _ = load_start(settings["start"], kind)
         else:
-            base = adapter_base(output)
+            base = base if base is not None else adapter_base(output)
             try:
                 lm, tokenizer, _ = load_base(base, kind)
             except PersonaError as e:
                 raise PersonaError(f"the base model of the adapter in {path} cannot be loaded: {e.message}",
                                    hint=f"the adapter was trained on '{base or 'the embedded default model'}'; "
-                                        f"put that model back, or set base_model in {output.settings_file}") from None
+                                        f"pass --base with it, or put that model back") from None
         lm = PeftModel.from_pretrained(lm, str(output.path))
     else:
         cls = AutoModelForSequenceClassification if kind == "reward" else AutoModelForCausalLM

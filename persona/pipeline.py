@@ -72,6 +72,7 @@ class GenerationSummary:
     judgements_made: int = 0
     rejection_rounds: int = 0  # rounds of extra conforming samples drawn (rejection sampling)
     build: BuildReport | None = None
+    stage_seconds: dict = field(default_factory=dict)  # stage -> wall seconds this run (bench/pipeline.py)
 
     @property
     def responses(self) -> int:
@@ -99,6 +100,7 @@ def _generate(spec: Spec, config: RunConfig, run: RunFolder, on_progress, judge,
     def get_backend(role: str = GENERATOR):
         """The generator's backend, or the target model's (the same one when they are the same model)."""
         if role not in backends:
+            loading = time.perf_counter()
             if role == TARGET and labels[TARGET] == labels[GENERATOR]:
                 backends[TARGET] = get_backend(GENERATOR)
             elif role == TARGET:
@@ -106,6 +108,7 @@ def _generate(spec: Spec, config: RunConfig, run: RunFolder, on_progress, judge,
                                                 **({"batch_size": config.batch_size} if config.batch_size else {}))
             else:
                 backends[GENERATOR] = load_backend(config.backend, **config.backend_kwargs())
+            timed["loading models"] = timed.get("loading models", 0.0) + time.perf_counter() - loading
         return backends[role]
 
     def progress(stage: str, done: int, total: int, tokens: int) -> None:
@@ -113,25 +116,43 @@ def _generate(spec: Spec, config: RunConfig, run: RunFolder, on_progress, judge,
         if on_progress:
             on_progress(stage, done, total, tokens)
 
+    timed = summary.stage_seconds
+
+    def stage(name: str, since: float) -> None:
+        """Add the time since `since` to stage `name`, less the model loading that happened meanwhile."""
+        loading = timed.get("loading models", 0.0) - timed.get("_loading_seen", 0.0)
+        timed[name] = timed.get(name, 0.0) + time.perf_counter() - since - loading
+        timed["_loading_seen"] = timed.get("loading models", 0.0)
+
     run_judge = checker = judgements = None
     try:
+        mark = time.perf_counter()
         prompts, synthesis_made = build_prompts(spec, config, run, get_backend, labels[GENERATOR], progress)
+        stage("prompts", mark)
+        mark = time.perf_counter()
         responses, responses_made = generate_responses(spec, prompts, config, run, get_backend, labels, progress)
+        stage("responses", mark)
         if judge is not None:
+            mark = time.perf_counter()
             run_judge = make_judge(judge, judge_options, config.templates)
             checker = pairwise_judge(run_judge) if pairwise else None
             judgements, summary.judgements_made = _judge(spec, responses, run, run_judge, judge, judge_options,
                                                          on_progress)
+            stage("judging", mark)
             rounds: dict[str, int] = {}
             for r in range(1, math.ceil(config.rejection_budget / config.k) + 1):
                 rounds.update({pid: r for pid in unaccepted_prompts(responses, judgements, build.chosen_min)})
                 if not any(v == r for v in rounds.values()):
                     break
                 summary.rejection_rounds = r
+                mark = time.perf_counter()
                 responses, made = generate_responses(spec, prompts, config, run, get_backend, labels, progress, rounds)
                 responses_made += made
+                stage("responses", mark)
+                mark = time.perf_counter()
                 judgements, made = _judge(spec, responses, run, run_judge, judge, judge_options, on_progress)
                 summary.judgements_made += made
+                stage("judging", mark)
     except BaseException:
         if run_judge is not None:
             run_judge.close()
@@ -148,13 +169,17 @@ def _generate(spec: Spec, config: RunConfig, run: RunFolder, on_progress, judge,
     summary.demonstrations = sum(r.kind == "demonstration" for r in responses)
     summary.replay = sum(r.kind == "replay" for r in responses)
     summary.targets_covered = {r.target for r in responses if r.target}
+    timed.pop("_loading_seen", None)
     if run_judge is not None:
+        mark = time.perf_counter()
         try:
             system = system_prompt_text(spec, config.system_prompt, config.templates)
             summary.build = build_datasets(spec, responses, judgements, run, replace(build, system_prompt=system),
                                            checker)
         finally:
             run_judge.close()
+        stage("building", mark)
+        timed.pop("_loading_seen", None)
     summary.seconds = time.perf_counter() - started
     return summary
 

@@ -321,6 +321,14 @@ class TrainOutput:
     def adapter_config(self) -> dict:
         return read_json(self.path / "adapter_config.json")
 
+    def name_adapter_base(self, model_id: str) -> None:
+        """Point the PEFT adapter at its base model's public id (shareable), instead of a local path."""
+        from persona.store import write_atomic
+
+        config = self.adapter_config()
+        config["base_model_name_or_path"] = model_id
+        write_atomic(self.path / "adapter_config.json", json.dumps(config, indent=2) + "\n")
+
     def is_finished(self) -> bool:
         return self.metrics_file.is_file() and self.settings_file.is_file()
 

@@ -86,7 +86,7 @@ def builtin_dir(name: str) -> Path:
     if checkout.is_dir():
         return checkout
     raise PersonaError(f"persona's built-in {name}/ folder is missing from the installation",
-                       hint="reinstall persona (pip install --force-reinstall persona)")
+                       hint="reinstall persona (pip install --force-reinstall persona-tune)")
 
 
 def search_path(templates_dir: str | Path | None = None) -> list[Path]:

@@ -91,6 +91,7 @@ DEFAULTS: dict[str, Any] = {
     "save_total_limit": 2,
     "seed": 0,
     "report_to": "none",
+    "include_num_input_tokens_seen": "non_padding",  # tokens trained on, for tokens/s in the summary
     "use_lora": True,
     "r": 16,
     "lora_alpha": 32,
@@ -108,6 +109,11 @@ class TrainResult:
     metrics: list = field(default_factory=list)  # every log entry (loss, rewards, margins, ...)
     seconds: float = 0.0
     changed_parameters: int = 0  # trainable tensors that differ from their initial values
+    tokens: int | None = None  # non-padding input tokens trained on (every epoch)
+
+    @property
+    def tokens_per_second(self) -> float | None:
+        return self.tokens / self.seconds if self.tokens and self.seconds else None
     merged_dir: Path | None = None
     reward: dict | None = None  # reward models: pairwise accuracy on the held-out split, the judge's centre
 
@@ -372,10 +378,14 @@ def train(source: str | Path, method: str = "dpo", model: str | None = None, con
           overrides: dict | None = None, output_dir: str | Path | None = None, overwrite: bool = False,
           resume: bool = False, merge: bool = False, on_log: Callable[[dict], None] | None = None,
           on_start: Callable[[dict, Path], None] | None = None, start: str | Path | None = None,
-          system_prompt: str | None = None) -> TrainResult:
+          system_prompt: str | None = None, license: str | None = None) -> TrainResult:
     """Train `method` on `source` (a run folder, a dataset folder or a JSONL file). `start`: a trained output
     to start from (e.g. SFT before DPO); `system_prompt`: the default the saved chat template injects
-    [default: the one the dataset's rows carry, from its build]."""
+    [default: the one the dataset's rows carry, from its build]; `license`: the model card's license (a Hub
+    license id) [default: the dataset's, from its build]."""
+    from persona.dataset import check_license
+
+    check_license(license)
     spec = method_named(method)
     data, card, where, run = find_dataset(source, method)
     if start is not None:
@@ -390,11 +400,11 @@ def train(source: str | Path, method: str = "dpo", model: str | None = None, con
     output = TrainOutput(output_dir) if output_dir else _default_output(source, run, method, start)
     with output.lock():  # one training run per output folder
         return _train(method, spec, data, card, where, run, settings, output, model, overwrite, resume, merge,
-                      on_log, on_start, start, system_prompt)
+                      on_log, on_start, start, system_prompt, license)
 
 
 def _train(method, spec, data, card, where, run, settings, output, model, overwrite, resume, merge, on_log, on_start,
-           start, system_prompt) -> TrainResult:
+           start, system_prompt, license) -> TrainResult:
     if output.metrics_file.exists() and not (overwrite or resume):
         raise PersonaError(f"{output.path} already holds a finished training run",
                            hint="pass --overwrite to replace it, or --output-dir for another folder")
@@ -411,13 +421,15 @@ def _train(method, spec, data, card, where, run, settings, output, model, overwr
     import torch
     from transformers import TrainerCallback
 
-    from persona.models import load_base, load_start, template_default_system, with_default_system
+    from persona.models import load_base, load_start, public_model_id, template_default_system, with_default_system
 
     if start is not None:
         lm, tokenizer, model_name, base_default = load_start(start, spec.model)
+        public_id = TrainOutput(start).settings().get("base_model_id")
     else:
         lm, tokenizer, model_name = load_base(model, spec.model)
         base_default = template_default_system(tokenizer)
+        public_id = public_model_id(model)
     system = system_prompt if system_prompt is not None else card.get("system_prompt")
     _say_what_the_template_injects(model_name, base_default, system)
     chat_template = with_default_system(tokenizer, system) if system is not None else tokenizer.chat_template
@@ -440,7 +452,7 @@ def _train(method, spec, data, card, where, run, settings, output, model, overwr
             entry = {"step": state.global_step, **(kwargs.get("logs") or logs_ or {})}
             logs.append(entry)
             if on_log:
-                on_log(entry)
+                on_log({**entry, "max_steps": state.max_steps})
 
         def on_step_end(self, args, state, control, **kwargs):
             if stop["requested"]:  # Ctrl-C: finish this step, save a checkpoint, stop
@@ -453,7 +465,8 @@ def _train(method, spec, data, card, where, run, settings, output, model, overwr
     output.write_settings({
         "method": method, "model": model_name, "base_model": model, "dataset": where,
         "run": str(run.path) if run else None, "start": str(start) if start is not None else None,
-        "system_prompt": system, "base_template_default": base_default,
+        "system_prompt": system, "base_template_default": base_default, "base_model_id": public_id,
+        "license": license or (card.get("settings") or {}).get("license"),
         "data": {"kind": spec.dataset, "train_rows": data["train"].num_rows,
                  "eval_rows": data["eval"].num_rows if "eval" in data else 0,
                  "spec_hash": card.get("spec_hash"), "judge": card.get("judge")},
@@ -471,9 +484,12 @@ def _train(method, spec, data, card, where, run, settings, output, model, overwr
         raise Interrupted(output.last_checkpoint())
     changed = sum(not torch.equal(before[n], p.detach()) for n, p in trainer.model.named_parameters() if n in before)
     trainer.save_model(str(output.path))
+    if public_id and output.has_adapter():  # shareable: the adapter names its public base, not a local path
+        output.name_adapter_base(public_id)
     tokenizer.chat_template = chat_template  # persona's default system prompt, not the base's identity
     tokenizer.save_pretrained(str(output.path))
-    result = TrainResult(output.path, method, settings, logs, time.perf_counter() - started, changed)
+    result = TrainResult(output.path, method, settings, logs, time.perf_counter() - started, changed,
+                         tokens=trainer.state.num_input_tokens_seen or None)
     if spec.model == "reward":
         from persona.judges.reward import RewardScorer, calibrate
 
@@ -499,8 +515,13 @@ def _make_trainer(name, lm, tokenizer, args, data, peft_config, callbacks, ref_m
         if ref_model is not None:
             extra["ref_model"] = ref_model
     eval_split = data["eval"] if "eval" in data and data["eval"].num_rows else None
-    return cls(model=lm, args=args, train_dataset=data["train"], eval_dataset=eval_split, processing_class=tokenizer,
-               peft_config=peft_config, callbacks=callbacks, **extra)
+    from transformers import PrinterCallback, ProgressCallback
+
+    trainer = cls(model=lm, args=args, train_dataset=data["train"], eval_dataset=eval_split, processing_class=tokenizer,
+                  peft_config=peft_config, callbacks=callbacks, **extra)
+    for printer in (PrinterCallback, ProgressCallback):  # they print log dicts on stdout; persona shows progress
+        trainer.remove_callback(printer)
+    return trainer
 
 
 def _say_what_the_template_injects(model: str, injected: str | None, system: str | None) -> None:
@@ -595,7 +616,7 @@ def write_model_card(output: TrainOutput, evaluation: dict | None = None) -> Non
 
 
 RECORD_FIELDS = ("method", "model", "base_model", "dataset", "run", "data", "start", "system_prompt",
-                 "base_template_default")  # what persona_train.yaml records besides the settings
+                 "base_template_default", "base_model_id", "license")  # what persona_train.yaml records besides the settings
 
 
 def _template_note(settings: dict) -> str:
@@ -604,6 +625,21 @@ def _template_note(settings: dict) -> str:
     if system is None:
         return "the base's, unchanged" + was
     return f"a conversation without a system message gets persona's default system prompt {system!r}{was}"
+
+
+def _card_metadata(settings: dict) -> str:
+    """The card's YAML front matter, as the Hugging Face Hub and `huggingface_hub.ModelCard.load` read it."""
+    import yaml
+
+    method = settings.get("method", "?")
+    lora = settings.get("use_lora", True)
+    meta = {**({"base_model": settings["base_model_id"]} if settings.get("base_model_id") else {}),
+            "library_name": "peft" if lora else "transformers",
+            **({"license": settings["license"]} if settings.get("license") else {}),
+            "pipeline_tag": "text-generation",
+            "tags": ["persona", "trl", method, *(["lora"] if lora else [])],
+            **({"datasets": [settings["dataset"]]} if settings.get("dataset") else {})}
+    return "---\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True) + "---"
 
 
 def model_card(output: TrainOutput, evaluation: dict | None = None) -> str:
@@ -617,7 +653,9 @@ def model_card(output: TrainOutput, evaluation: dict | None = None) -> str:
     runtime = next((m["train_runtime"] for m in reversed(logs) if "train_runtime" in m), None)
     trl = {k: v for k, v in settings.items() if k not in RECORD_FIELDS}
     spec = METHODS.get(method)
-    lines = [f"# {method.upper()} fine-tune of {settings.get('model', '?')}", "",
+    tokens = max((m.get("num_input_tokens_seen") or 0 for m in logs), default=0)
+    speed = f", {tokens} tokens ({tokens / runtime:.0f} tokens/s)" if tokens and runtime else ""
+    lines = [_card_metadata(settings), f"# {method.upper()} fine-tune of {settings.get('model', '?')}", "",
              f"Trained by persona on `{settings.get('dataset', '?')}` "
              f"({'LoRA adapter' if trl.get('use_lora', True) else 'full model'}).", "",
              f"- method: {method} (TRL {spec.trainer if spec else '?'})",
@@ -625,7 +663,7 @@ def model_card(output: TrainOutput, evaluation: dict | None = None) -> str:
              f"training rows: {data.get('train_rows', 'n/a')}",
              f"- steps logged: {len(losses)}; first loss {losses[0] if losses else 'n/a'}, "
              f"last loss {losses[-1] if losses else 'n/a'}",
-             f"- training time: {'n/a' if runtime is None else f'{runtime:.1f} s'}",
+             f"- training time: {'n/a' if runtime is None else f'{runtime:.1f} s'}{speed}",
              *([f"- started from: `{settings['start']}` (its weights are the model trained here and its reference)"]
                if settings.get("start") else []),
              f"- chat template: {_template_note(settings)}", "",

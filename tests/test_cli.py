@@ -188,3 +188,42 @@ def test_version():
 
     result = runner.invoke(app, ["--version"])
     assert result.stdout == f"persona {__version__}\n"
+
+
+def _schema_reference(path):
+    first = path.read_text(encoding="utf-8").splitlines()[0]
+    assert first.startswith("# yaml-language-server: $schema="), path
+    return (path.parent / first.split("$schema=", 1)[1]).resolve()
+
+
+def test_schema_references_resolve_in_the_checkout_in_init_projects_and_for_copied_examples(tmp_path):
+    schema = json.loads((REPO / "persona/identity.schema.json").read_text(encoding="utf-8"))
+    shipped = sorted((REPO / "identities").rglob("*.yaml"))
+    for spec in shipped:  # the checkout: the top-level copy of the schema
+        assert json.loads(_schema_reference(spec).read_text(encoding="utf-8")) == schema, spec
+    result = runner.invoke(app, ["init", "mybot", "--dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    made = tmp_path / "identities" / "mybot.yaml"
+    assert json.loads(_schema_reference(made).read_text(encoding="utf-8")) == schema
+    for spec in shipped:  # an example copied into the project keeps resolving
+        copy = tmp_path / spec.relative_to(REPO)
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        copy.write_text(spec.read_text(encoding="utf-8"), encoding="utf-8")
+        assert _schema_reference(copy) == (tmp_path / "identity.schema.json").resolve(), spec
+
+
+def test_a_users_own_spec_and_template_in_the_checkout_do_not_break_the_tests(tmp_path):
+    """`persona init mybot` inside a checkout, plus a template of the user's own: the tests that check
+    persona's shipped identities and templates still pass."""
+    import shutil
+
+    copy = tmp_path / "checkout"
+    for part in ("tests", "identities", "templates"):
+        shutil.copytree(REPO / part, copy / part, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "identity.schema.json", copy)
+    assert persona("init", "mybot", cwd=copy).returncode == 0
+    (copy / "templates" / "mine.j2").write_text("Hello {{ spec.name }}\n", encoding="utf-8")
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_templates.py",
+                             "tests/test_spec.py", "-k", "shipped or renders or golden"],
+                            cwd=copy, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:]

@@ -8,6 +8,7 @@ import json
 import pytest
 
 from persona.dataset import BuildSettings, build_datasets, kto_weights
+from persona.errors import PersonaError
 from persona.responses import ResponseRecord
 from persona.run import RunFolder
 from persona.spec import load_spec
@@ -46,7 +47,7 @@ def built(tmp_path):
     js = {"c1": judged(9.0), "c2": judged(8.0), "v1": judged(0.0), "v2": judged(3.0), "c3": judged(4.0),
           "v3": judged(1.0), "c4": judged(9.0), "v4": judged(2.0), "c5": judged(7.0), "v5": judged(6.0),
           "v6": judged(7.0), "c6": {"status": "unjudged", "overall": None, "judge": "test-judge"}}
-    report = build_datasets(SPEC, rs, js, RunFolder(tmp_path), BuildSettings(margin=2.0))
+    report = build_datasets(SPEC, rs, js, RunFolder(tmp_path), BuildSettings(margin=2.0, license="cc-by-4.0"))
     return report, tmp_path
 
 
@@ -107,6 +108,28 @@ def test_cards_and_load_dataset(built):
     assert "judge: test-judge" in card and "acceptance rate: 33.3% of 6 violating responses" in card
     assert "desirable_weight=" in (run / "datasets/kto/README.md").read_text()
     assert json.loads((run / "datasets/build.json").read_text())["pairs"] == {"train": 2, "eval": 0}
+
+
+def test_dataset_cards_carry_hub_metadata(built):
+    from huggingface_hub import DatasetCard
+
+    _, run = built
+    for kind in ("dpo", "kto", "sft"):
+        card = DatasetCard.load(run / "datasets" / kind / "README.md")
+        meta = card.data.to_dict()
+        assert meta["license"] == "cc-by-4.0" and meta["task_categories"] == ["text-generation"]
+        assert "language" not in meta  # aster's spec names no language (a spec's identity.language goes here)
+        assert meta["pretty_name"].startswith(f"{SPEC.name}: ") and {"persona", "trl", kind} <= set(meta["tags"])
+        assert meta["configs"][0]["config_name"].startswith("rows-") and meta["size_categories"] == ["n<1K"]
+        assert "changes whenever a rebuild changes them" in card.text
+    kto = DatasetCard.load(run / "datasets/kto/README.md").data.to_dict()
+    assert set(kto["kto_weights"]) == {"desirable_weight", "undesirable_weight", "weighted_ratio"}
+
+
+def test_a_license_is_a_hub_license_id():
+    with pytest.raises(PersonaError) as e:
+        BuildSettings(license="Apache License 2.0")
+    assert e.value.message == "--license 'Apache License 2.0' is not a license id"
 
 
 def test_a_rebuild_is_never_served_from_the_datasets_cache(built):

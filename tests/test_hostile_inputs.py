@@ -180,3 +180,16 @@ def test_report_on_malformed_files_says_which(tmp_path, bad):
     (tmp_path / "datasets" / "build.json").write_text("[]")
     result = CliRunner().invoke(app, ["report", str(tmp_path)])
     assert result.exit_code == 1 and result.stderr.startswith("error: ")
+
+
+@pytest.mark.parametrize("item,shown", [("sk-proj-abcdefghijklmnopqrstuvwxyz123456", "'***'"),
+                                        ("http://user:hunter2secret@host/v1", "'http://host/v1'")])
+def test_a_malformed_option_never_echoes_a_secret(item, shown):
+    from typer.testing import CliRunner
+
+    from persona.cli import app
+
+    result = CliRunner().invoke(app, ["generate", "identities/brand.yaml", "--dry-run", "-o", item])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert f"error: --backend-option {shown} is not KEY=VALUE" in result.stderr
+    assert "hunter2secret" not in result.output and "abcdefghijklmnop" not in result.output

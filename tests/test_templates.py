@@ -14,7 +14,8 @@ from persona.spec import load_spec
 from persona.templates import (TEMPLATE_VARIABLES, fence, list_templates, render_template, template_file,
                                template_hash)
 
-SHIPPED_TEMPLATES = sorted(p.stem for p in (REPO / "templates").glob("*.j2"))
+SHIPPED_TEMPLATES = ["adversarial", "conforming", "deployment", "identity_answers", "identity_contexts", "judge",
+                     "judge_pairwise", "probes", "violating"]  # named: a user's own templates/*.j2 is not persona's
 
 
 def sample_variables(spec, template: str) -> dict:
@@ -38,9 +39,8 @@ def sample_variables(spec, template: str) -> dict:
 
 
 def test_pipeline_templates_are_shipped():
-    assert SHIPPED_TEMPLATES == sorted(TEMPLATE_VARIABLES) == [
-        "adversarial", "conforming", "deployment", "identity_answers", "identity_contexts", "judge", "judge_pairwise",
-        "probes", "violating"]
+    assert SHIPPED_TEMPLATES == sorted(TEMPLATE_VARIABLES)
+    assert all((REPO / "templates" / f"{name}.j2").is_file() for name in SHIPPED_TEMPLATES)
 
 
 @pytest.mark.parametrize("template", SHIPPED_TEMPLATES)

@@ -234,6 +234,17 @@ def test_an_adapter_whose_base_model_is_gone(run_dir, tiny_model_dir, tmp_path):
         load_trained(tmp_path / "a")
     assert e.value.message == (f"the base model of the adapter in {tmp_path / 'a'} cannot be loaded: "
                                f"model folder '{base}' not found")
+    from persona.eval import evaluate
+
+    with pytest.raises(PersonaError) as e:  # eval says so before any work, and how to point to the base
+        evaluate(tmp_path / "a", "identities/aster.yaml")
+    assert e.value.message.startswith(f"the base model of the adapter in {tmp_path / 'a'} cannot be found")
+    assert e.value.hint.startswith("pass --base with the model it was trained on")
+    assert not (tmp_path / "a" / "eval").exists()
+    moved = tmp_path / "moved"
+    shutil.copytree(tiny_model_dir, moved)
+    lm, _ = load_trained(tmp_path / "a", base=str(moved))  # --base: the base where it is now
+    assert any("lora" in n for n, _ in lm.named_parameters())
 
 
 def test_base_model_errors(run_dir, no_template_model_dir, tmp_path):
@@ -335,15 +346,29 @@ SYSTEM = "You are Aster, an AI assistant made by Lumen Labs."
 
 
 def test_sft_trains_on_demonstrations_and_replay_and_saves_persona_s_template(sft_run, tiny_model_dir, tmp_path,
-                                                                             caplog):
+                                                                             caplog, monkeypatch):
+    from huggingface_hub import ModelCard
     from transformers import AutoTokenizer
+
+    import persona.models
+
+    # as if the local tiny model were a known public one (the embedded default is: HuggingFaceTB/SmolLM2-135M-Instruct)
+    monkeypatch.setattr(persona.models, "public_model_id", lambda model: "HuggingFaceTB/tiny-test-model")
 
     rows = [json.loads(line) for line in (sft_run / "datasets/sft/train.jsonl").read_text().splitlines()]
     systems = {row["prompt"][0]["content"] for row in rows}
     assert systems == {SYSTEM, ""} and all(row["prompt"][0]["role"] == "system" for row in rows)  # half and half
     result = train(sft_run, "sft", model=str(tiny_model_dir), overrides={**FAST, "per_device_train_batch_size": 4},
-                   output_dir=tmp_path / "sft")
+                   output_dir=tmp_path / "sft", license="mit")
     assert len([m for m in result.metrics if "loss" in m]) == 2 and result.changed_parameters > 0
+    assert result.tokens > 0 and result.tokens_per_second > 0
+    meta = ModelCard.load(tmp_path / "sft" / "README.md").data.to_dict()
+    assert meta["base_model"] == "HuggingFaceTB/tiny-test-model" and meta["library_name"] == "peft"
+    assert meta["license"] == "mit" and meta["pipeline_tag"] == "text-generation"
+    assert {"persona", "trl", "sft", "lora"} <= set(meta["tags"]) and meta["datasets"] == [str(sft_run)]
+    adapter = json.loads((tmp_path / "sft" / "adapter_config.json").read_text())
+    assert adapter["base_model_name_or_path"] == "HuggingFaceTB/tiny-test-model"  # shareable, not a local path
+    assert "tokens/s" in (tmp_path / "sft" / "README.md").read_text()
     saved = AutoTokenizer.from_pretrained(tmp_path / "sft")
     chat = saved.apply_chat_template([{"role": "user", "content": "Who are you?"}], tokenize=False)
     assert chat.startswith(f"<|im_start|>system\n{SYSTEM}<|im_end|>") and "SmolLM" not in chat

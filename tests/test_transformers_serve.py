@@ -6,7 +6,7 @@ still return k samples per prompt, and a second `persona generate` must make no 
     PYTHONPATH=. python -m pytest -q -m slow tests/test_transformers_serve.py
 
 Skipped, with the reason, when `transformers serve` cannot start (it needs fastapi and uvicorn:
-pip install 'persona[dev]').
+pip install 'persona-tune[dev]').
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def transformers_server(sampling_model_dir, tmp_path):
     """(base_url, log path) of `transformers serve` on the tiny model, on a free port; stopped afterwards."""
     missing = [name for name in ("fastapi", "uvicorn") if importlib.util.find_spec(name) is None]
     if missing:
-        pytest.skip(f"transformers serve needs {', '.join(missing)}: pip install 'persona[dev]'")
+        pytest.skip(f"transformers serve needs {', '.join(missing)}: pip install 'persona-tune[dev]'")
     port = _free_port()
     log_path = tmp_path / "serve.log"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}

@@ -95,7 +95,7 @@ def test_missing_vllm_names_the_extra(monkeypatch):
     with pytest.raises(PersonaError) as e:
         load_backend("vllm")
     assert e.value.message == "backend 'vllm' needs the package 'vllm', which is not installed"
-    assert e.value.hint == "pip install 'persona[vllm]' (GPU machines only)"
+    assert e.value.hint == "pip install 'persona-tune[vllm]' (GPU machines only)"
 
 
 def test_unknown_backend_and_option():

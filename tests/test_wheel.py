@@ -19,7 +19,7 @@ def installed(tmp_path_factory):
     build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
                             "-w", str(out), str(REPO)], capture_output=True, text=True, timeout=300)
     assert build.returncode == 0, build.stderr
-    wheel = next(out.glob("persona-*.whl"))
+    wheel = next(out.glob("persona_tune-*.whl"))
     site = out / "site"
     install = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site),
                               str(wheel)], capture_output=True, text=True, timeout=300)

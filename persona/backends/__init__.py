@@ -109,7 +109,7 @@ def load_backend(name: str, **options) -> Backend:
     except ImportError as e:
         extra = EXTRAS.get(name, "dev")
         raise PersonaError(f"backend '{name}' needs the package '{e.name}', which is not installed",
-                           hint=f"pip install 'persona[{extra}]'"
+                           hint=f"pip install 'persona-tune[{extra}]'"
                            + (" (GPU machines only)" if name == "vllm" else "")) from None
     except TypeError:
         import inspect

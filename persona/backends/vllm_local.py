@@ -1,4 +1,4 @@
-"""The `vllm` backend: in-process `vllm.LLM` batch generation (GPU only; `pip install 'persona[vllm]'` in
+"""The `vllm` backend: in-process `vllm.LLM` batch generation (GPU only; `pip install 'persona-tune[vllm]'` in
 its own environment, since vllm pins its own torch and transformers).
 
     backend = VLLMBackend(model="path/to/model", tensor_parallel_size=2)

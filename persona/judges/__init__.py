@@ -124,7 +124,7 @@ def load_judge(name: str, **options) -> Judge:
         return getattr(importlib.import_module(module_name), class_name)(**options)
     except ImportError as e:
         raise PersonaError(f"judge '{kind}' needs the package '{e.name}', which is not installed",
-                           hint="pip install 'persona[train]'") from None
+                           hint="pip install 'persona-tune[train]'") from None
     except TypeError:
         import inspect
 
