@@ -741,33 +741,50 @@ def _duration(seconds: float) -> str:
 
 
 class _progress_lines:
-    """Progress for a log file or CI (stderr is not a terminal): one line per stage at most every
-    PERSONA_PROGRESS_SECONDS (default 30) and when the stage completes - count, rate, tokens, elapsed, ETA."""
+    """Progress for a log file or CI (stderr is not a terminal): a line per stage when it starts, every
+    PERSONA_PROGRESS_SECONDS (default 30) while it runs - also while a long batch is still in progress - and
+    when it completes: count, rate, tokens/s, elapsed, ETA."""
 
     def __init__(self):
+        import threading
         import time
 
         self.clock = time.monotonic
         self.every = float(os.environ.get("PERSONA_PROGRESS_SECONDS") or 30)
         self.stages: dict[str, dict] = {}
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._heartbeat, daemon=True)
 
     def __enter__(self):
+        self.thread.start()
         return self.update
 
-    def update(self, stage: str, done: int, total: int, tokens: int) -> None:
-        now = self.clock()
-        state = self.stages.setdefault(stage, {"start": now, "shown": now - self.every, "tokens": 0})
-        state["tokens"] += tokens
-        if done < total and now - state["shown"] < self.every:
-            return
-        state["shown"] = now
-        elapsed = now - state["start"]
+    def _heartbeat(self) -> None:
+        while not self.stop.wait(self.every):
+            with self.lock:
+                for stage, state in self.stages.items():
+                    if state["done"] < state["total"]:
+                        self._show(stage, state)
+
+    def _show(self, stage: str, state: dict) -> None:
+        elapsed = self.clock() - state["start"]
+        done, total = state["done"], state["total"]
         rate = done / elapsed if elapsed > 0 else 0.0
         eta = _duration((total - done) / rate) if rate and done < total else "-"
         _err(f"{stage:<9} {done}/{total}  {rate:.2f}/s  {state['tokens'] / elapsed if elapsed > 0 else 0:.0f} tok/s  "
              f"elapsed {_duration(elapsed)}  eta {eta}")
 
+    def update(self, stage: str, done: int, total: int, tokens: int) -> None:
+        with self.lock:
+            new = stage not in self.stages
+            state = self.stages.setdefault(stage, {"start": self.clock(), "tokens": 0})
+            state.update(done=done, total=total, tokens=state["tokens"] + tokens)
+            if new or done >= total:
+                self._show(stage, state)
+
     def __exit__(self, *exc):
+        self.stop.set()
         return False
 
 

@@ -61,7 +61,7 @@ class Method:
 
 
 METHODS: dict[str, Method] = {
-    "sft": Method("SFTTrainer", "SFTConfig", "sft", {"learning_rate": 2e-4, "num_train_epochs": 2,
+    "sft": Method("SFTTrainer", "SFTConfig", "sft", {"learning_rate": 2e-4, "num_train_epochs": 3,
                                                      "per_device_train_batch_size": 8, "max_length": 384,
                                                      # batches of like lengths: short identity rows are not
                                                      # padded to the length of replay answers

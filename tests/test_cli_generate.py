@@ -133,3 +133,23 @@ def test_unreachable_server_keeps_finished_records(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.stderr
     rows = [json.loads(line) for line in (tmp_path / "run/responses.jsonl").read_text().splitlines()]
     assert len(rows) == len({r["id"] for r in rows}) == 4 * 4
+
+
+def test_progress_lines_in_a_log_file(tmp_path):
+    """stderr to a file (a log, CI): periodic one-line progress with count, rate and ETA, not silence; stdout
+    carries no progress."""
+    log = tmp_path / "log"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PERSONA_PROGRESS_SECONDS": "0.2"}
+    with open(log, "w") as err:
+        out = subprocess.run([sys.executable, "-m", "persona", "generate", "identities/aster.yaml", "-b", "fake",
+                              "--limit", "4", "--replay", "0", "--no-demonstrations", "-o", "delay=0.05",
+                              "--out", str(tmp_path / "run"), "--judge", "rules"],
+                             stdout=subprocess.PIPE, stderr=err, text=True, cwd=REPO, env=env, timeout=120)
+    assert out.returncode == 0 and "responses" not in out.stdout
+    lines = [line for line in log.read_text().splitlines() if line.startswith("responses ")]
+    assert len(lines) >= 3, log.read_text()  # the start, at least one while running, the end
+    import re
+
+    total = re.match(r"responses \d+/(\d+) ", lines[0]).group(1)
+    assert lines[-1].startswith(f"responses {total}/{total} ") and "elapsed" in lines[-1] and "eta -" in lines[-1]
+    assert any("eta " in line and "eta -" not in line for line in lines[1:-1])
