@@ -1,9 +1,12 @@
 """The `hf` backend's batch sizes on this machine: a sweep 1..64 and the default (auto) batch, side by side.
 
     .venv/bin/python bench/hf_batching.py [--prompts 64] [--max-tokens 64] [--sizes 1,2,4,8,16,32,64]
+                                          [--workloads short,long]
 
-The same prompts (the embedded default model, a shared system prompt, sampling at temperature 0.8) go through
-every batch size in one run. The table shows generated tokens/s, x batch 1, and the share of this machine's
+The same prompts (the embedded default model, sampling at temperature 0.8) go through every batch size in
+one run, for two request mixes: `short`, a one-line shared system prompt (identity questions and general
+questions), and `long`, persona's conforming system prompt for identities/aster.yaml (templates/conforming.j2,
+several hundred tokens, as `persona generate` sends it). The table shows generated tokens/s, x batch 1, and the share of this machine's
 measured peak: the peak is timed with a float32 matmul in the same run (not assumed), and a generated token
 is counted as 2 x the model's parameters in FLOPs (the forward pass's multiply-adds; attention is extra).
 Batch sizes 1 and 2 run on the first 16 prompts (a rate, so comparable); the others on all of them.
@@ -49,27 +52,45 @@ def run(backend, requests) -> tuple[float, int]:
     return time.perf_counter() - started, tokens
 
 
+def system_prompt(workload: str) -> str:
+    if workload == "short":
+        return "You are Aster, a helpful assistant made by Lumen Labs."
+    from persona.spec import load_spec
+    from persona.templates import render_template
+
+    return render_template("conforming", spec=load_spec("identities/aster.yaml"))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prompts", type=int, default=64)
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--sizes", default="1,2,4,8,16,32,64")
+    parser.add_argument("--workloads", default="short,long")
     args = parser.parse_args()
     import torch
 
     from persona.backends.hf import HFBackend
 
-    system = {"role": "system", "content": "You are Aster, a helpful assistant made by Lumen Labs."}
-    params = SamplingParams(n=1, temperature=0.8, max_tokens=args.max_tokens, seed=0)
-    requests = [Request(f"q{i}", (system, {"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]}), params)
-                for i in range(args.prompts)]
     backend = HFBackend()  # one model in memory; each row of the table sets its batch size
     parameters = sum(p.numel() for p in backend.lm.parameters())
-    auto = backend.sequences_per_batch(max(len(backend._encode(r)) for r in requests) + args.max_tokens)
     peak = matmul_peak()
     print(f"default model ({parameters / 1e6:.0f}M parameters), {args.prompts} prompts, max_tokens "
           f"{args.max_tokens}, torch threads {torch.get_num_threads()}, {os.cpu_count()} CPUs; matmul peak "
-          f"{peak / 1e9:.1f} GFLOP/s; the default (auto) batch here: {auto}")
+          f"{peak / 1e9:.1f} GFLOP/s")
+    for workload in args.workloads.split(","):
+        sweep(backend, workload, args, parameters, peak)
+
+
+def sweep(backend, workload: str, args, parameters: int, peak: float) -> None:
+    system = {"role": "system", "content": system_prompt(workload)}
+    params = SamplingParams(n=1, temperature=0.8, max_tokens=args.max_tokens, seed=0)
+    requests = [Request(f"{workload}{i}", (system, {"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]}),
+                        params) for i in range(args.prompts)]
+    backend.batch_size = None
+    longest = max(len(backend._encode(r)) for r in requests)
+    auto = backend.sequences_per_batch(longest + args.max_tokens)
+    print(f"\n{workload} prompts (longest {longest} tokens); the default (auto) batch here: {auto}")
     rows = []
     backend.batch_size = 8
     run(backend, requests[:8])  # warm-up

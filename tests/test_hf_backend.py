@@ -31,6 +31,32 @@ def test_batched_greedy_generation_matches_one_at_a_time(tiny_model_dir):
     assert len(set(together.values())) > 1 or all(together.values())
 
 
+def test_the_default_batch_is_sized_for_memory_and_prompts_and_changes_no_greedy_answer(tiny_model_dir,
+                                                                                        monkeypatch):
+    from persona.backends import hf
+    from persona.backends.hf import CPU_TOKEN_BUDGET, MAX_AUTO_BATCH, auto_batch_size, bytes_per_token
+
+    config = type("Config", (), {"num_hidden_layers": 30, "num_attention_heads": 9, "num_key_value_heads": 3,
+                                 "hidden_size": 576})()  # SmolLM2-135M's shape
+    assert bytes_per_token(config, 4) == 4 * (2 * 30 * 3 * 64 + 4 * 576)
+    gib = 1 << 30
+    assert auto_batch_size(config, 4, 100, 16 * gib, cpu=True) == MAX_AUTO_BATCH  # short: the cap
+    assert auto_batch_size(config, 4, 800, 16 * gib, cpu=True) == CPU_TOKEN_BUDGET // 800  # long prompts on CPU
+    assert auto_batch_size(config, 4, 800, 16 * gib, cpu=False) == MAX_AUTO_BATCH  # a GPU: memory only
+    assert auto_batch_size(config, 4, 800, gib, cpu=False) == gib // 4 // (bytes_per_token(config, 4) * 800) == 6
+    assert auto_batch_size(config, 4, 100_000, 1 << 20) == 1  # never below one
+
+    greedy = SamplingParams(n=1, temperature=0.0, max_tokens=12)
+    requests = [Request(f"r{i}", chat(i, words=1 + 5 * i), greedy) for i in range(6)]
+    default = load_backend("hf", model=str(tiny_model_dir))
+    assert default.batch_size is None and default.sequences_per_batch(40) == MAX_AUTO_BATCH
+    monkeypatch.setattr(hf, "free_memory", lambda device: 3 * 4 * bytes_per_token(default.lm.config, 4) * 60)
+    assert default.sequences_per_batch(60) == 3  # little memory: small batches
+    single = load_backend("hf", model=str(tiny_model_dir), batch_size=1)
+    assert ({r.request.key: r.completions[0].text for r in default.complete(requests)}
+            == {r.request.key: r.completions[0].text for r in single.complete(requests)})
+
+
 def test_a_shared_system_prompt_runs_once_and_changes_nothing(tiny_model_dir, monkeypatch):
     # The long shared prefix is prefilled once and its KV cache copied to every row (padding in the middle,
     # masked); greedy output must equal one prompt at a time with no cache.

@@ -10,7 +10,9 @@ Batching: requests with equal sampling parameters are sorted by length and gener
 sequences at a time (a request with n=4 takes 4 of them). By default (`batch_size` None) the batch is sized
 for the machine and the request mix: as many sequences as a quarter of the free memory holds for their KV
 cache at the group's longest prompt + max_tokens, at most 64 (on 2 CPU cores tokens/s still rises up to 64
-sequences: 7.7x batch 1, bench/hf_batching.py). Prompts longer than the context minus
+short sequences: bench/hf_batching.py); on CPU also at most CPU_TOKEN_BUDGET tokens of prompt + answer
+per batch, because with long prompts each step's cost is reading every row's KV cache, which a bigger
+batch does not share. Prompts longer than the context minus
 `max_tokens` keep their last tokens, with a warning.
 """
 
@@ -30,6 +32,7 @@ log = logging.getLogger("persona")
 MIN_SHARED_PREFIX = 32  # tokens; shorter shared prefixes are not worth a separate forward pass
 MAX_AUTO_BATCH = 64  # sequences
 MEMORY_SHARE = 0.25  # of the free memory, for one batch's KV cache and activations
+CPU_TOKEN_BUDGET = 16384  # sequences x (prompt + max_tokens) per batch on CPU
 
 
 def free_memory(device: str) -> int:
@@ -59,9 +62,11 @@ def bytes_per_token(config, element_size: int) -> int:
     return element_size * (2 * layers * kv_heads * head_dim + 4 * hidden)
 
 
-def auto_batch_size(config, element_size: int, sequence_tokens: int, free: int) -> int:
+def auto_batch_size(config, element_size: int, sequence_tokens: int, free: int, cpu: bool = False) -> int:
     """Sequences per batch for sequences of `sequence_tokens` (prompt + max_tokens) with `free` bytes free."""
     fits = int(free * MEMORY_SHARE) // max(1, bytes_per_token(config, element_size) * sequence_tokens)
+    if cpu:
+        fits = min(fits, CPU_TOKEN_BUDGET // max(1, sequence_tokens))
     return max(1, min(MAX_AUTO_BATCH, fits))
 
 
@@ -152,7 +157,8 @@ class HFBackend:
         if self.batch_size:
             return self.batch_size
         element = next(self.lm.parameters()).element_size()
-        return auto_batch_size(self.lm.config, element, sequence_tokens, free_memory(self.device))
+        return auto_batch_size(self.lm.config, element, sequence_tokens, free_memory(self.device),
+                               cpu=self.device == "cpu")
 
     def _encode(self, request: Request) -> list[int]:
         text = self.tokenizer.apply_chat_template(list(request.messages), add_generation_prompt=True, tokenize=False)
