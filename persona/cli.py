@@ -520,7 +520,7 @@ def train_command(
 
         import time
 
-        started = time.monotonic()
+        first: list = []  # (time, step) of the first logged step: the rate excludes loading the model
 
         def show(entry: dict) -> None:
             """One line per logged step: step/total, the loss and the method's own numbers, time per step, ETA."""
@@ -529,7 +529,9 @@ def train_command(
             step, total = entry.get("step") or 0, entry.get("max_steps") or 0
             shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in entry.items()
                      if k in ("loss", "rewards/margins", "rewards/accuracies", "kl", "accuracy", "mean_token_accuracy")}
-            per_step = (time.monotonic() - started) / step if step else 0
+            if not first:
+                first.append((time.monotonic(), step))
+            per_step = (time.monotonic() - first[0][0]) / (step - first[0][1]) if step > first[0][1] else 0
             eta = f"  eta {_duration(per_step * (total - step))}" if total and per_step else ""
             _err(f"  step {step}/{total or '?'}  " + "  ".join(f"{k} {v}" for k, v in shown.items())
                  + (f"  {per_step:.1f} s/step{eta}" if per_step else ""))
