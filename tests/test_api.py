@@ -35,5 +35,5 @@ def test_readme_python_example_runs(tmp_path, monkeypatch):
     exec(compile(code, "README.md (Python API)", "exec"), namespace)
     assert (tmp_path / "runs/notebook/report.html").is_file()
     assert namespace["page"] == Path("runs/notebook/report.html") or Path(namespace["page"]).name == "report.html"
-    assert namespace["summary"].build.sft["train"].get("demonstration", 0) > 0
+    assert sum(namespace["summary"].build.sft["train"].values()) > 0
     assert namespace["metrics"]["verdict"] and (Path(namespace["result"].output_dir) / "adapter_config.json").is_file()

