@@ -118,11 +118,13 @@ def _generate(spec: Spec, config: RunConfig, run: RunFolder, on_progress, judge,
 
     timed = summary.stage_seconds
 
+    loading_seen = [0.0]  # model loading already subtracted from an earlier stage
+
     def stage(name: str, since: float) -> None:
         """Add the time since `since` to stage `name`, less the model loading that happened meanwhile."""
-        loading = timed.get("loading models", 0.0) - timed.get("_loading_seen", 0.0)
+        loading = timed.get("loading models", 0.0) - loading_seen[0]
         timed[name] = timed.get(name, 0.0) + time.perf_counter() - since - loading
-        timed["_loading_seen"] = timed.get("loading models", 0.0)
+        loading_seen[0] = timed.get("loading models", 0.0)
 
     run_judge = checker = judgements = None
     try:
@@ -169,7 +171,6 @@ def _generate(spec: Spec, config: RunConfig, run: RunFolder, on_progress, judge,
     summary.demonstrations = sum(r.kind == "demonstration" for r in responses)
     summary.replay = sum(r.kind == "replay" for r in responses)
     summary.targets_covered = {r.target for r in responses if r.target}
-    timed.pop("_loading_seen", None)
     if run_judge is not None:
         mark = time.perf_counter()
         try:
@@ -179,7 +180,6 @@ def _generate(spec: Spec, config: RunConfig, run: RunFolder, on_progress, judge,
         finally:
             run_judge.close()
         stage("building", mark)
-        timed.pop("_loading_seen", None)
     summary.seconds = time.perf_counter() - started
     return summary
 
