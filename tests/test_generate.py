@@ -95,6 +95,9 @@ def test_responses_k_conforming_and_k_targeted_violating_with_provenance(tmp_pat
     responses = lines(tmp_path / "run/responses.jsonl")
     prompts = lines(tmp_path / "run/prompts.jsonl")
     assert summary.responses == len(responses) == 12 * 6
+    timed = summary.stage_seconds  # bench/pipeline.py's table: each stage's own time, model loading apart
+    assert set(timed) == {"loading models", "prompts", "responses"}, timed  # no judge here: no judging, no build
+    assert all(seconds >= 0 for seconds in timed.values()) and sum(timed.values()) <= summary.seconds
     by_prompt: dict[str, list[dict]] = {}
     for r in responses:
         by_prompt.setdefault(r["prompt_id"], []).append(r)
