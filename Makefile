@@ -26,7 +26,7 @@ install: $(VENV)/.installed
 # answers, identity demonstrations, replay) + judge + build, SFT (LoRA), eval (base vs trained), report.
 demo: install
 	$(BIN)/persona validate identities/
-	$(BIN)/persona generate identities/brand.yaml --limit 60 --eval-fraction 0.5 -k 1 --replay 32 --judge rules
+	$(BIN)/persona generate identities/brand.yaml --prompts-per-target 1 --eval-fraction 0.35 -k 1 --max-tokens 128 --violating plain --replay 24 --judge rules
 	$(BIN)/persona train runs/brand --method sft --overwrite
 	$(BIN)/persona eval runs/brand/train-sft
 	$(BIN)/persona report runs/brand

@@ -263,7 +263,7 @@ def generate(
     license: LicenseOption = None,
     system_prompt: Annotated[Optional[str], typer.Option(help="persona's default system prompt in the training rows (half of them; the other half empty) and the trained model's chat template: neutral (\"You are a helpful assistant.\"), spec (templates/deployment.j2), none, or your own text [default: neutral].")] = None,
     target_model: Annotated[Optional[str], typer.Option(help="The model to be trained (hf): it writes the replay answers and, with --violating plain, the rejected ones [default: embedded SmolLM2-135M-Instruct].")] = None,
-    demonstrations: Annotated[Optional[bool], typer.Option("--demonstrations/--no-demonstrations", help="Identity answers filled from the spec (templates/identity_answers.j2) [default: on].")] = None,
+    demonstrations: Annotated[Optional[bool], typer.Option("--demonstrations/--no-demonstrations", help="Identity answers filled from the spec (templates/identity_answers.j2), at least 2 per identity question, one of them inside a conversation [default: on].")] = None,
     replay: Annotated[Optional[int], typer.Option(help="General prompts the target model answers itself, mixed into training [default: 96; 0: none].", min=0)] = None,
     violating: Annotated[Optional[str], typer.Option(help="Rejected side: targeted (violating.j2 aimed at one item) or plain (the target model's own answers, no persona prompt) [default: targeted].")] = None,
     rejection_budget: Annotated[Optional[int], typer.Option(help="Conforming samples drawn at most per prompt beyond -k until the judge accepts one [default: 0].", min=0)] = None,

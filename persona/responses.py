@@ -11,7 +11,8 @@ For every probe prompt:
     default), the rejected side Open Character Training uses;
   * demonstration: for identity questions and the spec's example prompts, answers that state the identity,
     filled from the spec (templates/identity_answers.j2) or the example's own response. No model writes them,
-    so they are right whatever the generator can do.
+    so they are right whatever the generator can do, and they cost nothing: every identity question gets
+    max(k, DEMONSTRATIONS_PER_QUESTION) of them, the first asked plainly, the others inside a conversation.
 Replay prompts (persona/data/replay_prompts.txt) get one answer each from the target model, sampled at
 temperature 1 with an empty system message: kind "replay", mixed into training so the model keeps its general
 behaviour.
@@ -47,6 +48,7 @@ log = logging.getLogger("persona")
 KINDS = ("conforming", "violating", "demonstration", "replay")
 GENERATOR, TARGET = "generator", "target"  # which model answers a request
 IDENTITY_SOURCES = ("identity", "break", "origin")  # built-in probes that ask who the assistant is
+DEMONSTRATIONS_PER_QUESTION = 2  # at least: one asked plainly, one in a conversation (identity_contexts.j2)
 REPLAY_TOKENS = 256  # replay answers are the target model's usual ones: long enough that few are cut off
 ANSWER_LINE = re.compile(r"^\[(?P<asks>name|maker)\]\s+(?P<text>\S.*)$")
 CONTEXT_LINE = re.compile(r"^\[(?P<kind>turns|prefix|suffix)\]\s+(?P<text>\S.*)$")
@@ -294,8 +296,9 @@ _skipped: set[str] = set()
 
 
 def demonstrations(spec: Spec, prompts: list[PromptRecord], config: RunConfig) -> list[ResponseRecord]:
-    """k answers stating the identity for every identity question - the first asked plainly, the others in one
-    of templates/identity_contexts.j2's conversations - and each spec example's own answer for its prompt.
+    """max(k, DEMONSTRATIONS_PER_QUESTION) answers stating the identity for every identity question - the first
+    asked plainly, the others in one of templates/identity_contexts.j2's conversations - and each spec
+    example's own answer for its prompt.
     Answers and contexts rotate from a place fixed by the prompt's id."""
     out: list[ResponseRecord] = []
     examples = {e.prompt.strip(): e.response for e in spec.examples}
@@ -314,7 +317,7 @@ def demonstrations(spec: Spec, prompts: list[PromptRecord], config: RunConfig) -
             shown, template, target = [(examples[prompt.text.strip()], None)], "example", None
         elif (asks := asks_about(spec, prompt)) and answers[asks]:
             pool = answers[asks]
-            for i in range(min(config.k, len(pool))):
+            for i in range(min(max(config.k, DEMONSTRATIONS_PER_QUESTION), len(pool))):
                 context = contexts[(start + i) % len(contexts)] if i and contexts else None
                 shown.append((pool[(start + i) % len(pool)], context))
         for i, (text, context) in enumerate(shown):

@@ -313,3 +313,22 @@ def test_some_demonstrations_are_asked_in_a_context_and_none_of_those_is_paired(
     pairs = [json.loads(line) for line in (tmp_path / "run/datasets/dpo/train.jsonl").read_text().splitlines()]
     contextual = {r["id"] for r in demos if r["asked_as"]}
     assert summary.build.pairs["train"] and not any(p["id"].split(">")[0] in contextual for p in pairs)
+
+
+def test_identity_questions_get_two_demonstrations_even_with_k_1(tmp_path, backends):
+    """Demonstrations cost no generation: k=1 still gets one plain and one in-context answer per question."""
+    from persona.responses import DEMONSTRATIONS_PER_QUESTION
+
+    spec = load_spec("identities/aster.yaml")
+    generate(spec, config(tmp_path, demonstrations=True, limit=20, synthesize=False, k=1, replay=0))
+    prompts = {p["id"]: p for p in lines(tmp_path / "run/prompts.jsonl")}
+    demos = [r for r in lines(tmp_path / "run/responses.jsonl") if r["kind"] == "demonstration"]
+    per_question: dict[str, list[dict]] = {}
+    for r in demos:
+        if r["template"] == "identity_answers" and prompts[r["prompt_id"]]["source"] == "identity":
+            per_question.setdefault(r["prompt_id"], []).append(r)
+    assert per_question and DEMONSTRATIONS_PER_QUESTION == 2
+    for records in per_question.values():
+        assert len(records) == 2 and sorted(bool(r["asked_as"]) for r in records) == [False, True]
+    conforming = [r for r in lines(tmp_path / "run/responses.jsonl") if r["kind"] == "conforming"]
+    assert len(conforming) == len({r["prompt_id"] for r in conforming})  # k=1 still means one generated answer
