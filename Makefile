@@ -26,7 +26,7 @@ install: $(VENV)/.installed
 # answers, identity demonstrations, replay) + judge + build, SFT (LoRA), eval (base vs trained), report.
 demo: install
 	$(BIN)/persona validate identities/
-	$(BIN)/persona generate identities/brand.yaml --prompts-per-target 1 --eval-fraction 0.35 -k 1 --max-tokens 128 --violating plain --replay 24 --judge rules
+	$(BIN)/persona generate identities/brand.yaml --prompts-per-target 1 --eval-fraction 0.35 -k 1 --violating plain --no-conforming-for-demonstrated --replay 24 --judge rules
 	$(BIN)/persona train runs/brand --method sft --overwrite
 	$(BIN)/persona eval runs/brand/train-sft
 	$(BIN)/persona report runs/brand
@@ -36,7 +36,7 @@ demo: install
 # "Experiment" in the README for the table and the time it takes).
 EXPERIMENT_PREF = --set learning_rate=1e-4 --set per_device_train_batch_size=4 --set max_length=256 --overwrite
 experiment: install
-	$(BIN)/persona generate identities/aster.yaml -k 2 --prompts-per-target 0 --max-tokens 128 --violating plain --judge rules
+	$(BIN)/persona generate identities/aster.yaml -k 2 --prompts-per-target 0 --violating plain --judge rules
 	$(BIN)/persona train runs/aster --method sft --overwrite
 	$(BIN)/persona train runs/aster --method dpo $(EXPERIMENT_PREF)
 	$(BIN)/persona train runs/aster --method ipo $(EXPERIMENT_PREF)

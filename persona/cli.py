@@ -266,6 +266,7 @@ def generate(
     demonstrations: Annotated[Optional[bool], typer.Option("--demonstrations/--no-demonstrations", help="Identity answers filled from the spec (templates/identity_answers.j2), at least 2 per identity question, one of them inside a conversation [default: on].")] = None,
     replay: Annotated[Optional[int], typer.Option(help="General prompts the target model answers itself, mixed into training [default: 96; 0: none].", min=0)] = None,
     violating: Annotated[Optional[str], typer.Option(help="Rejected side: targeted (violating.j2 aimed at one item) or plain (the target model's own answers, no persona prompt) [default: targeted].")] = None,
+    conforming_for_demonstrated: Annotated[Optional[bool], typer.Option("--conforming-for-demonstrated/--no-conforming-for-demonstrated", help="Also ask the generator for conforming answers to prompts that have demonstrations (identity questions, the spec's example prompts); off: the demonstrations are their chosen side, which saves the longest requests when the generator is small [default: on].")] = None,
     rejection_budget: Annotated[Optional[int], typer.Option(help="Conforming samples drawn at most per prompt beyond -k until the judge accepts one [default: 0].", min=0)] = None,
     templates: TemplatesOption = None,
 ) -> None:
@@ -290,7 +291,8 @@ def generate(
                          seed=seed, concurrency=concurrency, batch_size=batch_size,
                          tensor_parallel_size=tensor_parallel_size, templates=str(templates) if templates else None,
                          system_prompt=system_prompt, target_model=target_model, demonstrations=demonstrations,
-                         replay=replay, violating=violating, rejection_budget=rejection_budget)
+                         replay=replay, violating=violating, rejection_budget=rejection_budget,
+                         conforming_for_demonstrated=conforming_for_demonstrated)
         run_config = load_run_config(config, overrides)
         if backend_options:
             from dataclasses import replace
@@ -703,9 +705,11 @@ def _print_dry_run(spec, run_config) -> None:
                f"-> at most {plan.max_prompts} after --limit/dedup")
     violating = ("1 plain request with n={k} to the target model".format(k=run_config.k) if run_config.violating == "plain"
                  else f"{run_config.k} violating")
+    skipped = ("" if run_config.conforming_for_demonstrated or not run_config.demonstrations
+               else "; no conforming request for prompts that have demonstrations")
     typer.echo(f"requests: {plan.synthesis_requests} probe-synthesis + at most {plan.response_requests} response "
                f"requests (1 conforming with n={run_config.k} and {violating} per prompt, and {run_config.replay} "
-               f"replay answers from the target model), fewer for work already in the run folder")
+               f"replay answers from the target model{skipped}), fewer for work already in the run folder")
 
 
 class _Stderr:

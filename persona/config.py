@@ -57,6 +57,9 @@ class RunConfig:
     system_prompt: str = "neutral"  # persona's default system prompt: neutral, spec (templates/deployment.j2), none or text
     target_model: str | None = None  # the model to be trained (hf; default: the embedded model)
     demonstrations: bool = True  # identity answers filled from the spec (templates/identity_answers.j2)
+    # also ask the generator for conforming answers to prompts that have demonstrations (off: the spec's
+    # demonstrations are their only chosen side, which saves the generator's longest requests)
+    conforming_for_demonstrated: bool = True
     replay: int = 96  # general prompts the target model answers, mixed into training (0: none)
     violating: str = "targeted"  # targeted: violating.j2 aimed at one item; plain: the target model, no persona prompt
     rejection_budget: int = 0  # conforming samples drawn at most per prompt beyond k, until the judge accepts one

@@ -139,6 +139,7 @@ def plan_requests(spec: Spec, prompts: list[PromptRecord], config: RunConfig, la
     params = SamplingParams(n=config.k, temperature=config.temperature, top_p=config.top_p,
                             max_tokens=response_max_tokens(spec, config), seed=config.seed)
     conforming = render_template("conforming", config.templates, spec=spec)
+    skip = set() if config.conforming_for_demonstrated or not config.demonstrations else demonstrated(spec, prompts, config)
     hashes = {name: template_hash(name, config.templates) for name in ("conforming", "violating")}
     violating_systems: dict[str, str] = {}
     planned = []
@@ -154,7 +155,7 @@ def plan_requests(spec: Spec, prompts: list[PromptRecord], config: RunConfig, la
                                           _hash(""), TARGET))
             continue
         messages = ({"role": "system", "content": conforming}, {"role": "user", "content": prompt.text})
-        for r in range(1 + (rounds or {}).get(prompt.id, 0)):
+        for r in range(0 if prompt.id in skip else 1 + (rounds or {}).get(prompt.id, 0)):
             sampled = replace(params, seed=config.seed + 1000 * r)
             key = input_key("response", messages, sampled.to_dict(), labels[GENERATOR], *([r] if r else []))
             planned.append(PlannedRequest(Request(key, messages, sampled), prompt, "conforming", None, "conforming",
@@ -293,6 +294,11 @@ def _in_context(question: str, context: tuple[str, object] | None) -> tuple[str,
 
 
 _skipped: set[str] = set()
+
+
+def demonstrated(spec: Spec, prompts: list[PromptRecord], config: RunConfig) -> set[str]:
+    """Ids of the prompts that get demonstrations (identity questions, the spec's example prompts)."""
+    return {d.prompt_id for d in demonstrations(spec, prompts, config)}
 
 
 def demonstrations(spec: Spec, prompts: list[PromptRecord], config: RunConfig) -> list[ResponseRecord]:
