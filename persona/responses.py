@@ -132,6 +132,14 @@ def response_max_tokens(spec: Spec, config: RunConfig) -> int:
     return max([config.max_tokens] + [math.ceil(1.4 * w) for w in words])
 
 
+def replay_max_tokens(spec: Spec, config: RunConfig) -> int:
+    """REPLAY_TOKENS (or more with a higher --max-tokens), but within the spec's smallest max_words check: the
+    judge scores replay answers against the spec too, and an answer cut off past the word limit would be
+    dropped for its length alone. A token is at most about one word, so max_words tokens keep it."""
+    words = [c.check.max_words for c in spec.constraints if c.check is not None and c.check.max_words]
+    return min([max(config.max_tokens, REPLAY_TOKENS)] + words)
+
+
 def plan_requests(spec: Spec, prompts: list[PromptRecord], config: RunConfig, labels: dict[str, str],
                   rounds: dict[str, int] | None = None) -> list[PlannedRequest]:
     """Every request of the stage. `labels` name the generator and target models (response keys depend on
@@ -147,7 +155,7 @@ def plan_requests(spec: Spec, prompts: list[PromptRecord], config: RunConfig, la
         if prompt.source == REPLAY_SOURCE:
             # sampled at temperature 1: the model's own distribution, so training on it leaves that unchanged in
             # expectation (greedy answers would sharpen it, and raise perplexity on ordinary text)
-            own = SamplingParams(n=1, temperature=1.0, top_p=1.0, max_tokens=max(config.max_tokens, REPLAY_TOKENS),
+            own = SamplingParams(n=1, temperature=1.0, top_p=1.0, max_tokens=replay_max_tokens(spec, config),
                                  seed=config.seed)
             messages = ({"role": "system", "content": ""}, {"role": "user", "content": prompt.text})
             key = input_key("replay", messages, own.to_dict(), labels[TARGET])

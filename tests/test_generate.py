@@ -352,3 +352,15 @@ def test_no_conforming_for_demonstrated_prompts_asks_the_generator_only_for_the_
     assert summary.build.pairs["train"] > 0  # demonstrations are the chosen side of identity pairs
     generator = next(b for b in backends if b.model == "fake-model")
     assert len(generator.requests) == len(conforming)
+
+
+def test_replay_answers_stay_within_the_spec_s_word_limit(tmp_path):
+    """brand keeps answers under 150 words: its replay requests ask for at most 150 tokens, so an answer the
+    token limit cut off is not dropped by the judge for its length; aster has no word limit: 256."""
+    from persona.responses import REPLAY_TOKENS, replay_max_tokens
+
+    brand, aster = load_spec("identities/brand.yaml"), load_spec("identities/aster.yaml")
+    assert replay_max_tokens(brand, config(tmp_path)) == 150
+    assert replay_max_tokens(aster, config(tmp_path)) == REPLAY_TOKENS == 256
+    assert replay_max_tokens(aster, config(tmp_path, max_tokens=400)) == 400
+    assert replay_max_tokens(brand, config(tmp_path, max_tokens=400)) == 150
