@@ -118,13 +118,14 @@ def _generate(spec: Spec, config: RunConfig, run: RunFolder, on_progress, judge,
 
     timed = summary.stage_seconds
 
-    loading_seen = [0.0]  # model loading already subtracted from an earlier stage
+    loading_seen = 0.0  # model loading already subtracted from an earlier stage
 
     def stage(name: str, since: float) -> None:
         """Add the time since `since` to stage `name`, less the model loading that happened meanwhile."""
-        loading = timed.get("loading models", 0.0) - loading_seen[0]
+        nonlocal loading_seen
+        loading = timed.get("loading models", 0.0) - loading_seen
         timed[name] = timed.get(name, 0.0) + time.perf_counter() - since - loading
-        loading_seen[0] = timed.get("loading models", 0.0)
+        loading_seen = timed.get("loading models", 0.0)
 
     run_judge = checker = judgements = None
     try:

@@ -125,29 +125,34 @@ def violation_targets(spec: Spec, prompt: PromptRecord, k: int) -> list[Target]:
     return order[:k]
 
 
+def _word_limits(spec: Spec) -> list[int]:
+    """The max_words of every constraint check that has one."""
+    return [c.check.max_words for c in spec.constraints if c.check is not None and c.check.max_words]
+
+
 def response_max_tokens(spec: Spec, config: RunConfig) -> int:
     """config.max_tokens, raised where the spec allows longer answers: a response that keeps a max_words
     check must fit (about 1.4 tokens a word), or it is cut off and every pair it is in teaches length."""
-    words = [c.check.max_words for c in spec.constraints if c.check is not None and c.check.max_words]
-    return max([config.max_tokens] + [math.ceil(1.4 * w) for w in words])
+    return max([config.max_tokens] + [math.ceil(1.4 * w) for w in _word_limits(spec)])
 
 
 def replay_max_tokens(spec: Spec, config: RunConfig) -> int:
     """REPLAY_TOKENS (or more with a higher --max-tokens), but within the spec's smallest max_words check: the
     judge scores replay answers against the spec too, and an answer cut off past the word limit would be
     dropped for its length alone. A token is at most about one word, so max_words tokens keep it."""
-    words = [c.check.max_words for c in spec.constraints if c.check is not None and c.check.max_words]
-    return min([max(config.max_tokens, REPLAY_TOKENS)] + words)
+    return min([max(config.max_tokens, REPLAY_TOKENS)] + _word_limits(spec))
 
 
 def plan_requests(spec: Spec, prompts: list[PromptRecord], config: RunConfig, labels: dict[str, str],
-                  rounds: dict[str, int] | None = None) -> list[PlannedRequest]:
+                  rounds: dict[str, int] | None = None,
+                  demonstrated: frozenset[str] = frozenset()) -> list[PlannedRequest]:
     """Every request of the stage. `labels` name the generator and target models (response keys depend on
-    them); `rounds` gives prompts their rejection-sampling rounds beyond the first."""
+    them); `rounds` gives prompts their rejection-sampling rounds beyond the first; `demonstrated` names the
+    prompts that have demonstrations, which get no conforming request unless conforming_for_demonstrated."""
     params = SamplingParams(n=config.k, temperature=config.temperature, top_p=config.top_p,
                             max_tokens=response_max_tokens(spec, config), seed=config.seed)
     conforming = render_template("conforming", config.templates, spec=spec)
-    skip = set() if config.conforming_for_demonstrated or not config.demonstrations else demonstrated(spec, prompts, config)
+    skip = frozenset() if config.conforming_for_demonstrated else demonstrated
     hashes = {name: template_hash(name, config.templates) for name in ("conforming", "violating")}
     violating_systems: dict[str, str] = {}
     planned = []
@@ -192,7 +197,8 @@ def generate_responses(spec: Spec, prompts: list[PromptRecord], config: RunConfi
                        rounds: dict[str, int] | None = None) -> tuple[list[ResponseRecord], int]:
     """Every planned response and demonstration, generating only the missing ones; returns (records,
     requests made). `get_backend(role)` gives the generator's or the target model's backend."""
-    planned = plan_requests(spec, prompts, config, labels, rounds)
+    shown = demonstrations(spec, prompts, config) if config.demonstrations else []
+    planned = plan_requests(spec, prompts, config, labels, rounds, frozenset(d.prompt_id for d in shown))
     by_key = {p.request.key: p for p in planned}
 
     def to_records(result) -> list[dict]:
@@ -222,7 +228,6 @@ def generate_responses(spec: Spec, prompts: list[PromptRecord], config: RunConfi
     done, made = append_missing(store, [p.request for p in planned], run_requests, to_records, is_done,
                                 stage="responses", on_progress=on_progress)
     ids = [f"{p.request.key}-{i}" for p in planned for i in range(p.request.params.n)]
-    shown = demonstrations(spec, prompts, config) if config.demonstrations else []
     store.append([d.to_dict() for d in shown if d.id not in done])
     for d in shown:
         done.setdefault(d.id, d.to_dict())
@@ -302,11 +307,6 @@ def _in_context(question: str, context: tuple[str, object] | None) -> tuple[str,
 
 
 _skipped: set[str] = set()
-
-
-def demonstrated(spec: Spec, prompts: list[PromptRecord], config: RunConfig) -> set[str]:
-    """Ids of the prompts that get demonstrations (identity questions, the spec's example prompts)."""
-    return {d.prompt_id for d in demonstrations(spec, prompts, config)}
 
 
 def demonstrations(spec: Spec, prompts: list[PromptRecord], config: RunConfig) -> list[ResponseRecord]:

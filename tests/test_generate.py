@@ -13,7 +13,7 @@ from persona.backends.fake import FakeBackend
 from persona.config import RunConfig
 from persona.errors import PersonaError
 from persona.pipeline import generate as generate_all
-from persona.prompts import PromptRecord, normalize, parse_synthesized
+from persona.prompts import normalize, parse_synthesized
 from persona.spec import load_spec
 from persona.store import JsonlStore
 
@@ -335,20 +335,17 @@ def test_identity_questions_get_two_demonstrations_even_with_k_1(tmp_path, backe
 
 
 def test_no_conforming_for_demonstrated_prompts_asks_the_generator_only_for_the_others(tmp_path, backends):
-    from persona.responses import demonstrated
-
     spec = load_spec("identities/aster.yaml")
     settings = dict(demonstrations=True, limit=20, synthesize=False, k=1, replay=0, violating="plain",
                     target_model="the-target")
     summary = generate_all(spec, config(tmp_path, conforming_for_demonstrated=False, **settings), judge="rules")
-    fields = ("id", "text", "source", "target", "split", "provenance")
-    prompts = [PromptRecord(**{k: p.get(k) for k in fields}) for p in lines(tmp_path / "run/prompts.jsonl")]
-    shown = demonstrated(spec, prompts, config(tmp_path, **settings))
+    prompts = {p["id"] for p in lines(tmp_path / "run/prompts.jsonl")}
     records = lines(tmp_path / "run/responses.jsonl")
+    shown = {r["prompt_id"] for r in records if r["kind"] == "demonstration"}
     conforming = {r["prompt_id"] for r in records if r["kind"] == "conforming"}
     assert shown and conforming and not conforming & shown  # none for prompts with demonstrations
-    assert conforming == {p.id for p in prompts} - shown
-    assert {r["prompt_id"] for r in records if r["kind"] == "violating"} == {p.id for p in prompts}  # rejected side kept
+    assert conforming == prompts - shown
+    assert {r["prompt_id"] for r in records if r["kind"] == "violating"} == prompts  # rejected side kept
     assert summary.build.pairs["train"] > 0  # demonstrations are the chosen side of identity pairs
     generator = next(b for b in backends if b.model == "fake-model")
     assert len(generator.requests) == len(conforming)
