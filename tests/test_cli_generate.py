@@ -57,6 +57,18 @@ def test_run_config_errors_name_file_line_and_suggest(tmp_path):
     assert f"{config}:3:4: k: expected a whole number, got text ('two')" in result.stderr
 
 
+def test_run_config_checks_the_conforming_for_demonstrated_switch(tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text("backend: fake\nconforming_for_demonstrated: maybe\n", encoding="utf-8")
+    result = runner.invoke(app, ["generate", "identities/aster.yaml", "--config", str(config), "--dry-run"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert (f"{config}:2:30: conforming_for_demonstrated: expected true or false, got text ('maybe') "
+            "(hint: write true or false here)") in result.stderr
+    config.write_text("backend: fake\nconforming_for_demonstrated: false\n", encoding="utf-8")
+    result = runner.invoke(app, ["generate", "identities/aster.yaml", "--config", str(config), "--dry-run"])
+    assert result.exit_code == 0 and "no conforming request for prompts that have demonstrations" in result.stdout
+
+
 def test_dry_run_calls_nothing_and_writes_nothing(tmp_path):
     result = runner.invoke(app, ["generate", "identities/brand.yaml", "--dry-run", "-b", "openai", "-m", "m",
                                  "--api-key-env", "UNSET_FOR_DRY_RUN", "--out", str(tmp_path / "run"), "--limit", "20"])
