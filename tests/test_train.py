@@ -432,3 +432,37 @@ def yaml_of(output):
     import yaml
 
     return yaml.safe_load((output / "persona_train.yaml").read_text())
+
+
+def test_on_cpu_the_fused_head_scores_only_answer_tokens_and_trains_the_same(sft_run, tiny_model_dir, tmp_path,
+                                                                             monkeypatch):
+    import torch
+    from trl.trainer import utils
+
+    from persona import train as train_module
+
+    torch.set_num_threads(1)
+    original = utils._use_triton
+    compact = []
+    real_apply = utils._ChunkedLogProbFunction.apply
+
+    def spy(hidden, *args):
+        compact.append(hidden.shape[0])  # positions projected onto the vocabulary
+        return real_apply(hidden, *args)
+
+    monkeypatch.setattr(utils._ChunkedLogProbFunction, "apply", spy)
+    overrides = {**FAST, "per_device_train_batch_size": 4}
+    fast = train(sft_run, "sft", model=str(tiny_model_dir), overrides=overrides, output_dir=tmp_path / "compact")
+    assert utils._use_triton is original  # undone after training
+    answer_positions, compact[:] = list(compact), []
+    monkeypatch.setattr(train_module, "_fused_head_scores_answer_tokens_only", _no_switch)
+    every = train(sft_run, "sft", model=str(tiny_model_dir), overrides=overrides, output_dir=tmp_path / "every")
+    assert sum(answer_positions) < sum(compact)  # prompt and padding positions were skipped ...
+    losses = [[m["loss"] for m in r.metrics if "loss" in m] for r in (fast, every)]
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)  # ... and the loss is the same
+
+
+def _no_switch():
+    from contextlib import nullcontext
+
+    return nullcontext()

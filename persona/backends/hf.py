@@ -180,27 +180,20 @@ class HFBackend:
         # One seed per batch, derived from its requests, so a re-run of the same batch is reproducible.
         seed = int(hashlib.sha256("|".join(r.key for r, _ in items).encode()).hexdigest()[:8], 16)
         torch.manual_seed(seed + (params.seed or 0))
-        sampling = params.temperature > 0
-        kwargs = dict(max_new_tokens=params.max_tokens, do_sample=sampling,
-                      pad_token_id=self.tokenizer.pad_token_id, repetition_penalty=self.repetition_penalty)
-        if sampling:
-            kwargs.update(temperature=params.temperature, top_p=params.top_p)
-        if params.stop:
-            kwargs.update(stop_strings=list(params.stop), tokenizer=self.tokenizer)
         rows = [ids for _, ids in items for _ in range(params.n)]  # n samples of a prompt: n rows
         started = time.perf_counter()
         with torch.inference_mode():
             prefix = _shared_prefix(rows)
+            cache = None
             if len(rows) > 1 and prefix >= MIN_SHARED_PREFIX:
                 batch, cache = self._with_prefix_cache(rows, prefix)
-                output = self.lm.generate(**batch, past_key_values=cache, **kwargs)
             else:
+                prefix = 0
                 batch = self.tokenizer.pad({"input_ids": rows}, padding=True, return_tensors="pt")
                 batch = {k: v.to(self.device) for k, v in batch.items()}
-                output = self.lm.generate(**batch, **kwargs)
+            new_tokens = self._decode(batch["input_ids"], batch["attention_mask"], cache, prefix, params)
         latency = time.perf_counter() - started
-        new_tokens = output[:, batch["input_ids"].shape[1]:].tolist()
-        stop_ids = {self.tokenizer.eos_token_id, self.tokenizer.pad_token_id}
+        stop_ids = self._stop_ids()
         for i, (request, ids) in enumerate(items):
             completions = []
             for tokens in new_tokens[i * params.n:(i + 1) * params.n]:
@@ -213,3 +206,99 @@ class HFBackend:
                         text, finish = text.split(stop, 1)[0], "stop"
                 completions.append(Completion(text.strip(), len(ids), len(tokens), finish, latency))
             yield Result(request, tuple(completions))
+
+    def _stop_ids(self) -> set[int]:
+        """Tokens that end an answer: the tokenizer's end-of-sequence and padding, and the model's own."""
+        ids = {self.tokenizer.eos_token_id, self.tokenizer.pad_token_id}
+        configured = getattr(getattr(self.lm, "generation_config", None), "eos_token_id", None)
+        ids.update(configured if isinstance(configured, (list, tuple)) else [configured])
+        return {i for i in ids if i is not None}
+
+    def _decode(self, input_ids, attention_mask, cache, prefix: int, params: SamplingParams) -> list[list[int]]:
+        """Generate up to `params.max_tokens` new tokens for every row: a KV-cached decode loop in which rows
+        that have ended leave the batch (a batch no longer runs every row to the longest answer), with
+        transformers' repetition penalty (over each row's own tokens, never its padding), and sampling
+        (temperature, top-k 50 and top-p, as transformers' defaults) drawn among the 50 most likely tokens
+        rather than over the whole vocabulary. Returns each row's new tokens, an end token included."""
+        import torch
+
+        rows = input_ids.shape[0]
+        sampling = params.temperature > 0
+        stop_ids = torch.tensor(sorted(self._stop_ids()), device=self.device)
+        positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+        # each row's own tokens, for the repetition penalty: padding replaced by the row's first real token
+        first = input_ids.gather(1, attention_mask.long().argmax(-1, keepdim=True))
+        history = torch.where(attention_mask.bool(), input_ids, first)
+        longest_stop = max((len(s) for s in params.stop), default=0)
+        generated: list[list[int]] = [[] for _ in range(rows)]
+        active = list(range(rows))  # batch position -> row
+        done = [False] * rows
+        extra = {"logits_to_keep": 1} if self._takes_logits_to_keep() else {}
+        out = self.lm(input_ids=input_ids[:, prefix:], attention_mask=attention_mask,
+                      position_ids=positions[:, prefix:], past_key_values=cache, use_cache=True, **extra)
+        cache, position = out.past_key_values, positions[:, -1:]
+        for step in range(params.max_tokens):
+            scores = out.logits[:, -1, :].float()
+            if self.repetition_penalty != 1.0:
+                seen = scores.gather(1, history)
+                seen = torch.where(seen < 0, seen * self.repetition_penalty, seen / self.repetition_penalty)
+                scores = scores.scatter(1, history, seen)
+            chosen = _sample(scores, params.temperature, params.top_p) if sampling else scores.argmax(-1)
+            ended = torch.isin(chosen, stop_ids).tolist()
+            for slot, (row, token) in enumerate(zip(active, chosen.tolist())):
+                if done[row]:
+                    continue
+                generated[row].append(token)
+                if ended[slot] or (longest_stop and self._hit_stop(generated[row], params.stop, longest_stop)):
+                    done[row] = True
+            if step + 1 == params.max_tokens or all(done[row] for row in active):
+                break
+            finished = sum(done[row] for row in active)
+            if finished and finished >= max(1, len(active) // 8):  # drop ended rows: fewer rows per step
+                keep = [slot for slot, row in enumerate(active) if not done[row]]
+                index = torch.tensor(keep, device=self.device)
+                cache.batch_select_indices(index)
+                active = [active[slot] for slot in keep]
+                chosen, attention_mask, history, position = (t[index] for t in (chosen, attention_mask, history,
+                                                                                 position))
+            history = torch.cat([history, chosen[:, None]], dim=1)
+            attention_mask = torch.cat([attention_mask, attention_mask.new_ones((len(active), 1))], dim=1)
+            position = position + 1
+            out = self.lm(input_ids=chosen[:, None], attention_mask=attention_mask, position_ids=position,
+                          past_key_values=cache, use_cache=True)
+        return generated
+
+    def _takes_logits_to_keep(self) -> bool:
+        import inspect
+
+        return "logits_to_keep" in inspect.signature(self.lm.forward).parameters
+
+    def _hit_stop(self, tokens: list[int], stops: Sequence[str], longest: int) -> bool:
+        """Whether the row's last tokens spell one of the stop strings (a stop string of k characters spans at
+        most k tokens)."""
+        tail = self.tokenizer.decode(tokens[-(longest + 1):], skip_special_tokens=True)
+        return any(stop in tail for stop in stops)
+
+
+TOP_K = 50  # transformers' default for sampling; persona's sampling has always drawn from these
+
+
+def _sample(scores, temperature: float, top_p: float):
+    """One token per row, drawn from _sampling_distribution."""
+    import torch
+
+    probs, index = _sampling_distribution(scores, temperature, top_p)
+    return index.gather(1, torch.multinomial(probs, 1)).squeeze(1)
+
+
+def _sampling_distribution(scores, temperature: float, top_p: float):
+    """Temperature, then the TOP_K most likely tokens, then the smallest set of them whose probability reaches
+    top_p (the most likely always kept): the same distribution as transformers' temperature, top-k and top-p
+    warpers (tested), as (unnormalized probabilities, token ids) over TOP_K tokens per row, without sorting
+    or sampling the whole vocabulary."""
+    top, index = (scores / temperature).topk(min(TOP_K, scores.shape[-1]), dim=-1)
+    probs = top.softmax(-1)
+    if top_p < 1.0:
+        before = probs.cumsum(-1) - probs  # probability of the more likely tokens
+        probs = probs.masked_fill(before >= top_p, 0.0)
+    return probs, index
