@@ -14,6 +14,11 @@ short sequences: bench/hf_batching.py); on CPU also at most CPU_TOKEN_BUDGET tok
 per batch, because with long prompts each step's cost is reading every row's KV cache, which a bigger
 batch does not share. Prompts longer than the context minus
 `max_tokens` keep their last tokens, with a warning.
+
+Decoding is persona's own loop (`_decode`), not transformers' `generate`: rows whose answer has ended leave
+the batch (`generate` runs every row until the longest answer ends), and sampling draws among the 50 most
+likely tokens (`generate` samples over the whole vocabulary after its top-k warper has masked it). Greedy
+answers equal `generate`'s one prompt at a time (tested); bench/hf_decode.py compares the two.
 """
 
 from __future__ import annotations
@@ -237,6 +242,7 @@ class HFBackend:
         out = self.lm(input_ids=input_ids[:, prefix:], attention_mask=attention_mask,
                       position_ids=positions[:, prefix:], past_key_values=cache, use_cache=True, **extra)
         cache, position = out.past_key_values, positions[:, -1:]
+        can_drop = hasattr(cache, "batch_select_indices")  # transformers' DynamicCache; other caches keep every row
         for step in range(params.max_tokens):
             scores = out.logits[:, -1, :].float()
             if self.repetition_penalty != 1.0:
@@ -254,7 +260,7 @@ class HFBackend:
             if step + 1 == params.max_tokens or all(done[row] for row in active):
                 break
             finished = sum(done[row] for row in active)
-            if finished and finished >= max(1, len(active) // 8):  # drop ended rows: fewer rows per step
+            if can_drop and finished and finished >= max(1, len(active) // 8):  # ended rows leave the batch
                 keep = [slot for slot, row in enumerate(active) if not done[row]]
                 index = torch.tensor(keep, device=self.device)
                 cache.batch_select_indices(index)
