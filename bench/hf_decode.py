@@ -43,7 +43,7 @@ def transformers_generate(backend):
         if params.temperature > 0:
             kwargs.update(temperature=params.temperature, top_p=params.top_p)
         if cache is not None:
-            kwargs["past_key_values"] = cache
+            kwargs[backend._cache_kwarg] = cache  # `cache` from transformers 5.24 on
         output = backend.lm.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
         return output[:, input_ids.shape[1]:].tolist()
 

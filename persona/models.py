@@ -282,6 +282,24 @@ def trained_fingerprint(path: str | Path) -> str:
 
 # ---------------------------------------------------------------------------------------------- scoring
 
+def cache_kwarg(lm) -> str:
+    """The name a model's forward takes its KV cache by: `cache` in transformers 5.24 (a fresh install today; there
+    `past_key_values` warns on every call and goes in 5.40), `past_key_values` in the versions before it."""
+    import inspect
+
+    base = lm.get_base_model() if hasattr(lm, "get_base_model") else lm  # a PEFT wrapper: its model's forward
+    try:
+        params = inspect.signature(base.forward).parameters
+    except (TypeError, ValueError):
+        return "past_key_values"
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def cache_of(out):
+    """The KV cache a forward returned, under either transformers' name for it (see `cache_kwarg`)."""
+    return out.cache if "cache" in getattr(out, "__dataclass_fields__", {}) else out.past_key_values
+
+
 class Prefix:
     """A shared prefix (e.g. a system prompt) run once; `expand(n)` gives a fresh KV cache for n rows."""
 
@@ -291,7 +309,7 @@ class Prefix:
         self.ids = list(ids)
         with torch.inference_mode():
             out = lm(input_ids=torch.tensor([self.ids], device=_device(lm)), use_cache=True, logits_to_keep=1)
-        self.cache = out.past_key_values
+        self.cache = cache_of(out)
 
     def expand(self, n: int):
         import copy
@@ -328,7 +346,7 @@ def logprobs(lm, rows: Sequence[tuple[Sequence[int], Sequence[int]]], pad_id: in
         positions = (offset + mask.cumsum(-1) - 1).clamp(min=offset)
         kwargs = dict(input_ids=ids, position_ids=positions, logits_to_keep=tail)
         if prefix is not None:
-            kwargs["past_key_values"] = prefix.expand(len(batch))
+            kwargs[cache_kwarg(lm)] = prefix.expand(len(batch))
             kwargs["attention_mask"] = torch.cat([torch.ones(len(batch), offset, dtype=mask.dtype, device=device),
                                                   mask], dim=1)
         else:

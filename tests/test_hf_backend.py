@@ -248,3 +248,47 @@ def test_rows_that_end_leave_the_batch_and_change_no_answer(tiny_model_dir, monk
     assert together["r0"].completion_tokens == 3 and together["r0"].finish_reason == "stop"
     assert rows_per_step[0] == 8 and min(rows_per_step) < 8  # ended rows left the batch
     assert sum(rows_per_step) < 8 * len(rows_per_step)
+
+
+def test_the_kv_cache_goes_by_the_name_this_transformers_takes(tiny_model_dir):
+    # transformers 5.24 renamed forward's `past_key_values` to `cache` (the old name warns, and goes in 5.40):
+    # generation with a shared prefix, plain generation and prefix scoring pass it by the name the model takes.
+    import warnings
+
+    from persona.models import Prefix, cache_kwarg, logprobs
+
+    backend = load_backend("hf", model=str(tiny_model_dir), batch_size=4)
+    shared = [Request(f"s{i}", chat(i), SamplingParams(n=1, temperature=0.0, max_tokens=6)) for i in range(3)]
+    plain = [Request("p", ({"role": "user", "content": "hi"},), SamplingParams(n=1, temperature=0.7, max_tokens=6))]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        answers = list(backend.complete(shared + plain))
+        prefix = Prefix(backend.lm, [1, 2, 3])
+        scores = logprobs(backend.lm, [([4], [5, 6]), ([7, 8], [9])], pad_id=0, prefix=prefix)
+    assert len(answers) == 4 and [len(s) for s in scores] == [2, 1]
+    assert not [str(w.message) for w in caught if "past_key_values" in str(w.message)]
+    import inspect
+
+    assert cache_kwarg(backend.lm) in inspect.signature(backend.lm.forward).parameters
+
+
+def test_cache_kwarg_reads_the_forward_signature_through_a_peft_wrapper():
+    from persona.models import cache_kwarg
+
+    class Old:
+        def forward(self, input_ids=None, past_key_values=None, use_cache=None): ...
+
+    class New:
+        def forward(self, input_ids=None, cache=None, use_cache=None): ...
+
+    class Wrapped:  # PEFT's wrappers take **kwargs and hand them to the model they wrap
+        def __init__(self, model):
+            self.model = model
+
+        def get_base_model(self):
+            return self.model
+
+        def forward(self, *args, **kwargs): ...
+
+    assert [cache_kwarg(m) for m in (Old(), New(), Wrapped(Old()), Wrapped(New()))] == [
+        "past_key_values", "cache", "past_key_values", "cache"]

@@ -30,7 +30,7 @@ from typing import Iterator, Sequence
 
 from persona.backends import Completion, Request, Result, SamplingParams
 from persona.errors import PersonaError
-from persona.models import resolve_model
+from persona.models import cache_kwarg, cache_of, resolve_model
 
 log = logging.getLogger("persona")
 
@@ -115,6 +115,7 @@ class HFBackend:
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.max_context = int(max_context or getattr(self.lm.config, "max_position_embeddings", 2048))
+        self._cache_kwarg = cache_kwarg(self.lm)
 
     @classmethod
     def from_loaded(cls, lm, tokenizer, name: str, batch_size: int | None = None,
@@ -138,7 +139,7 @@ class HFBackend:
         import torch
 
         out = self.lm(torch.tensor([rows[0][:prefix]], device=self.device), use_cache=True)
-        cache = out.past_key_values
+        cache = cache_of(out)
         cache.batch_repeat_interleave(len(rows))
         longest = max(len(r) for r in rows) - prefix
         pad = self.tokenizer.pad_token_id
@@ -240,8 +241,8 @@ class HFBackend:
         done = [False] * rows
         extra = {"logits_to_keep": 1} if self._takes_logits_to_keep() else {}
         out = self.lm(input_ids=input_ids[:, prefix:], attention_mask=attention_mask,
-                      position_ids=positions[:, prefix:], past_key_values=cache, use_cache=True, **extra)
-        cache, position = out.past_key_values, positions[:, -1:]
+                      position_ids=positions[:, prefix:], **{self._cache_kwarg: cache}, use_cache=True, **extra)
+        cache, position = cache_of(out), positions[:, -1:]
         can_drop = hasattr(cache, "batch_select_indices")  # transformers' DynamicCache; other caches keep every row
         for step in range(params.max_tokens):
             scores = out.logits[:, -1, :].float()
@@ -271,7 +272,7 @@ class HFBackend:
             attention_mask = torch.cat([attention_mask, attention_mask.new_ones((len(active), 1))], dim=1)
             position = position + 1
             out = self.lm(input_ids=chosen[:, None], attention_mask=attention_mask, position_ids=position,
-                          past_key_values=cache, use_cache=True)
+                          **{self._cache_kwarg: cache}, use_cache=True)
         return generated
 
     def _takes_logits_to_keep(self) -> bool:
