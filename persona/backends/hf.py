@@ -12,8 +12,8 @@ for the machine and the request mix: as many sequences as a quarter of the free 
 cache at the group's longest prompt + max_tokens, at most 64 (on 2 CPU cores tokens/s still rises up to 64
 short sequences: bench/hf_batching.py); on CPU also at most CPU_TOKEN_BUDGET tokens of prompt + answer
 per batch, because with long prompts each step's cost is reading every row's KV cache, which a bigger
-batch does not share. Prompts longer than the context minus
-`max_tokens` keep their last tokens, with a warning.
+batch does not share (64 rows of a 382-token prompt + 64 new tokens fit; 650-token ones stop at 38).
+Prompts longer than the context minus `max_tokens` keep their last tokens, with a warning.
 
 Decoding is persona's own loop (`_decode`), not transformers' `generate`: rows whose answer has ended leave
 the batch (`generate` runs every row until the longest answer ends), and sampling draws among the 50 most
@@ -37,7 +37,7 @@ log = logging.getLogger("persona")
 MIN_SHARED_PREFIX = 32  # tokens; shorter shared prefixes are not worth a separate forward pass
 MAX_AUTO_BATCH = 64  # sequences
 MEMORY_SHARE = 0.25  # of the free memory, for one batch's KV cache and activations
-CPU_TOKEN_BUDGET = 16384  # sequences x (prompt + max_tokens) per batch on CPU
+CPU_TOKEN_BUDGET = 32768  # sequences x (prompt + max_tokens) per batch on CPU (bench/hf_batching.py)
 
 
 def free_memory(device: str) -> int:
