@@ -282,17 +282,21 @@ def trained_fingerprint(path: str | Path) -> str:
 
 # ---------------------------------------------------------------------------------------------- scoring
 
+def forward_parameters(lm) -> set[str]:
+    """The argument names a model's forward takes (of the model inside a PEFT wrapper); empty if unreadable."""
+    import inspect
+
+    base = lm.get_base_model() if hasattr(lm, "get_base_model") else lm
+    try:
+        return set(inspect.signature(base.forward).parameters)
+    except (TypeError, ValueError):
+        return set()
+
+
 def cache_kwarg(lm) -> str:
     """The name a model's forward takes its KV cache by: `cache` in transformers 5.24 (a fresh install today; there
     `past_key_values` warns on every call and goes in 5.40), `past_key_values` in the versions before it."""
-    import inspect
-
-    base = lm.get_base_model() if hasattr(lm, "get_base_model") else lm  # a PEFT wrapper: its model's forward
-    try:
-        params = inspect.signature(base.forward).parameters
-    except (TypeError, ValueError):
-        return "past_key_values"
-    return "cache" if "cache" in params else "past_key_values"
+    return "cache" if "cache" in forward_parameters(lm) else "past_key_values"
 
 
 def cache_of(out):
@@ -334,6 +338,7 @@ def logprobs(lm, rows: Sequence[tuple[Sequence[int], Sequence[int]]], pad_id: in
     out: list[list[float]] = []
     device = _device(lm)
     offset = len(prefix.ids) if prefix is not None else 0
+    cache_name = cache_kwarg(lm) if prefix is not None else None
     for start in range(0, len(rows), max(1, batch_size)):
         batch = [(list(c), list(t)) for c, t in rows[start:start + batch_size]]
         if any(not c and not offset for c, _ in batch):
@@ -346,7 +351,7 @@ def logprobs(lm, rows: Sequence[tuple[Sequence[int], Sequence[int]]], pad_id: in
         positions = (offset + mask.cumsum(-1) - 1).clamp(min=offset)
         kwargs = dict(input_ids=ids, position_ids=positions, logits_to_keep=tail)
         if prefix is not None:
-            kwargs[cache_kwarg(lm)] = prefix.expand(len(batch))
+            kwargs[cache_name] = prefix.expand(len(batch))
             kwargs["attention_mask"] = torch.cat([torch.ones(len(batch), offset, dtype=mask.dtype, device=device),
                                                   mask], dim=1)
         else:

@@ -253,6 +253,7 @@ def test_rows_that_end_leave_the_batch_and_change_no_answer(tiny_model_dir, monk
 def test_the_kv_cache_goes_by_the_name_this_transformers_takes(tiny_model_dir):
     # transformers 5.24 renamed forward's `past_key_values` to `cache` (the old name warns, and goes in 5.40):
     # generation with a shared prefix, plain generation and prefix scoring pass it by the name the model takes.
+    import inspect
     import warnings
 
     from persona.models import Prefix, cache_kwarg, logprobs
@@ -267,8 +268,6 @@ def test_the_kv_cache_goes_by_the_name_this_transformers_takes(tiny_model_dir):
         scores = logprobs(backend.lm, [([4], [5, 6]), ([7, 8], [9])], pad_id=0, prefix=prefix)
     assert len(answers) == 4 and [len(s) for s in scores] == [2, 1]
     assert not [str(w.message) for w in caught if "past_key_values" in str(w.message)]
-    import inspect
-
     assert cache_kwarg(backend.lm) in inspect.signature(backend.lm.forward).parameters
 
 

@@ -30,7 +30,7 @@ from typing import Iterator, Sequence
 
 from persona.backends import Completion, Request, Result, SamplingParams
 from persona.errors import PersonaError
-from persona.models import cache_kwarg, cache_of, resolve_model
+from persona.models import cache_kwarg, cache_of, forward_parameters, resolve_model
 
 log = logging.getLogger("persona")
 
@@ -115,7 +115,8 @@ class HFBackend:
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.max_context = int(max_context or getattr(self.lm.config, "max_position_embeddings", 2048))
-        self._cache_kwarg = cache_kwarg(self.lm)
+        self._cache_kwarg = cache_kwarg(self.lm)  # read once, not per batch
+        self._logits_to_keep = "logits_to_keep" in forward_parameters(self.lm)
 
     @classmethod
     def from_loaded(cls, lm, tokenizer, name: str, batch_size: int | None = None,
@@ -239,7 +240,7 @@ class HFBackend:
         generated: list[list[int]] = [[] for _ in range(rows)]
         active = list(range(rows))  # batch position -> row
         done = [False] * rows
-        extra = {"logits_to_keep": 1} if self._takes_logits_to_keep() else {}
+        extra = {"logits_to_keep": 1} if self._logits_to_keep else {}
         out = self.lm(input_ids=input_ids[:, prefix:], attention_mask=attention_mask,
                       position_ids=positions[:, prefix:], **{self._cache_kwarg: cache}, use_cache=True, **extra)
         cache, position = cache_of(out), positions[:, -1:]
@@ -274,11 +275,6 @@ class HFBackend:
             out = self.lm(input_ids=chosen[:, None], attention_mask=attention_mask, position_ids=position,
                           **{self._cache_kwarg: cache}, use_cache=True)
         return generated
-
-    def _takes_logits_to_keep(self) -> bool:
-        import inspect
-
-        return "logits_to_keep" in inspect.signature(self.lm.forward).parameters
 
     def _hit_stop(self, tokens: list[int], stops: Sequence[str], longest: int) -> bool:
         """Whether the row's last tokens spell one of the stop strings (a stop string of k characters spans at
