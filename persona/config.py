@@ -41,6 +41,7 @@ class RunConfig:
     concurrency: int | None = None  # openai: requests in flight (default 32; 4 for a local server)
     batch_size: int | None = None  # hf: sequences per batch (default: sized for the free memory, at most 64)
     tensor_parallel_size: int | None = None  # vllm
+    dtype: str | None = None  # hf, vllm, the offline judge: bf16, fp32 or auto (persona.precision chooses)
     backend_options: dict = field(default_factory=dict)  # anything else the backend accepts
     k: int = 2  # conforming and violating responses per prompt
     prompts_per_target: int = 3  # prompts synthesized per trait, style rule, constraint and ethics item
@@ -71,6 +72,17 @@ class RunConfig:
                                     "model's own answers without the persona prompt")
         # a key pasted where a variable name belongs must fail here, before anything prints or saves it
         options = self.backend_options if isinstance(self.backend_options, dict) else {}
+        if "dtype" in options:  # -o dtype=bf16 is the same setting as dtype: one home for it
+            from persona.precision import normalize_dtype
+
+            normalize_dtype(options["dtype"], "backend_options.dtype")
+            if self.dtype is None:
+                object.__setattr__(self, "dtype", options["dtype"])
+            object.__setattr__(self, "backend_options", {k: v for k, v in options.items() if k != "dtype"})
+        if self.dtype is not None:
+            from persona.precision import normalize_dtype
+
+            object.__setattr__(self, "dtype", normalize_dtype(self.dtype) or "auto")
         for name, value in (("api_key_env", self.api_key_env), ("backend_options.api_key_env", options.get("api_key_env"))):
             problem = api_key_env_problem(value) if value is not None else None
             if problem:
@@ -86,9 +98,11 @@ class RunConfig:
 
     def backend_kwargs(self) -> dict:
         """Options for load_backend(); which ones a backend takes is up to it."""
-        named = {"hf": ("model", "batch_size"), "openai": ("model", "base_url", "api_key_env", "concurrency"),
-                 "vllm": ("model", "tensor_parallel_size"), "fake": ("model",)}
+        named = {"hf": ("model", "batch_size", "dtype"), "openai": ("model", "base_url", "api_key_env", "concurrency"),
+                 "vllm": ("model", "tensor_parallel_size", "dtype"), "fake": ("model",)}
         chosen = {k: getattr(self, k) for k in named.get(self.backend, ("model",)) if getattr(self, k) is not None}
+        if chosen.get("dtype") == "auto":
+            del chosen["dtype"]
         return {**chosen, **self.backend_options}
 
 
@@ -106,6 +120,9 @@ def _schema() -> dict:
             props[f.name]["minimum"] = 0
     props["eval_fraction"]["maximum"] = 0.9
     props["violating"]["enum"] = ["targeted", "plain"]
+    from persona.precision import DTYPES
+
+    props["dtype"]["enum"] = [*DTYPES, None]
     for positive in ("k", "max_tokens"):
         props[positive]["minimum"] = 1
     return {"type": "object", "additionalProperties": False, "properties": props}

@@ -129,9 +129,10 @@ def resolve_model(model: str | None) -> tuple[Path | str, str]:
 
 # ---------------------------------------------------------------------------------------------- loading
 
-def load_base(model: str | None, kind: str = "causal"):
+def load_base(model: str | None, kind: str = "causal", dtype: str = "float32"):
     """(model, tokenizer, name) for a base model; the embedded default when `model` is None. `kind`
-    "reward" loads a sequence classifier with one score (a reward model to train)."""
+    "reward" loads a sequence classifier with one score (a reward model to train). Weights load in `dtype`
+    (fp32: what training and scoring start from; generation casts to its own, persona.precision)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
     from transformers.utils import logging as hf_logging
@@ -141,9 +142,9 @@ def load_base(model: str | None, kind: str = "causal"):
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
         if kind == "reward":
-            lm = AutoModelForSequenceClassification.from_pretrained(source, num_labels=1, dtype=torch.float32)
+            lm = AutoModelForSequenceClassification.from_pretrained(source, num_labels=1, dtype=getattr(torch, dtype))
         else:
-            lm = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
+            lm = AutoModelForCausalLM.from_pretrained(source, dtype=getattr(torch, dtype))
     except OSError as e:
         raise PersonaError(f"cannot load base model '{name}': {str(e).splitlines()[0]}",
                            hint="give a local model folder or .gguf file; hub ids need network access")

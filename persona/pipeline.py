@@ -52,6 +52,13 @@ def target_label(config: RunConfig) -> str:
     return f"{backend}:{model_name(backend, config.target_model) or 'default'}"
 
 
+def judge_options_with_dtype(judge: str | None, options: dict | None, config: RunConfig) -> dict | None:
+    """The offline judge scores in the run's `dtype` when one is set (it scores in fp32 otherwise)."""
+    if judge is None or judge.partition(":")[0] != "offline" or config.dtype in (None, "auto"):
+        return options
+    return {"dtype": config.dtype, **(options or {})}
+
+
 def run_dir_for(spec: Spec, config: RunConfig) -> Path:
     return Path(config.out) if config.out else Path("runs") / spec.name
 
@@ -95,7 +102,9 @@ def _generate(spec: Spec, config: RunConfig, run: RunFolder, on_progress, judge,
     run.open(spec, config=config.to_record())  # no credentials
     summary = GenerationSummary(run.path)
     backends: dict[str, object] = {}
+    precision: dict[str, str] = {}  # role -> the dtype its model computes in (persona.precision)
     labels = {GENERATOR: backend_label(config), TARGET: target_label(config)}
+    judge_options = judge_options_with_dtype(judge, judge_options, config)
 
     def get_backend(role: str = GENERATOR):
         """The generator's backend, or the target model's (the same one when they are the same model)."""
@@ -105,9 +114,13 @@ def _generate(spec: Spec, config: RunConfig, run: RunFolder, on_progress, judge,
                 backends[TARGET] = get_backend(GENERATOR)
             elif role == TARGET:
                 backends[TARGET] = load_backend(target_backend(config), model=config.target_model,
-                                                **({"batch_size": config.batch_size} if config.batch_size else {}))
+                                                **({"batch_size": config.batch_size} if config.batch_size else {}),
+                                                **({"dtype": config.dtype} if config.dtype not in (None, "auto") else {}))
             else:
                 backends[GENERATOR] = load_backend(config.backend, **config.backend_kwargs())
+            if getattr(backends[role], "dtype", None):  # what the model computed in, for run.json
+                precision[role] = backends[role].dtype
+                run.update(precision=dict(precision))
             timed["loading models"] = timed.get("loading models", 0.0) + time.perf_counter() - loading
         return backends[role]
 
@@ -228,6 +241,7 @@ def _judge_run(run_dir, judge_name, judge_options, spec_path, on_progress) -> tu
     spec, config, run, info = load_run(run_dir, spec_path)
     responses = current_responses(run)
     judge_name = judge_name or info.get("judge", {}).get("name", "offline")
+    judge_options = judge_options_with_dtype(judge_name, judge_options, config)
     judge = make_judge(judge_name, judge_options, config.templates)
     try:
         judgements, made = _judge(spec, responses, run, judge, judge_name, judge_options, on_progress)
@@ -276,6 +290,7 @@ class DryRun:
     synthesis_requests: int
     max_prompts: int
     response_requests: int  # at most
+    precision: str = ""  # the dtype local models (hf) compute in, and why
 
 
 def dry_run(spec: Spec, config: RunConfig) -> DryRun:
@@ -297,4 +312,19 @@ def dry_run(spec: Spec, config: RunConfig) -> DryRun:
         builtin_probes=builtin, seed_prompts=seeds, synthesis_requests=synth, max_prompts=prompts,
         response_requests=prompts * (1 + (1 if config.violating == "plain" else min(config.k, len(targets))))
         + config.replay,
+        precision=local_precision(config.dtype),
     )
+
+
+def local_precision(dtype: str | None) -> str:
+    """What a local model would compute in here, in words: "float32 on cpu (avx512_bf16 without AMX)"."""
+    import importlib.util
+
+    from persona.precision import compute_dtype, describe
+
+    device = "cpu"
+    if importlib.util.find_spec("torch") is not None:
+        from persona.precision import default_device
+
+        device = default_device()
+    return describe(device, compute_dtype(device, dtype))

@@ -79,8 +79,12 @@ def _problems_for(doc: YamlDocument, error) -> list[Problem]:
             hint = "quote the value: YAML reads yes/no/on/off as booleans, bare numbers as numbers, an empty value as nothing"
         return [doc.problem(path, f"expected {want}, got {describe_value(error.instance)}", hint)]
     if validator == "enum":
-        options = ", ".join(repr(o) for o in error.validator_value)
-        return [doc.problem(path, f"{short(error.instance)} is not one of {options}", f"use one of {options}")]
+        choices = [o for o in error.validator_value if o is not None]
+        options = ", ".join(repr(o) for o in choices)
+        close = difflib.get_close_matches(error.instance, [str(o) for o in choices], n=1) \
+            if isinstance(error.instance, str) else []
+        return [doc.problem(path, f"{short(error.instance)} is not one of {options}",
+                            (f"did you mean '{close[0]}'? " if close else "") + f"use one of {options}")]
     if validator == "pattern" and error.validator_value == ID_PATTERN:
         suggestion = _slug(str(error.instance)[:64])
         return [doc.problem(path, f"{short(error.instance)} is not a valid {'name' if path == ('name',) else 'id'}",

@@ -15,6 +15,9 @@ per batch, because with long prompts each step's cost is reading every row's KV 
 batch does not share (64 rows of a 382-token prompt + 64 new tokens fit; 650-token ones stop at 38).
 Prompts longer than the context minus `max_tokens` keep their last tokens, with a warning.
 
+Precision: the model computes in persona.precision's dtype for its device (bf16 on a CPU with AMX or a GPU
+that supports it, else fp32) unless `dtype` says otherwise; `backend.dtype` says which.
+
 Decoding is persona's own loop (`_decode`), not transformers' `generate`: rows whose answer has ended leave
 the batch (`generate` runs every row until the longest answer ends), and sampling draws among the 50 most
 likely tokens (`generate` samples over the whole vocabulary after its top-k warper has masked it). Greedy
@@ -31,6 +34,7 @@ from typing import Iterator, Sequence
 from persona.backends import Completion, Request, Result, SamplingParams
 from persona.errors import PersonaError
 from persona.models import cache_kwarg, cache_of, forward_parameters, resolve_model
+from persona.precision import compute_dtype
 
 log = logging.getLogger("persona")
 
@@ -98,10 +102,10 @@ class HFBackend:
         self.batch_size = int(batch_size) if batch_size else None  # None: sized per request group
         self.repetition_penalty = float(repetition_penalty)  # small models loop without it
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        torch_dtype = getattr(torch, dtype) if dtype else (torch.bfloat16 if self.device == "cuda" else torch.float32)
+        self.dtype = compute_dtype(self.device, dtype)  # bf16 where the hardware makes it fast (persona.precision)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(source)
-            self.lm = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype).to(self.device).eval()
+            self.lm = AutoModelForCausalLM.from_pretrained(source, dtype=getattr(torch, self.dtype)).to(self.device).eval()
         except OSError as e:
             raise PersonaError(f"cannot load model '{self.model}': {str(e).splitlines()[0]}",
                                hint="give a local model folder or .gguf file; hub ids need network access")
@@ -120,13 +124,17 @@ class HFBackend:
 
     @classmethod
     def from_loaded(cls, lm, tokenizer, name: str, batch_size: int | None = None,
-                    repetition_penalty: float = 1.1) -> "HFBackend":
-        """A backend around a model already in memory (persona eval: a base model, a merged adapter)."""
+                    repetition_penalty: float = 1.1, dtype: str | None = None) -> "HFBackend":
+        """A backend around a model already in memory (persona eval: a base model, a merged adapter). The model
+        is cast in place to the compute dtype (`dtype`, else persona.precision's choice for its device)."""
+        import torch
+
         self = cls.__new__(cls)
-        self.lm, self.tokenizer, self.model = lm.eval(), tokenizer, name
+        self.device = str(next(lm.parameters()).device)
+        self.dtype = compute_dtype(self.device, dtype)
+        self.lm, self.tokenizer, self.model = lm.to(getattr(torch, self.dtype)).eval(), tokenizer, name
         self.batch_size = int(batch_size) if batch_size else None
         self.repetition_penalty = float(repetition_penalty)
-        self.device = str(next(lm.parameters()).device)
         self._prepare()
         return self
 

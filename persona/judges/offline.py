@@ -36,8 +36,9 @@ NEUTRAL_SYSTEM = "You are a helpful assistant."
 
 class OfflineJudge:
     def __init__(self, model: str | None = None, batch_size: int = 8, center: float = 0.0, scale: float = 0.25,
-                 max_length: int = 1024, templates: str | None = None):
+                 max_length: int = 1024, templates: str | None = None, dtype: str | None = None):
         from persona.models import resolve_model
+        from persona.precision import scoring_dtype
         from persona.templates import template_hash
 
         self._source, self.model = resolve_model(model)
@@ -49,8 +50,10 @@ class OfflineJudge:
         self.rules = RulesJudge()
         self._lm = None
         self._prefixes: dict[tuple, object] = {}
+        self.dtype = scoring_dtype("cpu", dtype)  # fp32 unless the run's dtype says otherwise
         self.fingerprint = (f"{self.name}|{self.center}|{self.scale}|{self.max_length}|"
-                            f"{template_hash('conforming', templates)}|{self.rules.fingerprint}")
+                            f"{template_hash('conforming', templates)}|{self.rules.fingerprint}"
+                            + (f"|{self.dtype}" if self.dtype != "float32" else ""))  # fp32: the keys of before
 
     def close(self) -> None:
         self._lm = None
@@ -60,7 +63,7 @@ class OfflineJudge:
         if self._lm is None:
             from persona.models import load_base
 
-            self._lm, self.tokenizer, _ = load_base(str(self._source))
+            self._lm, self.tokenizer, _ = load_base(str(self._source), dtype=self.dtype)
             self._lm.eval()
         return self._lm
 
