@@ -24,7 +24,9 @@ own - SmolLM2's names SmolLM and Hugging Face - so the trained model is served a
 Settings are one flat mapping of TRL / PEFT field names: persona's defaults < the method's < a YAML file
 (--config) < command-line overrides. The resolved settings are printed and saved beside the output. LoRA is
 the default (the reference model is the base with the adapter disabled: no second copy in memory);
-`use_lora: false` trains every weight. Device-aware: fp32 and no gradient checkpointing on CPU, bf16 on GPU.
+`use_lora: false` trains every weight. Precision (`dtype`: auto, bf16 or fp32) is persona.precision's choice for
+the device - bf16 autocast on a GPU that supports it or a CPU with AMX, fp32 otherwise - with the weights and
+optimizer state in fp32; gradient checkpointing is off (on CPU it only costs time).
 Runs under `accelerate launch` unchanged.
 
 The output folder (persona.run.TrainOutput): the adapter (or full model), tokenizer and chat template, the
@@ -139,7 +141,7 @@ def method_named(name: str) -> Method:
 
 def persona_fields(method: Method) -> tuple[str, ...]:
     """Settings persona reads itself (LoRA and method options); they never reach the TRL config."""
-    return ("use_lora",) + LORA_FIELDS + method.options
+    return ("use_lora", "dtype") + LORA_FIELDS + method.options
 
 
 def resolve_settings(name: str, config_path: str | Path | None, overrides: dict | None, card: dict) -> dict:
@@ -153,15 +155,34 @@ def resolve_settings(name: str, config_path: str | Path | None, overrides: dict 
         settings["desirable_weight"] = weights.get("desirable_weight", 1.0)
         settings["undesirable_weight"] = weights.get("undesirable_weight", 1.0)
     gpu = torch.cuda.is_available()
-    settings.update(bf16=gpu, activation_checkpointing=False, use_cpu=not gpu)
-    if config_path is not None:
-        settings.update(_read_yaml_settings(Path(config_path)))
-    settings.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    settings.update(activation_checkpointing=False, use_cpu=not gpu)
+    user = _read_yaml_settings(Path(config_path)) if config_path is not None else {}
+    user.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    settings.update(user)
+    settings.update(training_precision(user, "cuda" if gpu else "cpu"))
     if "sft_weight" in method.options and settings.get("sft_weight"):  # TRL's SFT term beside the preference loss
         base = [t for t in settings["loss_type"] if t != "sft"]
         settings["loss_type"] = base + ["sft"]
         settings["loss_weights"] = [1.0] * len(base) + [float(settings["sft_weight"])]
     return settings
+
+
+def training_precision(user: dict, device: str) -> dict:
+    """`dtype` and TRL's `bf16`/`fp16` for a run: the `dtype` setting if given, else the user's own `bf16` or
+    `fp16`, else persona.precision's choice for the device. bf16 is autocast: the model loads in fp32, so the
+    LoRA weights and the optimizer state stay fp32 while matmuls run in bf16."""
+    from persona.precision import compute_dtype
+
+    if user.get("dtype") is not None:
+        dtype = compute_dtype(device, user["dtype"])
+    elif user.get("bf16") is not None or user.get("fp16") is not None:
+        dtype = compute_dtype(device, "bf16" if user.get("bf16") else "fp16" if user.get("fp16") else "fp32")
+    else:
+        dtype = compute_dtype(device)
+    out = {"dtype": dtype, "bf16": dtype == "bfloat16"}
+    if dtype == "float16" or "fp16" in user:
+        out["fp16"] = dtype == "float16"
+    return out
 
 
 def _read_yaml_settings(path: Path) -> dict:
@@ -657,6 +678,15 @@ def _template_note(settings: dict) -> str:
     return f"a conversation without a system message gets persona's default system prompt {system!r}{was}"
 
 
+def _precision_note(settings: dict) -> str:
+    dtype = settings.get("dtype") or ("bfloat16" if settings.get("bf16") else "float16" if settings.get("fp16")
+                                      else "float32")
+    where = "cpu" if settings.get("use_cpu") else "gpu"
+    if dtype == "float32":
+        return f"float32 ({where})"
+    return f"{dtype} autocast, weights and optimizer state float32 ({where})"
+
+
 def _card_metadata(settings: dict) -> str:
     """The card's YAML front matter, as the Hugging Face Hub and `huggingface_hub.ModelCard.load` read it."""
     import yaml
@@ -694,6 +724,7 @@ def model_card(output: TrainOutput, evaluation: dict | None = None) -> str:
              f"- steps logged: {len(losses)}; first loss {losses[0] if losses else 'n/a'}, "
              f"last loss {losses[-1] if losses else 'n/a'}",
              f"- training time: {'n/a' if runtime is None else f'{runtime:.1f} s'}{speed}",
+             f"- precision: {_precision_note(settings)}",
              *([f"- started from: `{settings['start']}` (its weights are the model trained here and its reference)"]
                if settings.get("start") else []),
              f"- chat template: {_template_note(settings)}", "",
