@@ -250,6 +250,7 @@ def generate(
     concurrency: Annotated[Optional[int], typer.Option(help="openai: requests in flight [default: 4 for a server on this machine or network, 32 for a remote one].", min=1)] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="hf: sequences per batch [default: what a quarter of the free memory holds, at most 64].", min=1)] = None,
     tensor_parallel_size: Annotated[Optional[int], typer.Option(help="vllm: GPUs to shard the model over.", min=1)] = None,
+    dtype: Annotated[Optional[str], typer.Option(help="hf/vllm and the offline judge: auto, bf16 or fp32 [default: auto: bf16 on a CPU with AMX or a GPU that has it, else fp32; the offline judge scores in fp32].")] = None,
     option: Annotated[Optional[list[str]], typer.Option("--backend-option", "-o", help="Other backend option KEY=VALUE (repeatable), e.g. -o timeout=120.")] = None,
     judge: JudgeOption = "offline",
     judge_backend: JudgeBackendOption = None,
@@ -289,7 +290,8 @@ def generate(
                          out=str(out) if out else None, limit=limit, k=k, prompts_per_target=prompts_per_target,
                          eval_fraction=eval_fraction, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
                          seed=seed, concurrency=concurrency, batch_size=batch_size,
-                         tensor_parallel_size=tensor_parallel_size, templates=str(templates) if templates else None,
+                         tensor_parallel_size=tensor_parallel_size, dtype=dtype,
+                         templates=str(templates) if templates else None,
                          system_prompt=system_prompt, target_model=target_model, demonstrations=demonstrations,
                          replay=replay, violating=violating, rejection_budget=rejection_budget,
                          conforming_for_demonstrated=conforming_for_demonstrated)
@@ -578,6 +580,7 @@ def eval_command(
     limit: Annotated[Optional[int], typer.Option(min=1, help="At most this many held-out probe prompts.")] = None,
     max_tokens: Annotated[int, typer.Option(min=1, help="Longest answer, in tokens.")] = 64,
     batch_size: Annotated[Optional[int], typer.Option(min=1, help="Sequences per generation batch [default: what a quarter of the free memory holds, at most 64].")] = None,
+    dtype: Annotated[Optional[str], typer.Option(help="auto, bf16 or fp32 for answering and scoring [default: auto: answers in bf16 on a CPU with AMX or a GPU that has it, else fp32; scores in fp32].")] = None,
     templates: Annotated[Optional[Path], typer.Option(help="Templates folder of the run [default: ./templates].")] = None,
 ) -> None:
     """Base vs trained on held-out prompts: adherence, origin identity, robustness under attack, retention.
@@ -590,10 +593,14 @@ def eval_command(
     from persona.eval import EvalSettings, evaluate
 
     try:
+        from persona.precision import normalize_dtype
+
         spec_path = spec or _spec_of_model(model_path, run_dir)
+        settings = EvalSettings(max_tokens=max_tokens, batch_size=batch_size, judge=judge, limit=limit,
+                                dtype=normalize_dtype(dtype))
+        settings.precision()  # a dtype the device cannot run fails before any model loads
         with _progress_bar() as on_progress:
-            m = evaluate(model_path, spec_path, run_dir, base, out,
-                         EvalSettings(max_tokens=max_tokens, batch_size=batch_size, judge=judge, limit=limit),
+            m = evaluate(model_path, spec_path, run_dir, base, out, settings,
                          str(templates) if templates else None, on_progress)
     except PersonaError as e:
         _fail(e)
@@ -707,6 +714,8 @@ def _print_dry_run(spec, run_config) -> None:
                  else f"{run_config.k} violating")
     skipped = ("" if run_config.conforming_for_demonstrated or not run_config.demonstrations
                else "; no conforming request for prompts that have demonstrations")
+    if run_config.backend in ("hf", "vllm") or run_config.replay or run_config.violating == "plain":
+        typer.echo(f"precision: {plan.precision}")
     typer.echo(f"requests: {plan.synthesis_requests} probe-synthesis + at most {plan.response_requests} response "
                f"requests (1 conforming with n={run_config.k} and {violating} per prompt, and {run_config.replay} "
                f"replay answers from the target model{skipped}), fewer for work already in the run folder")

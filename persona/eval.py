@@ -25,6 +25,10 @@ METRICS; the CLI's table, the model card and the report read the rows, and `verd
 changed. The base model's work is done once per base model and settings: its answers and scores are kept
 in the run folder (the eval folder without a run) and reused by every later eval, which then never loads
 it. Answers are appended as they come, so an interrupted eval resumes where it stopped.
+
+Precision: both models answer in persona.precision's dtype for the device (bf16 on a CPU with AMX or a GPU that
+supports it, else fp32) and are scored in fp32; `EvalSettings.dtype` (--dtype) sets both. metrics.json records
+which ("precision"), and answers made in another dtype than fp32 are kept apart from fp32 ones.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from typing import Callable
 
 from persona.errors import PersonaError
 from persona.metrics import MetricRow, verdict
+from persona.precision import torch_dtype
 
 DATA = Path(__file__).parent / "data"
 CONTEXTS = ("default", "empty")  # no system message (the template's default) / an explicit empty one
@@ -69,6 +74,15 @@ class EvalSettings:
     judge: str = "rules"
     limit: int | None = None  # at most this many held-out probe prompts (quick runs)
     repetition_penalty: float = 1.1
+    dtype: str | None = None  # auto: answers in persona.precision's dtype, scores in fp32; else both in this
+
+    def precision(self) -> dict:
+        """{device, generation, scoring}: where and in which dtypes both models answer and are scored."""
+        from persona.precision import compute_dtype, default_device, scoring_dtype
+
+        device = default_device()
+        return {"device": device, "generation": compute_dtype(device, self.dtype),
+                "scoring": scoring_dtype(device, self.dtype)}
 
 
 @dataclass(frozen=True)
@@ -231,10 +245,12 @@ def _requests(model: str, items: list[EvalItem], settings: EvalSettings):
     from persona.store import input_key
 
     requests, by_key = [], {}
+    dtype = settings.precision()["generation"]  # fp32 answers keep the keys they had before bf16 existed
     for item in items:
         params = SamplingParams(n=1, temperature=0.0, top_p=1.0, max_tokens=item.max_tokens or settings.max_tokens,
                                 seed=0)
-        key = input_key(model, settings.repetition_penalty, item.id, item.messages, params.to_dict())
+        key = input_key(model, settings.repetition_penalty, item.id, item.messages, params.to_dict(),
+                        *([dtype] if dtype != "float32" else []))
         requests.append(Request(key, item.messages, params))
         by_key[key] = item
     return requests, by_key
@@ -352,6 +368,7 @@ def _evaluate(output, spec, run, folder, base, settings, templates, on_progress,
     base_scores = run.base_scores if run is not None else folder.base_scores
 
     base_name = base if base is not None else trained_info.get("base_model")
+    precision = settings.precision()
     answers, retention, defaults, work = {}, {}, {}, {"base_generations": 0, "base_scoring_passes": 0}
     for label in ("base", "trained"):
         if label == "base":
@@ -361,11 +378,14 @@ def _evaluate(output, spec, run, folder, base, settings, templates, on_progress,
                 answers["base"] = {k: r["text"] for k, r in records.items()}
                 store.append([r for r in records.values() if r["id"] not in store.load(repair=True)])
                 continue
-        lm, tokenizer, name = _load(label, output.path, base_name)
+        lm, tokenizer, name = _load(label, output.path, base_name, precision["device"])
         defaults[label] = template_default_system(tokenizer)
+        # scored first, in the scoring dtype (fp32 by default); then cast to the generation dtype to answer
+        retention[label] = retention_scores(lm.to(torch_dtype(precision["scoring"])), tokenizer)
         from persona.backends.hf import HFBackend
 
-        backend = HFBackend.from_loaded(lm, tokenizer, name, settings.batch_size, settings.repetition_penalty)
+        backend = HFBackend.from_loaded(lm, tokenizer, name, settings.batch_size, settings.repetition_penalty,
+                                        dtype=precision["generation"])
         target = base_store if label == "base" else store
         before = len(target.load())
         records = answer(backend, label, items, settings, target, on_progress)
@@ -375,7 +395,6 @@ def _evaluate(output, spec, run, folder, base, settings, templates, on_progress,
                 saved = store.load(repair=True)
                 store.append([r for r in records.values() if r["id"] not in saved])
         answers[label] = {k: r["text"] for k, r in records.items()}
-        retention[label] = retention_scores(lm, tokenizer)
         if label == "base":
             work["base_scoring_passes"] = 1
             base_scores.put(_base_key(name, settings), {**retention[label], "template_default": defaults[label]})
@@ -389,7 +408,7 @@ def _evaluate(output, spec, run, folder, base, settings, templates, on_progress,
     metrics = {"spec": spec.name, "model": str(output.path), "base_model": base_name or "default",
                "judge": judge.name, "settings": asdict(settings), "items": len(items),
                "held_out_prompts": len([i for i in items if i.kind == "probe"]), "retention": retention,
-               "template_default": defaults, "work": work}
+               "template_default": defaults, "work": work, "precision": precision}
     for label in answers:
         metrics[label] = _summarise(spec, items, answers[label], {i.id: verdicts[f"{label}:{i.id}"] for i in items},
                                     IN_CHARACTER)
@@ -411,7 +430,8 @@ def _base_key(name: str, settings: EvalSettings) -> str:
     from persona.store import input_key
 
     data = "".join((DATA / f).read_text(encoding="utf-8") for f in ("general_text.txt", "general_qa.jsonl"))
-    return input_key("base-scores", name, data)
+    dtype = settings.precision()["scoring"]
+    return input_key("base-scores", name, data, *([dtype] if dtype != "float32" else []))
 
 
 def _cached_base(base: str | None, items: list[EvalItem], settings: EvalSettings, store, scores):
@@ -508,13 +528,14 @@ def _win_rate(judge, spec, probes, answers, verdicts) -> dict:
     return {"method": method, **{k: round(outcomes.count(k) / len(outcomes), 4) for k in ("win", "tie", "loss")}}
 
 
-def _load(label: str, model_path: Path, base: str | None):
+def _load(label: str, model_path: Path, base: str | None, device: str = "cpu"):
+    """(fp32 model on `device`, tokenizer, name) of the base or the trained model."""
     from persona.models import load_base, load_trained
 
     if label == "base":
         lm, tokenizer, name = load_base(base)
-        return lm.eval(), tokenizer, name
+        return lm.to(device).eval(), tokenizer, name
     lm, tokenizer = load_trained(model_path, "causal", base)
     if hasattr(lm, "merge_and_unload"):
         lm = lm.merge_and_unload()  # plain weights generate faster than an adapter
-    return lm.eval(), tokenizer, str(model_path)
+    return lm.to(device).eval(), tokenizer, str(model_path)
