@@ -323,6 +323,8 @@ def generate(
          f"for {summary.prompts_train + summary.prompts_eval} prompts ({summary.prompts_train} train, "
          f"{summary.prompts_eval} eval) to {summary.run_dir}/ in {minutes}m{seconds:02d}s: "
          f"{summary.requests_made} backend requests, {summary.tokens:,} tokens generated")
+    if summary.precision:
+        _err("local models computed in " + "; ".join(sorted(set(summary.precision.values()))))
     if summary.build is not None:
         _print_build(summary.build, summary.judgements_made)
 
@@ -668,8 +670,11 @@ def _eval_table(m: dict) -> str:
     for label in ("base", "trained"):
         if label in defaults:
             lines.append(f"{label} model's template default system prompt: {defaults[label]!r}")
+    precision = m.get("precision") or {}
+    computed = (f"; answers in {precision['generation']}, scores in {precision['scoring']} on {precision['device']}"
+                if precision else "")
     lines.append(f"perplexity change {100 * m['retention']['perplexity_change']:+.1f}%; judge {m['judge']}; "
-                 f"{m['items']} prompts per model")
+                 f"{m['items']} prompts per model{computed}")
     return "\n".join(lines)
 
 

@@ -80,6 +80,7 @@ class GenerationSummary:
     rejection_rounds: int = 0  # rounds of extra conforming samples drawn (rejection sampling)
     build: BuildReport | None = None
     stage_seconds: dict = field(default_factory=dict)  # stage -> wall seconds this run (bench/pipeline.py)
+    precision: dict = field(default_factory=dict)  # role -> dtype of its local model and why, in words
 
     @property
     def responses(self) -> int:
@@ -119,7 +120,10 @@ def _generate(spec: Spec, config: RunConfig, run: RunFolder, on_progress, judge,
             else:
                 backends[GENERATOR] = load_backend(config.backend, **config.backend_kwargs())
             if getattr(backends[role], "dtype", None):  # what the model computed in, for run.json
+                from persona.precision import describe
+
                 precision[role] = backends[role].dtype
+                summary.precision[role] = describe(getattr(backends[role], "device", "cpu"), precision[role])
                 run.update(precision=dict(precision))
             timed["loading models"] = timed.get("loading models", 0.0) + time.perf_counter() - loading
         return backends[role]

@@ -218,6 +218,10 @@ def test_cli_eval_prints_the_table_and_errors_cleanly(trained, tmp_path):
     assert result.exit_code == 0, result.output
     assert "right identity (template default)" in result.stdout and "general text perplexity" in result.stdout
     assert result.stdout.startswith("verdict (rules judge):\n  ")
+    from persona.eval import EvalSettings
+
+    here = EvalSettings().precision()  # this machine's choice: float32 answers without AMX, bfloat16 with it
+    assert f"; answers in {here['generation']}, scores in float32 on cpu\n" in result.stdout
     assert (tmp_path / "e" / "metrics.json").exists()
     missing = CliRunner().invoke(app, ["eval", str(tmp_path / "nope"), "--spec", "identities/aster.yaml"])
     assert missing.exit_code == 1

@@ -137,7 +137,8 @@ def test_generate_records_the_dtype_and_the_offline_judge_scores_in_it(tmp_path,
     assert judge_options_with_dtype("offline", None, RunConfig()) is None
     config = RunConfig(backend="hf", model=str(tiny_model_dir), limit=2, k=1, prompts_per_target=0, replay=1,
                        max_tokens=4, out=str(tmp_path / "run"), demonstrations=False)
-    generate(load_spec("identities/aster.yaml"), config, judge=None)
+    summary = generate(load_spec("identities/aster.yaml"), config, judge=None)
+    assert summary.precision == {"generator": "bfloat16 on cpu (AMX)", "target": "bfloat16 on cpu (AMX)"}
     info = json.loads((tmp_path / "run" / "run.json").read_text())
     assert info["precision"] == {"generator": "bfloat16", "target": "bfloat16"}
     assert info["config"]["dtype"] is None  # auto, as asked
