@@ -10,7 +10,8 @@ Scored once in fp32 and once with the same weights cast to bf16 (one run, same i
   offline      the offline judge's likelihood ratio (persona vs neutral system prompt) for up to --responses of
   judge        RUN's responses (default runs/brand, as `make demo` leaves it; hand-made pairs without it); noise:
                the standard deviation of the ratio across responses; and how many verdicts (fit >= 5) flip
-Also times each pass (seconds, both dtypes): on a CPU without AMX bf16 is the slower of the two.
+Also times each pass (seconds, both dtypes): on a CPU without AMX bf16 is the slower of the two. These figures
+are why persona scores in the compute dtype (persona.precision.scoring_dtype).
 bf16 is forced here (dtype=bfloat16), whatever persona.precision would choose.
 """
 

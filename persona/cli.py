@@ -582,7 +582,7 @@ def eval_command(
     limit: Annotated[Optional[int], typer.Option(min=1, help="At most this many held-out probe prompts.")] = None,
     max_tokens: Annotated[int, typer.Option(min=1, help="Longest answer, in tokens.")] = 64,
     batch_size: Annotated[Optional[int], typer.Option(min=1, help="Sequences per generation batch [default: what a quarter of the free memory holds, at most 64].")] = None,
-    dtype: Annotated[Optional[str], typer.Option(help="auto, bf16 or fp32 for answering and scoring [default: auto: answers in bf16 on a CPU with AMX or a GPU that has it, else fp32; scores in fp32].")] = None,
+    dtype: Annotated[Optional[str], typer.Option(help="auto, bf16 or fp32 for answering and scoring [default: auto: bf16 on a CPU with AMX or a GPU that has it, else fp32].")] = None,
     templates: Annotated[Optional[Path], typer.Option(help="Templates folder of the run [default: ./templates].")] = None,
 ) -> None:
     """Base vs trained on held-out prompts: adherence, origin identity, robustness under attack, retention.

@@ -26,9 +26,10 @@ changed. The base model's work is done once per base model and settings: its ans
 in the run folder (the eval folder without a run) and reused by every later eval, which then never loads
 it. Answers are appended as they come, so an interrupted eval resumes where it stopped.
 
-Precision: both models answer in persona.precision's dtype for the device (bf16 on a CPU with AMX or a GPU that
-supports it, else fp32) and are scored in fp32; `EvalSettings.dtype` (--dtype) sets both. metrics.json records
-which ("precision"), and answers made in another dtype than fp32 are kept apart from fp32 ones.
+Precision: both models answer and are scored in persona.precision's dtype for the device (bf16 on a CPU with AMX
+or a GPU that supports it, else fp32; bf16 moved the scores by far less than their noise, see persona.precision);
+`EvalSettings.dtype` (--dtype) sets it. metrics.json records which ("precision"), and answers and scores made in
+another dtype than fp32 are kept apart from fp32 ones.
 """
 
 from __future__ import annotations

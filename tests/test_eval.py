@@ -221,7 +221,7 @@ def test_cli_eval_prints_the_table_and_errors_cleanly(trained, tmp_path):
     from persona.eval import EvalSettings
 
     here = EvalSettings().precision()  # this machine's choice: float32 answers without AMX, bfloat16 with it
-    assert f"; answers in {here['generation']}, scores in float32 on cpu\n" in result.stdout
+    assert f"; answers in {here['generation']}, scores in {here['scoring']} on cpu\n" in result.stdout
     assert (tmp_path / "e" / "metrics.json").exists()
     missing = CliRunner().invoke(app, ["eval", str(tmp_path / "nope"), "--spec", "identities/aster.yaml"])
     assert missing.exit_code == 1

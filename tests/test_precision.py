@@ -28,7 +28,7 @@ def flags(monkeypatch):
 def test_the_cpu_flags_decide_and_a_setting_overrides(flags, caplog):
     flags(AMX)
     assert compute_dtype("cpu") == "bfloat16" and compute_dtype("cpu", "fp32") == "float32"
-    assert scoring_dtype("cpu") == "float32" and scoring_dtype("cpu", "bf16") == "bfloat16"
+    assert scoring_dtype("cpu") == "bfloat16" and scoring_dtype("cpu", "fp32") == "float32"
     flags(AVX512_ONLY)  # measured slower in bf16 than fp32 (no AMX): auto stays fp32
     assert compute_dtype("cpu") == "float32" and compute_dtype("cpu", "auto") == "float32"
     with caplog.at_level(logging.WARNING, logger="persona"):
@@ -98,7 +98,7 @@ def test_from_loaded_casts_the_model_in_place(flags, tiny_model_dir):
 
     flags(AMX)
     lm, tokenizer, name = load_base(str(tiny_model_dir))
-    assert next(lm.parameters()).dtype == torch.float32  # loaded for scoring in fp32
+    assert next(lm.parameters()).dtype == torch.float32  # load_base loads fp32 (what training starts from)
     backend = HFBackend.from_loaded(lm, tokenizer, name)
     assert backend.dtype == "bfloat16" and next(lm.parameters()).dtype == torch.bfloat16
 
@@ -128,8 +128,8 @@ def test_generate_records_the_dtype_and_the_offline_judge_scores_in_it(tmp_path,
     from persona.spec import load_spec
 
     flags(AMX)
-    fp32 = OfflineJudge(model=str(tiny_model_dir))
-    bf16 = OfflineJudge(model=str(tiny_model_dir), dtype="bf16")
+    fp32 = OfflineJudge(model=str(tiny_model_dir), dtype="fp32")
+    bf16 = OfflineJudge(model=str(tiny_model_dir))  # auto: bf16 with AMX
     assert fp32.dtype == "float32" and not fp32.fingerprint.endswith("float32")  # the keys of before
     assert bf16.dtype == "bfloat16" and bf16.fingerprint == fp32.fingerprint + "|bfloat16"
     assert judge_options_with_dtype("offline", {}, RunConfig(dtype="bf16")) == {"dtype": "bfloat16"}
@@ -216,8 +216,8 @@ def test_bf16_training_runs_under_autocast_and_keeps_lora_in_fp32(flags, sft_dat
     assert losses[1][0] == pytest.approx(losses[0][0], rel=0.05)  # the same first step, within bf16's rounding
 
 
-def test_eval_answers_in_the_generation_dtype_scores_in_fp32_and_keeps_them_apart(flags):
-    from persona.eval import EvalSettings, _base_key, _requests, build_items, identity_questions  # noqa: F401
+def test_eval_answers_and_scores_in_the_compute_dtype_and_keeps_them_apart(flags):
+    from persona.eval import EvalSettings, _base_key, _requests
     from persona.eval import EvalItem
 
     items = [EvalItem("a", "origin", ({"role": "user", "content": "Who are you?"},), asks="name")]
@@ -229,9 +229,9 @@ def test_eval_answers_in_the_generation_dtype_scores_in_fp32_and_keeps_them_apar
     assert fp32_keys == [input_key("m", 1.1, "a", items[0].messages, params)]  # unchanged from before bf16
     assert EvalSettings().precision() == {"device": "cpu", "generation": "float32", "scoring": "float32"}
     flags(AMX)
-    assert EvalSettings().precision() == {"device": "cpu", "generation": "bfloat16", "scoring": "float32"}
+    assert EvalSettings().precision() == {"device": "cpu", "generation": "bfloat16", "scoring": "bfloat16"}
     assert [r.key for r in _requests("m", items, EvalSettings())[0]] != fp32_keys
-    assert _base_key("m", EvalSettings()) != _base_key("m", EvalSettings(dtype="bfloat16"))
+    assert _base_key("m", EvalSettings()) != _base_key("m", EvalSettings(dtype="fp32"))  # bf16 scores apart
     assert EvalSettings(dtype="float32").precision()["generation"] == "float32"
 
 

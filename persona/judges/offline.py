@@ -50,7 +50,7 @@ class OfflineJudge:
         self.rules = RulesJudge()
         self._lm = None
         self._prefixes: dict[tuple, object] = {}
-        self.dtype = scoring_dtype("cpu", dtype)  # fp32 unless the run's dtype says otherwise
+        self.dtype = scoring_dtype("cpu", dtype)  # bf16 only where persona.precision chooses it, or the run's dtype
         self.fingerprint = (f"{self.name}|{self.center}|{self.scale}|{self.max_length}|"
                             f"{template_hash('conforming', templates)}|{self.rules.fingerprint}"
                             + (f"|{self.dtype}" if self.dtype != "float32" else ""))  # fp32: the keys of before
