@@ -92,7 +92,8 @@ def main() -> None:
           f"({peaks['bfloat16'] / peaks['float32']:.2f}x); persona picks {describe('cpu', compute_dtype('cpu'))}")
     for workload in args.workloads.split(","):
         print(f"\n{workload} prompts")
-        print(f"{'dtype':>9} {'batch size':>18} {'seconds':>8} {'tokens':>7} {'tokens/s':>9} {'x batch 1':>10} "
+        first = f"x batch {args.sizes.split(',')[0]}"
+        print(f"{'dtype':>9} {'batch size':>18} {'seconds':>8} {'tokens':>7} {'tokens/s':>9} {first:>10} "
               f"{'x best':>7} {'x fp32':>7} {'of peak':>8}")
         fp32 = {name: rate for name, _, _, rate in rows.get((workload, "float32"), [])}
         for dtype in dtypes:

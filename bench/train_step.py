@@ -13,8 +13,9 @@ starts cold in the same way:
                  forced with `dtype`, whatever persona.precision would pick (the header says which it picks)
 The table shows s/step (TRL's train_runtime / steps), trained tokens/s, x the old setting, x fp32 (the same
 settings in fp32), the share of the matmul peak of its dtype (both peaks timed in this run; a LoRA step counted
-as 4 x parameters FLOPs per token: the forward's multiply-adds and the backward's activation gradients, the
-frozen weights get none), and the losses: the head switch must leave them unchanged; dropout changes them
+as 4 x the non-embedding parameters in FLOPs per token: the forward's multiply-adds and the backward's
+activation gradients, the frozen weights get none; the LM head runs on answer tokens only and is left out, so
+this is a lower bound), and the losses: the head switch must leave them unchanged; dropout changes them
 slightly (a different regularization), bf16 within its rounding. `--configs dtype` runs only today's settings
 in both dtypes.
 """
@@ -67,7 +68,7 @@ def main() -> None:
 
     configs = CONFIGS if args.configs == "all" else CONFIGS[-2:]
     peaks = {d: matmul_peak(d) for d in ("float32", "bfloat16")}
-    parameters = 134_515_008  # SmolLM2-135M-Instruct (the embedded default model)
+    parameters = 134_515_008 - 49_152 * 576  # SmolLM2-135M-Instruct less its (tied) embedding matrix
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for dropout, head, value, every, dtype in configs:
