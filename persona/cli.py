@@ -250,7 +250,7 @@ def generate(
     concurrency: Annotated[Optional[int], typer.Option(help="openai: requests in flight [default: 4 for a server on this machine or network, 32 for a remote one].", min=1)] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="hf: sequences per batch [default: what a quarter of the free memory holds, at most 64].", min=1)] = None,
     tensor_parallel_size: Annotated[Optional[int], typer.Option(help="vllm: GPUs to shard the model over.", min=1)] = None,
-    dtype: Annotated[Optional[str], typer.Option(help="hf/vllm and the offline judge: auto, bf16 or fp32 [default: auto: bf16 on a CPU with AMX or a GPU that has it, else fp32; the offline judge scores in fp32].")] = None,
+    dtype: Annotated[Optional[str], typer.Option(help="hf/vllm and the offline judge: auto, bf16 or fp32 [default: auto: bf16 on a CPU with AMX or a GPU that has it, else fp32 (vllm: its own auto)].")] = None,
     option: Annotated[Optional[list[str]], typer.Option("--backend-option", "-o", help="Other backend option KEY=VALUE (repeatable), e.g. -o timeout=120.")] = None,
     judge: JudgeOption = "offline",
     judge_backend: JudgeBackendOption = None,

@@ -235,7 +235,7 @@ def test_eval_answers_and_scores_in_the_compute_dtype_and_keeps_them_apart(flags
     assert EvalSettings(dtype="float32").precision()["generation"] == "float32"
 
 
-def test_cli_rejects_bad_dtypes_without_a_traceback(flags, tmp_path):
+def test_cli_rejects_bad_dtypes_without_a_traceback(flags, tmp_path, sft_data):
     from typer.testing import CliRunner
 
     from persona.cli import app
@@ -256,5 +256,7 @@ def test_cli_rejects_bad_dtypes_without_a_traceback(flags, tmp_path):
     assert "precision: bfloat16 on cpu (AMX)" in result.stdout
     result = runner.invoke(app, ["eval", str(tmp_path), "--spec", "identities/brand.yaml", "--dtype", "bf61"])
     assert result.exit_code == 1 and "unknown dtype 'bf61'" in result.stderr
-    result = runner.invoke(app, ["train", str(tmp_path / "nope.jsonl"), "--method", "sft", "--set", "dtype=bf61"])
-    assert result.exit_code == 1 and "Traceback" not in result.stderr
+    result = runner.invoke(app, ["train", str(sft_data), "--method", "sft", "--set", "dtype=bf61",
+                                 "--output-dir", str(tmp_path / "t")])
+    assert result.exit_code == 1 and "unknown dtype 'bf61'" in result.stderr and "Traceback" not in result.stderr
+    assert "did you mean 'bf16'?" in result.stderr and not (tmp_path / "t").exists()
