@@ -436,6 +436,8 @@ def _train(method, spec, data, card, where, run, settings, output, model, overwr
 
         for old in output.checkpoints():
             shutil.rmtree(old, ignore_errors=True)
+    if resume and output.last_checkpoint() is not None:
+        _same_precision_as_the_checkpoint(output, settings)
     args = _trl_config(method, settings, output)
     if on_start:
         on_start(settings, output.path)
@@ -676,6 +678,16 @@ def _template_note(settings: dict) -> str:
     if system is None:
         return "the base's, unchanged" + was
     return f"a conversation without a system message gets persona's default system prompt {system!r}{was}"
+
+
+def _same_precision_as_the_checkpoint(output: TrainOutput, settings: dict) -> None:
+    """A resumed run keeps the dtype its checkpoints were trained in: auto can choose another on another
+    machine, and half a run in each would be recorded as one."""
+    saved = output.settings().get("dtype")
+    if saved and saved != settings["dtype"]:
+        raise PersonaError(f"{output.path}'s checkpoints were trained in {saved}, this run would train in "
+                           f"{settings['dtype']}",
+                           hint=f"resume with --set dtype={saved}, or start over with --overwrite")
 
 
 def _precision_note(settings: dict) -> str:

@@ -260,3 +260,20 @@ def test_cli_rejects_bad_dtypes_without_a_traceback(flags, tmp_path, sft_data):
                                  "--output-dir", str(tmp_path / "t")])
     assert result.exit_code == 1 and "unknown dtype 'bf61'" in result.stderr and "Traceback" not in result.stderr
     assert "did you mean 'bf16'?" in result.stderr and not (tmp_path / "t").exists()
+
+
+def test_resume_keeps_the_checkpoints_precision(flags, sft_data, tiny_model_dir, tmp_path):
+    from persona.train import train
+
+    steps = {"max_steps": 2, "per_device_train_batch_size": 4, "max_length": 64, "save_strategy": "steps",
+             "save_steps": 1, "r": 4}
+    flags(NONE)
+    train(sft_data, "sft", model=str(tiny_model_dir), overrides=steps, output_dir=tmp_path / "r")
+    flags(AMX)  # the same output resumed where auto picks bf16: refused, nothing lost
+    with pytest.raises(PersonaError, match="trained in float32, this run would train in bfloat16") as e:
+        train(sft_data, "sft", model=str(tiny_model_dir), overrides={**steps, "max_steps": 3},
+              output_dir=tmp_path / "r", resume=True)
+    assert "--set dtype=float32" in e.value.hint and (tmp_path / "r" / "checkpoint-2").is_dir()
+    result = train(sft_data, "sft", model=str(tiny_model_dir), overrides={**steps, "max_steps": 3, "dtype": "fp32"},
+                   output_dir=tmp_path / "r", resume=True)
+    assert [m["step"] for m in result.metrics if "loss" in m] == [3] and result.settings["dtype"] == "float32"
