@@ -82,7 +82,7 @@ class RunConfig:
         if self.dtype is not None:
             from persona.precision import normalize_dtype
 
-            object.__setattr__(self, "dtype", normalize_dtype(self.dtype) or "auto")
+            object.__setattr__(self, "dtype", normalize_dtype(self.dtype))  # auto: None, persona.precision chooses
         for name, value in (("api_key_env", self.api_key_env), ("backend_options.api_key_env", options.get("api_key_env"))):
             problem = api_key_env_problem(value) if value is not None else None
             if problem:
@@ -101,8 +101,6 @@ class RunConfig:
         named = {"hf": ("model", "batch_size", "dtype"), "openai": ("model", "base_url", "api_key_env", "concurrency"),
                  "vllm": ("model", "tensor_parallel_size", "dtype"), "fake": ("model",)}
         chosen = {k: getattr(self, k) for k in named.get(self.backend, ("model",)) if getattr(self, k) is not None}
-        if chosen.get("dtype") == "auto":
-            del chosen["dtype"]
         return {**chosen, **self.backend_options}
 
 

@@ -44,7 +44,7 @@ from typing import Callable
 
 from persona.errors import PersonaError
 from persona.metrics import MetricRow, verdict
-from persona.precision import torch_dtype
+from persona.precision import key_parts, torch_dtype
 
 DATA = Path(__file__).parent / "data"
 CONTEXTS = ("default", "empty")  # no system message (the template's default) / an explicit empty one
@@ -75,7 +75,7 @@ class EvalSettings:
     judge: str = "rules"
     limit: int | None = None  # at most this many held-out probe prompts (quick runs)
     repetition_penalty: float = 1.1
-    dtype: str | None = None  # auto: answers in persona.precision's dtype, scores in fp32; else both in this
+    dtype: str | None = None  # None (auto): persona.precision's dtype for answers and scores; else both in this
 
     def precision(self) -> dict:
         """{device, generation, scoring}: where and in which dtypes both models answer and are scored."""
@@ -246,12 +246,12 @@ def _requests(model: str, items: list[EvalItem], settings: EvalSettings):
     from persona.store import input_key
 
     requests, by_key = [], {}
-    dtype = settings.precision()["generation"]  # fp32 answers keep the keys they had before bf16 existed
+    dtype = settings.precision()["generation"]
     for item in items:
         params = SamplingParams(n=1, temperature=0.0, top_p=1.0, max_tokens=item.max_tokens or settings.max_tokens,
                                 seed=0)
         key = input_key(model, settings.repetition_penalty, item.id, item.messages, params.to_dict(),
-                        *([dtype] if dtype != "float32" else []))
+                        *key_parts(dtype))
         requests.append(Request(key, item.messages, params))
         by_key[key] = item
     return requests, by_key
@@ -381,7 +381,7 @@ def _evaluate(output, spec, run, folder, base, settings, templates, on_progress,
                 continue
         lm, tokenizer, name = _load(label, output.path, base_name, precision["device"])
         defaults[label] = template_default_system(tokenizer)
-        # scored first, in the scoring dtype (fp32 by default); then cast to the generation dtype to answer
+        # scored first, in the scoring dtype; then cast to the generation dtype to answer
         retention[label] = retention_scores(lm.to(torch_dtype(precision["scoring"])), tokenizer)
         from persona.backends.hf import HFBackend
 
@@ -431,8 +431,7 @@ def _base_key(name: str, settings: EvalSettings) -> str:
     from persona.store import input_key
 
     data = "".join((DATA / f).read_text(encoding="utf-8") for f in ("general_text.txt", "general_qa.jsonl"))
-    dtype = settings.precision()["scoring"]
-    return input_key("base-scores", name, data, *([dtype] if dtype != "float32" else []))
+    return input_key("base-scores", name, data, *key_parts(settings.precision()["scoring"]))
 
 
 def _cached_base(base: str | None, items: list[EvalItem], settings: EvalSettings, store, scores):

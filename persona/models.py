@@ -132,19 +132,20 @@ def resolve_model(model: str | None) -> tuple[Path | str, str]:
 def load_base(model: str | None, kind: str = "causal", dtype: str = "float32"):
     """(model, tokenizer, name) for a base model; the embedded default when `model` is None. `kind`
     "reward" loads a sequence classifier with one score (a reward model to train). Weights load in `dtype`
-    (fp32: what training and scoring start from; generation casts to its own, persona.precision)."""
-    import torch
+    (fp32: what training starts from; generation and scoring cast to theirs, persona.precision)."""
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
     source, name = resolve_model(model)
+    from persona.precision import torch_dtype
+
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
         if kind == "reward":
-            lm = AutoModelForSequenceClassification.from_pretrained(source, num_labels=1, dtype=getattr(torch, dtype))
+            lm = AutoModelForSequenceClassification.from_pretrained(source, num_labels=1, dtype=torch_dtype(dtype))
         else:
-            lm = AutoModelForCausalLM.from_pretrained(source, dtype=getattr(torch, dtype))
+            lm = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype(dtype))
     except OSError as e:
         raise PersonaError(f"cannot load base model '{name}': {str(e).splitlines()[0]}",
                            hint="give a local model folder or .gguf file; hub ids need network access")

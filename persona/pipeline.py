@@ -53,8 +53,8 @@ def target_label(config: RunConfig) -> str:
 
 
 def judge_options_with_dtype(judge: str | None, options: dict | None, config: RunConfig) -> dict | None:
-    """The offline judge scores in the run's `dtype` when one is set (it scores in fp32 otherwise)."""
-    if judge is None or judge.partition(":")[0] != "offline" or config.dtype in (None, "auto"):
+    """The offline judge scores in the run's `dtype` when one is set (else in persona.precision's choice)."""
+    if judge is None or judge.partition(":")[0] != "offline" or config.dtype is None:
         return options
     return {"dtype": config.dtype, **(options or {})}
 
@@ -116,7 +116,7 @@ def _generate(spec: Spec, config: RunConfig, run: RunFolder, on_progress, judge,
             elif role == TARGET:
                 backends[TARGET] = load_backend(target_backend(config), model=config.target_model,
                                                 **({"batch_size": config.batch_size} if config.batch_size else {}),
-                                                **({"dtype": config.dtype} if config.dtype not in (None, "auto") else {}))
+                                                **({"dtype": config.dtype} if config.dtype else {}))
             else:
                 backends[GENERATOR] = load_backend(config.backend, **config.backend_kwargs())
             if getattr(backends[role], "dtype", None):  # what the model computed in, for run.json

@@ -39,6 +39,7 @@ FAST_BF16_FLAG = "amx_bf16"  # AMX tiles: bf16 matmuls several times faster than
 BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # bf16 instructions at all (without them it is emulated)
 # measured on a CPU with avx512_bf16 and no AMX (see the module docstring)
 AVX512_ONLY_COST = "bf16 ran at 0.55x fp32 for a matmul and 0.77x for generation on such a CPU"
+_warned: set[str] = set()  # warnings already given in this process
 
 
 def normalize_dtype(value, field: str = "dtype") -> str | None:
@@ -105,10 +106,17 @@ def compute_dtype(device: str | None = None, requested=None) -> str:
         raise PersonaError("dtype bfloat16: this CPU has no bf16 instructions (neither amx_bf16 nor avx512_bf16 "
                            f"in {_flags_source()}), so bf16 would be emulated, slower than fp32",
                            hint="use dtype fp32, or auto (fp32 on this CPU)")
-    if name == "bfloat16" and FAST_BF16_FLAG not in flags:
+    if name == "bfloat16" and FAST_BF16_FLAG not in flags and "avx512_only" not in _warned:
+        _warned.add("avx512_only")  # once per process: every stage asks, the cost is the same
         log.warning("dtype bfloat16 on a CPU with avx512_bf16 but no AMX: %s (auto picks fp32 here)",
                     AVX512_ONLY_COST)
     return name
+
+
+def key_parts(dtype: str) -> tuple[str, ...]:
+    """What a cache key adds for work done in `dtype`: nothing for fp32, so the keys made before persona had a
+    dtype setting still find their records; the dtype's name otherwise, so bf16 work is kept apart."""
+    return () if dtype == "float32" else (dtype,)
 
 
 def scoring_dtype(device: str | None = None, requested=None) -> str:
@@ -133,6 +141,7 @@ def describe(device: str, dtype: str) -> str:
 
 
 def torch_dtype(name: str):
+    """torch.float32 for "float32": the one place a dtype's name becomes torch's."""
     import torch
 
     return getattr(torch, name)

@@ -9,7 +9,9 @@ import logging
 
 import pytest
 
+from persona import precision
 from persona.errors import PersonaError
+from tests.test_train import run_dir  # noqa: F401  (the fixture: a run folder with built datasets)
 from persona.precision import compute_dtype, cpu_flags, normalize_dtype, scoring_dtype
 
 AMX = "fpu avx512f avx512_bf16 amx_bf16 amx_tile"
@@ -21,6 +23,7 @@ NONE = "fpu sse4_2 avx2"
 def flags(monkeypatch):
     def set_flags(value: str) -> None:
         monkeypatch.setenv("PERSONA_CPU_FLAGS", value)
+        precision._warned.clear()  # each simulated CPU warns afresh
 
     return set_flags
 
@@ -159,26 +162,7 @@ def test_training_settings_follow_the_flags_and_the_dtype_setting(flags):
         resolve_settings("sft", None, {"dtype": "bf61"}, {})
 
 
-@pytest.fixture(scope="module")
-def sft_data(tmp_path_factory):
-    from persona.dataset import BuildSettings, build_datasets
-    from persona.run import RunFolder
-    from persona.spec import load_spec
-    from tests.test_train import response
-
-    run = tmp_path_factory.mktemp("bf16run")
-    (run / "run.json").write_text(json.dumps({"format": 1, "identity": "aster"}))
-    rs, js = [], {}
-    for i in range(8):
-        rs += [response(f"d{i}", f"p{i}", "demonstration", f"I'm Aster, made by Lumen Labs. {i}"),
-               response(f"r{i}", f"g{i}", "replay", f"The answer is {i}.")]
-        js[f"d{i}"] = js[f"r{i}"] = {"status": "ok", "overall": 10.0, "judge": "t", "scores": {}}
-    build_datasets(load_spec("identities/aster.yaml"), rs, js, RunFolder(run),
-                   BuildSettings(system_prompt="You are Aster."))
-    return run
-
-
-def test_bf16_training_runs_under_autocast_and_keeps_lora_in_fp32(flags, sft_data, tiny_model_dir, tmp_path,
+def test_bf16_training_runs_under_autocast_and_keeps_lora_in_fp32(flags, run_dir, tiny_model_dir, tmp_path,
                                                                   monkeypatch):
     import torch
     from safetensors.torch import load_file
@@ -202,7 +186,7 @@ def test_bf16_training_runs_under_autocast_and_keeps_lora_in_fp32(flags, sft_dat
         flags(value)
         autocast.clear()
         out = tmp_path / value.split()[-1]
-        results[value] = train(sft_data, "sft", model=str(tiny_model_dir), overrides=fast, output_dir=out)
+        results[value] = train(run_dir, "sft", model=str(tiny_model_dir), overrides=fast, output_dir=out)
         assert autocast and set(autocast) == ({torch.bfloat16} if value == AMX else {torch.float32})  # matmuls ran in that dtype
         assert {t.dtype for t in load_file(out / "adapter_model.safetensors").values()} == {torch.float32}
         assert results[value].changed_parameters > 0
@@ -235,7 +219,7 @@ def test_eval_answers_and_scores_in_the_compute_dtype_and_keeps_them_apart(flags
     assert EvalSettings(dtype="float32").precision()["generation"] == "float32"
 
 
-def test_cli_rejects_bad_dtypes_without_a_traceback(flags, tmp_path, sft_data):
+def test_cli_rejects_bad_dtypes_without_a_traceback(flags, tmp_path, run_dir):
     from typer.testing import CliRunner
 
     from persona.cli import app
@@ -256,24 +240,24 @@ def test_cli_rejects_bad_dtypes_without_a_traceback(flags, tmp_path, sft_data):
     assert "precision: bfloat16 on cpu (AMX)" in result.stdout
     result = runner.invoke(app, ["eval", str(tmp_path), "--spec", "identities/brand.yaml", "--dtype", "bf61"])
     assert result.exit_code == 1 and "unknown dtype 'bf61'" in result.stderr
-    result = runner.invoke(app, ["train", str(sft_data), "--method", "sft", "--set", "dtype=bf61",
+    result = runner.invoke(app, ["train", str(run_dir), "--method", "sft", "--set", "dtype=bf61",
                                  "--output-dir", str(tmp_path / "t")])
     assert result.exit_code == 1 and "unknown dtype 'bf61'" in result.stderr and "Traceback" not in result.stderr
     assert "did you mean 'bf16'?" in result.stderr and not (tmp_path / "t").exists()
 
 
-def test_resume_keeps_the_checkpoints_precision(flags, sft_data, tiny_model_dir, tmp_path):
+def test_resume_keeps_the_checkpoints_precision(flags, run_dir, tiny_model_dir, tmp_path):
     from persona.train import train
 
     steps = {"max_steps": 2, "per_device_train_batch_size": 4, "max_length": 64, "save_strategy": "steps",
              "save_steps": 1, "r": 4}
     flags(NONE)
-    train(sft_data, "sft", model=str(tiny_model_dir), overrides=steps, output_dir=tmp_path / "r")
+    train(run_dir, "sft", model=str(tiny_model_dir), overrides=steps, output_dir=tmp_path / "r")
     flags(AMX)  # the same output resumed where auto picks bf16: refused, nothing lost
     with pytest.raises(PersonaError, match="trained in float32, this run would train in bfloat16") as e:
-        train(sft_data, "sft", model=str(tiny_model_dir), overrides={**steps, "max_steps": 3},
+        train(run_dir, "sft", model=str(tiny_model_dir), overrides={**steps, "max_steps": 3},
               output_dir=tmp_path / "r", resume=True)
     assert "--set dtype=float32" in e.value.hint and (tmp_path / "r" / "checkpoint-2").is_dir()
-    result = train(sft_data, "sft", model=str(tiny_model_dir), overrides={**steps, "max_steps": 3, "dtype": "fp32"},
+    result = train(run_dir, "sft", model=str(tiny_model_dir), overrides={**steps, "max_steps": 3, "dtype": "fp32"},
                    output_dir=tmp_path / "r", resume=True)
     assert [m["step"] for m in result.metrics if "loss" in m] == [3] and result.settings["dtype"] == "float32"

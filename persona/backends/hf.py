@@ -34,7 +34,7 @@ from typing import Iterator, Sequence
 from persona.backends import Completion, Request, Result, SamplingParams
 from persona.errors import PersonaError
 from persona.models import cache_kwarg, cache_of, forward_parameters, resolve_model
-from persona.precision import compute_dtype
+from persona.precision import compute_dtype, default_device, torch_dtype
 
 log = logging.getLogger("persona")
 
@@ -101,11 +101,11 @@ class HFBackend:
         source, self.model = resolve_model(model)
         self.batch_size = int(batch_size) if batch_size else None  # None: sized per request group
         self.repetition_penalty = float(repetition_penalty)  # small models loop without it
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = device or default_device()
         self.dtype = compute_dtype(self.device, dtype)  # bf16 where the hardware makes it fast (persona.precision)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(source)
-            self.lm = AutoModelForCausalLM.from_pretrained(source, dtype=getattr(torch, self.dtype)).to(self.device).eval()
+            self.lm = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype(self.dtype)).to(self.device).eval()
         except OSError as e:
             raise PersonaError(f"cannot load model '{self.model}': {str(e).splitlines()[0]}",
                                hint="give a local model folder or .gguf file; hub ids need network access")
@@ -127,12 +127,10 @@ class HFBackend:
                     repetition_penalty: float = 1.1, dtype: str | None = None) -> "HFBackend":
         """A backend around a model already in memory (persona eval: a base model, a merged adapter). The model
         is cast in place to the compute dtype (`dtype`, else persona.precision's choice for its device)."""
-        import torch
-
         self = cls.__new__(cls)
         self.device = str(next(lm.parameters()).device)
         self.dtype = compute_dtype(self.device, dtype)
-        self.lm, self.tokenizer, self.model = lm.to(getattr(torch, self.dtype)).eval(), tokenizer, name
+        self.lm, self.tokenizer, self.model = lm.to(torch_dtype(self.dtype)).eval(), tokenizer, name
         self.batch_size = int(batch_size) if batch_size else None
         self.repetition_penalty = float(repetition_penalty)
         self._prepare()

@@ -38,7 +38,7 @@ class OfflineJudge:
     def __init__(self, model: str | None = None, batch_size: int = 8, center: float = 0.0, scale: float = 0.25,
                  max_length: int = 1024, templates: str | None = None, dtype: str | None = None):
         from persona.models import resolve_model
-        from persona.precision import scoring_dtype
+        from persona.precision import key_parts, scoring_dtype
         from persona.templates import template_hash
 
         self._source, self.model = resolve_model(model)
@@ -53,7 +53,7 @@ class OfflineJudge:
         self.dtype = scoring_dtype("cpu", dtype)  # bf16 only where persona.precision chooses it, or the run's dtype
         self.fingerprint = (f"{self.name}|{self.center}|{self.scale}|{self.max_length}|"
                             f"{template_hash('conforming', templates)}|{self.rules.fingerprint}"
-                            + (f"|{self.dtype}" if self.dtype != "float32" else ""))  # fp32: the keys of before
+                            + "".join(f"|{part}" for part in key_parts(self.dtype)))
 
     def close(self) -> None:
         self._lm = None
