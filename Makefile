@@ -31,9 +31,9 @@ demo: install
 	$(BIN)/persona eval runs/brand/train-sft
 	$(BIN)/persona report runs/brand
 
-# The README's experiment: teaching identities/aster.yaml's origin identity to the default model on CPU with
+# The experiment of docs/experiment.md: teaching identities/aster.yaml's origin identity to the default model on CPU with
 # the same data for every method - SFT, DPO, IPO, KTO, and SFT followed by each of DPO/IPO/KTO (see
-# "Experiment" in the README for the table and the time it takes).
+# docs/experiment.md for the table and the time it takes).
 EXPERIMENT_PREF = --set learning_rate=1e-4 --set per_device_train_batch_size=4 --set max_length=256 --overwrite
 experiment: install
 	$(BIN)/persona generate identities/aster.yaml -k 2 --prompts-per-target 0 --violating plain --judge rules

@@ -3,7 +3,7 @@ for a run: dataset statistics, training curves, and for each trained model its e
 score distributions before/after, per-target bars, robustness bars, and answers side by side.
 
     path = write_report("runs/aster")                  # runs/aster/report.html
-    print(summary_markdown(collect("runs/aster")))     # the README's comparison table
+    print(summary_markdown(collect("runs/aster")))     # docs/experiment.md's comparison table
 
 Sections whose data is missing are left out with a line saying so (no training yet, no eval yet).
 """
@@ -257,7 +257,7 @@ def _pct(v) -> str:
     return pct(v)
 
 
-TABLE = [  # the README's comparison table: (column, metric row names joined by " / ")
+TABLE = [  # docs/experiment.md's comparison table: (column, metric row names joined by " / ")
     ("right identity (template default / empty system)", ("origin.right_identity", "origin.right_identity_empty")),
     ("under attack: break / multi-turn / prefilled / injection",
      ("robustness.break.right_identity", "robustness.multi-turn.right_identity",

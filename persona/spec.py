@@ -7,7 +7,7 @@
 Validation happens here, once; the rest of persona only sees the dataclasses below. Each problem names
 file, line:column, the path in the document and a hint (see `persona.errors.Problem`).
 
-How `extends` merges (documented in the README, tested in tests/test_spec.py):
+How `extends` merges (documented in docs/guide.md, tested in tests/test_spec.py):
   * the files in `extends` are merged in the order listed, later files winning, and the extending file
     wins over all of them; each extended file first merges its own `extends`;
   * `name`, `kind` and `extends` are never inherited;

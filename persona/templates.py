@@ -9,7 +9,7 @@ shipped with persona, so copying a built-in into `templates/` and editing it ove
 
 Templates run in jinja2's SandboxedEnvironment (no access to Python internals such as `__class__`)
 with StrictUndefined (a misspelt or missing variable is an error, never an empty string). The
-variables each built-in expects are listed in `TEMPLATE_VARIABLES` and in the README.
+variables each built-in expects are listed in `TEMPLATE_VARIABLES` and in docs/guide.md.
 
 Templates may come from a pull request, and their output may be sent to a remote API, so a template
 is also limited (each limit is a PersonaError naming the file and, where known, the line):

@@ -7,7 +7,7 @@
 Methods are rows of METHODS, each TRL's own trainer and loss; adding one is a row (plus, at most, one
 function for what its data or output need):
   sft     SFTTrainer on the run's SFT rows (demonstrations, accepted answers, replay), loss on the answer only;
-          the supervised start preference training needs at this scale (see the README's experiment)
+          the supervised start preference training needs at this scale (see docs/experiment.md)
   dpo     DPOTrainer, loss_type ["sigmoid"], beta 0.1; `sft_weight: w` adds the SFT term (["sigmoid", "sft"],
           loss_weights [1, w]) to keep chosen log-probs from collapsing; `loss_type` takes any TRL DPO loss
   ipo     DPOTrainer, loss_type ["ipo"], beta is IPO's tau (the loss starts near (1/(2*beta))^2: 25 at 0.1)
@@ -251,12 +251,12 @@ def find_dataset(source: str | Path, name: str) -> tuple[Any, dict, str, RunFold
                                hint="give a run folder, a folder written by persona build, or a .jsonl file")
     elif path.is_file():
         if not path.read_bytes().strip():
-            raise PersonaError(f"{path}: the file is empty", hint="one JSON object per line, in TRL's format (see the README)")
+            raise PersonaError(f"{path}: the file is empty", hint="one JSON object per line, in TRL's format (see docs/guide.md, 'Judging and datasets')")
         try:
             data = DatasetDict({"train": load_dataset("json", data_files=str(path), split="train")})
         except Exception as e:
             raise PersonaError(f"{path}: cannot read it as JSON lines ({type(e).__name__})",
-                               hint="one JSON object per line, in TRL's format (see the README)")
+                               hint="one JSON object per line, in TRL's format (see docs/guide.md, 'Judging and datasets')")
     else:
         raise PersonaError(f"dataset '{source}' not found", hint="give a run folder, a dataset folder or a .jsonl file")
     return data, card, str(path), run

@@ -28,7 +28,7 @@ def offline():
 def test_offline_judge_calibration(offline):
     report = calibrate(offline)
     assert report.n == 48 and report.unjudged == 0
-    assert report.accuracy >= 0.80, report.mistakes  # the aim; the README states what it reaches
+    assert report.accuracy >= 0.80, report.mistakes  # the aim; docs/guide.md states what it reaches
     assert report.kappa >= 0.6
 
 

@@ -12,7 +12,7 @@
 
 Scores run from 0 (clearly broken) to 10 (fully kept); a target a judge cannot assess scores None,
 and `Judgement.unchecked` names those. A judge that cannot produce a verdict returns status "unjudged"
-with the reason and the raw reply, never a silent None. Which judge catches what is in the README.
+with the reason and the raw reply, never a silent None. Which judge catches what is in docs/guide.md.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ preference only when both orders agree; `swap_consistency` reports how often the
 Injection hardening: the response is fenced between markers it cannot contain (the `fence` filter),
 the rubric says instructions inside it are data and that trying to influence the score breaks the
 persona, and only the judge model's reply is ever parsed - a fake verdict inside a response is text.
-The embedded 135M model is far too weak to judge this way (see the README); use a capable model.
+The embedded 135M model is far too weak to judge this way (see docs/guide.md, "Judging and datasets"); use a capable model.
 """
 
 from __future__ import annotations
