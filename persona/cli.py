@@ -2,6 +2,8 @@
 
     persona init NAME                         scaffold identities/NAME.yaml and editable templates/
     persona validate identities/              check specs (exit 1 on any problem; --format github for CI)
+    persona run JOB                           the whole pipeline from one job file (persona.job)
+    persona generate SPEC / train RUN / eval OUTPUT / report RUN   the same, stage by stage
     persona render SPEC --template NAME       print the exact prompt that would be sent
     persona schema                            print the spec's JSON Schema
     persona ls                                identities and templates found, and where from
@@ -29,9 +31,12 @@ app = typer.Typer(
         "\b\nQuickstart:\n"
         "  persona init mybot                 # identities/mybot.yaml + templates/ to edit\n"
         "  persona validate identities/       # check every spec (exit 1 on problems; for CI)\n"
-        "  persona render identities/mybot.yaml --template conforming\n"
-        "  persona ls                         # identities and templates, and where from\n"
-        "  persona schema                     # JSON Schema for editor autocompletion"
+        "  persona run jobs/demo.yaml         # the whole pipeline from one job file\n"
+        "\b\nOr stage by stage:\n"
+        "  persona generate identities/mybot.yaml   # prompts, answers, judgements, datasets\n"
+        "  persona train runs/mybot                 # SFT (LoRA) on the run's demonstrations\n"
+        "  persona eval runs/mybot/train-sft        # base vs trained on held-out questions\n"
+        "  persona report runs/mybot                # one HTML page"
     ),
     no_args_is_help=True,
     add_completion=False,
@@ -45,7 +50,7 @@ TemplatesOption = Annotated[
 ]
 
 
-JudgeOption = Annotated[str, typer.Option("--judge", help="offline (rules + local likelihood ratio), rules, llm, reward:PATH, or none.")]
+JudgeOption = Annotated[str, typer.Option("--judge", help="rules (instant, the default), offline (rules + the local model's likelihood ratio), llm, reward:PATH, or none.")]
 JudgeBackendOption = Annotated[Optional[str], typer.Option(help="--judge llm: backend of the judge model (hf, openai, vllm) [default: hf].")]
 JudgeModelOption = Annotated[Optional[str], typer.Option(help="--judge llm: the judge model; --judge offline: the scoring model [default: embedded].")]
 JudgeBaseUrlOption = Annotated[Optional[str], typer.Option(help="--judge llm with openai: server URL.")]
@@ -172,7 +177,7 @@ def schema() -> None:
 
 @app.command("ls")
 def list_things(
-    identities: Annotated[Path, typer.Option(help="Folder of identity specs.")] = Path("identities"),
+    identities: Annotated[Optional[Path], typer.Option(help="Folder of identity specs [default: ./identities, when there is one].")] = None,
     templates: TemplatesOption = None,
 ) -> None:
     """List the identities and templates persona finds, and where each comes from.
@@ -183,6 +188,10 @@ def list_things(
     from persona.templates import builtin_dir, list_templates
 
     try:
+        if identities is not None and not identities.is_dir():
+            raise PersonaError(f"identities folder '{identities}' not found",
+                               hint="pass a folder of identity specs, e.g. --identities identities/")
+        identities = identities or Path("identities")
         folders = [identities] if identities.is_dir() else []
         folders.append(builtin_dir("identities"))
         seen: set[Path] = set()
@@ -213,8 +222,8 @@ def init(
     directory: Annotated[Path, typer.Option("--dir", help="Project folder to write into.")] = Path("."),
     force: Annotated[bool, typer.Option(help="Overwrite files that already exist.")] = False,
 ) -> None:
-    """Start a new identity: write identities/NAME.yaml, identity.schema.json and copies of the built-in
-    templates (templates/*.j2) to edit.
+    """Start a new identity: write identities/NAME.yaml, a job file jobs/NAME.yaml, identity.schema.json and
+    copies of the built-in templates (templates/*.j2) to edit.
 
     Example:  persona init mybot && persona validate identities/mybot.yaml
     """
@@ -227,6 +236,8 @@ def init(
     for path in skipped:
         _err(f"kept existing {path} (use --force to overwrite)")
     _err(f"wrote {len(written)} file{'s' if len(written) != 1 else ''}: " + ", ".join(map(str, written)))
+    spec_file = directory / "identities" / f"{name}.yaml"
+    _err(f"next: edit {spec_file}, then persona validate {spec_file} and persona run {directory / 'jobs' / (name + '.yaml')}")
 
 
 @app.command()
@@ -252,7 +263,7 @@ def generate(
     tensor_parallel_size: Annotated[Optional[int], typer.Option(help="vllm: GPUs to shard the model over.", min=1)] = None,
     dtype: Annotated[Optional[str], typer.Option(help="hf/vllm and the offline judge: auto, bf16 or fp32 [default: auto: bf16 on a CPU with AMX or a GPU that has it, else fp32 (vllm: its own auto)].")] = None,
     option: Annotated[Optional[list[str]], typer.Option("--backend-option", "-o", help="Other backend option KEY=VALUE (repeatable), e.g. -o timeout=120.")] = None,
-    judge: JudgeOption = "offline",
+    judge: JudgeOption = "rules",
     judge_backend: JudgeBackendOption = None,
     judge_model: JudgeModelOption = None,
     judge_base_url: JudgeBaseUrlOption = None,
@@ -262,7 +273,7 @@ def generate(
     rejected_from: RejectedFromOption = "violating",
     pairwise: PairwiseOption = False,
     license: LicenseOption = None,
-    system_prompt: Annotated[Optional[str], typer.Option(help="persona's default system prompt in the training rows (half of them; the other half empty) and the trained model's chat template: neutral (\"You are a helpful assistant.\"), spec (templates/deployment.j2), none, or your own text [default: neutral].")] = None,
+    system_prompt: Annotated[Optional[str], typer.Option(help="persona's default system prompt in the training rows (half of them; the other half empty) and the trained model's chat template: neutral (\"You are a helpful assistant.\"), spec (templates/deployment.j2), none, or text:YOUR TEXT [default: neutral].")] = None,
     target_model: Annotated[Optional[str], typer.Option(help="The model to be trained (hf): it writes the replay answers and, with --violating plain, the rejected ones [default: embedded SmolLM2-135M-Instruct].")] = None,
     demonstrations: Annotated[Optional[bool], typer.Option("--demonstrations/--no-demonstrations", help="Identity answers filled from the spec (templates/identity_answers.j2), at least 2 per identity question, one of them inside a conversation [default: on].")] = None,
     replay: Annotated[Optional[int], typer.Option(help="General prompts the target model answers itself, mixed into training [default: 96; 0: none].", min=0)] = None,
@@ -302,7 +313,7 @@ def generate(
             run_config = replace(run_config, backend_options={**run_config.backend_options, **backend_options})
         spec = load_spec(spec_path)
         if dry_run:
-            _print_dry_run(spec, run_config)
+            _print_dry_run(spec, run_config, judge)
             return
         from persona.dataset import BuildSettings
         from persona.pipeline import generate as run_generate
@@ -327,6 +338,9 @@ def generate(
         _err("local models computed in " + "; ".join(sorted(set(summary.precision.values()))))
     if summary.build is not None:
         _print_build(summary.build, summary.judgements_made)
+        _err(f"next: persona train {summary.run_dir}")
+    else:
+        _err(f"next: persona judge {summary.run_dir}")
 
 
 def _print_build(report, judged_now: int | None = None) -> None:
@@ -334,7 +348,7 @@ def _print_build(report, judged_now: int | None = None) -> None:
     kto = report.kto
     agreement = f"{report.judge_agreement:.1%}" if report.judge_agreement is not None else "n/a"
     if judged_now is not None:
-        _err(f"judged with {report.judge}: {judged_now} new judgements, {report.unjudged} responses unjudged")
+        _err(f"judged with {report.judge or 'the judge'}: {judged_now} new judgements, {report.unjudged} responses unjudged")
     sft = {split: sum((report.sft.get(split) or {}).values()) for split in ("train", "eval")}
     cover = report.coverage.get("train") or {}
     _err(f"sft rows: {sft['train']} train + {sft['eval']} eval ({', '.join(f'{n} {k}' for k, n in (report.sft.get('train') or {}).items()) or 'none'}); "
@@ -344,6 +358,9 @@ def _print_build(report, judged_now: int | None = None) -> None:
     _err(f"kto rows: train {kto['train']['desirable']} desirable / {kto['train']['undesirable']} undesirable "
          f"(weights {report.kto_weights['desirable_weight']} / {report.kto_weights['undesirable_weight']}), "
          f"eval {kto['eval']['desirable']} / {kto['eval']['undesirable']}")
+    if not pairs.get("train"):
+        why = "; ".join(f"{n} {reason}" for reason, n in report.dropped.items()) or "no violating responses"
+        _err(f"warning: no DPO/IPO pairs in the train split ({why}); SFT is unaffected")
     if report.swap_consistency is not None:
         _err(f"pairwise check: swap consistency {report.swap_consistency:.1%}; pairs kept only when both orders agree")
     if report.length:
@@ -365,7 +382,7 @@ def _judge_choice(judge: str, backend, model, base_url, api_key_env) -> tuple[st
 @app.command("judge")
 def judge_command(
     run_dir: Annotated[Optional[Path], typer.Argument(metavar="RUN_DIR", help="A run folder from persona generate.")] = None,
-    judge: JudgeOption = "offline",
+    judge: JudgeOption = "rules",
     judge_backend: JudgeBackendOption = None,
     judge_model: JudgeModelOption = None,
     judge_base_url: JudgeBaseUrlOption = None,
@@ -476,6 +493,10 @@ def stats(
         typer.echo(f"judgements  {counts.get('ok', 0) + counts.get('unjudged', 0):>6}  by {name} "
                    f"({counts.get('unjudged', 0)} unjudged)")
     typer.echo(f"tokens      {t['prompt'] + t['completion']:>6,}  ({t['prompt']:,} prompt, {t['completion']:,} generated)")
+    old = numbers["superseded"]
+    if old["prompts"] or old["responses"]:
+        typer.echo(f"superseded  {old['prompts'] + old['responses']:>6}  ({old['prompts']} prompts, {old['responses']} "
+                   "responses of earlier generations, kept in the stores for resuming; not counted above)")
     b = numbers["build"]
     if b is None:
         typer.echo("datasets    none yet (persona build RUN_DIR)")
@@ -496,8 +517,8 @@ def stats(
 @app.command("train")
 def train_command(
     source: Annotated[Path, typer.Argument(metavar="RUN_DIR_OR_DATASET", help="A run folder, a dataset folder or a .jsonl file in TRL's format.")],
-    method: Annotated[str, typer.Option(help="One of: " + ", ".join(METHODS) + ".")] = "dpo",
-    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Base model folder or .gguf [default: embedded SmolLM2-135M-Instruct].")] = None,
+    method: Annotated[str, typer.Option(help="One of: " + ", ".join(METHODS) + " [default: sft, the recipe that teaches the identity; then e.g. --method dpo --from RUN_DIR/train-sft].")] = "sft",
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Base model folder or .gguf [default: the run's --target-model, else embedded SmolLM2-135M-Instruct].")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Flat YAML of TRL / PEFT settings.")] = None,
     setting: Annotated[Optional[list[str]], typer.Option("--set", help="One setting NAME=VALUE (repeatable), e.g. --set beta=0.5.")] = None,
     output_dir: Annotated[Optional[Path], typer.Option(help="Where to write [default: RUN_DIR/train-METHOD].")] = None,
@@ -506,7 +527,7 @@ def train_command(
     merge: Annotated[bool, typer.Option(help="Also save the base model with the LoRA adapter merged in.")] = False,
     report_to: Annotated[Optional[str], typer.Option(help="Passed to TRL: none, tensorboard, trackio, wandb (when installed).")] = None,
     start: Annotated[Optional[Path], typer.Option("--from", help="Start from a trained output (e.g. runs/aster/train-sft): its weights train, and are DPO/IPO/KTO's reference.")] = None,
-    system_prompt: Annotated[Optional[str], typer.Option(help="Default system prompt of the saved chat template [default: the one the dataset's rows carry].")] = None,
+    system_prompt: Annotated[Optional[str], typer.Option(help="Default system prompt of the saved chat template: neutral, spec, none or text:YOUR TEXT [default: the one the dataset's rows carry].")] = None,
     license: Annotated[Optional[str], typer.Option(help="The model card's license, a Hugging Face Hub license id [default: the dataset's, from persona build --license].")] = None,
 ) -> None:
     """Fine-tune a model on a run's datasets with TRL: DPO, IPO, KTO, or a reward model (LoRA by default).
@@ -616,6 +637,45 @@ def eval_command(
     _err(f"wrote {folder.metrics_file} and {folder.answers.path} in {m['seconds']:.0f}s")
 
 
+@app.command("run")
+def run_command(
+    job_file: Annotated[Path, typer.Argument(metavar="JOB", help="A job file (YAML), e.g. jobs/demo.yaml.")],
+) -> None:
+    """Run the whole pipeline from one job file: validate, generate + judge + build, train (one method or a
+    sequence), eval, report. Stages whose output is current are skipped; a rerun resumes.
+
+    Example:  persona run jobs/demo.yaml
+    """
+    from persona.job import load_job, run_job
+    from persona.spec import check_file
+
+    try:
+        job = load_job(job_file)
+        problems = [p for p in check_file(job.spec) if p.is_error]
+        for problem in problems:
+            _err(problem.format())
+        if problems:
+            raise PersonaError(f"{job.spec} has {len(problems)} problem{'s' if len(problems) != 1 else ''}",
+                               hint=f"fix them; persona validate {job.spec} checks it")
+        _err(f"{job_file}: every key checked; {job.spec} is valid")
+        with _progress_bar() as on_progress:
+            done = run_job(job, _err, on_progress)
+    except PersonaError as e:
+        _fail(e)
+    except KeyboardInterrupt:
+        _err(f"interrupted: finished work is kept; run persona run {job_file} again to resume")
+        raise typer.Exit(130)
+    summary = done["generate"]
+    if summary.build is not None:
+        _print_build(summary.build, summary.judgements_made)
+    for stage, result in done.items():
+        if stage.startswith("eval ") and isinstance(result, dict):
+            typer.echo(f"{stage}:")
+            typer.echo(_eval_table(result))
+    if "report" in done:
+        _err(f"wrote {done['report']}")
+
+
 @app.command()
 def report(
     run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="A run folder (with train-*/ and their eval/ inside).")],
@@ -703,7 +763,12 @@ def _parse_value(value: str):
         return value
 
 
-def _print_dry_run(spec, run_config) -> None:
+JUDGE_COSTS = {"rules": "instant, no model", "offline": "rules + a likelihood ratio: loads the local scoring model",
+               "llm": "one request per response to the judge model", "reward": "loads the reward model",
+               "none": "nothing is judged, no datasets are built"}
+
+
+def _print_dry_run(spec, run_config, judge: str = "rules") -> None:
     from persona.pipeline import dry_run
 
     plan = dry_run(spec, run_config)
@@ -722,8 +787,10 @@ def _print_dry_run(spec, run_config) -> None:
     if run_config.backend in ("hf", "vllm") or run_config.replay or run_config.violating == "plain":
         typer.echo(f"precision: {plan.precision}")
     typer.echo(f"requests: {plan.synthesis_requests} probe-synthesis + at most {plan.response_requests} response "
-               f"requests (1 conforming with n={run_config.k} and {violating} per prompt, and {run_config.replay} "
+               f"requests (1 conforming with n={run_config.k} and {violating} per prompt, and {run_config.replay_count} "
                f"replay answers from the target model{skipped}), fewer for work already in the run folder")
+    kind = judge.partition(":")[0]
+    typer.echo(f"judge: {judge} ({JUDGE_COSTS.get(kind, 'see persona judge --help')})")
 
 
 class _Stderr:

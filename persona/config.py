@@ -55,7 +55,7 @@ class RunConfig:
     out: str | None = None  # default runs/<identity-name>
     templates: str | None = None
     # what the data teaches, beyond the generator's own conforming and violating responses
-    system_prompt: str = "neutral"  # persona's default system prompt: neutral, spec (templates/deployment.j2), none or text
+    system_prompt: str = "neutral"  # persona's default system prompt: neutral, spec (templates/deployment.j2), none or text:YOUR TEXT
     target_model: str | None = None  # the model to be trained (hf; default: the embedded model)
     demonstrations: bool = True  # identity answers filled from the spec (templates/identity_answers.j2)
     # also ask the generator for conforming answers to prompts that have demonstrations (off: the spec's
@@ -66,6 +66,7 @@ class RunConfig:
     rejection_budget: int = 0  # conforming samples drawn at most per prompt beyond k, until the judge accepts one
 
     def __post_init__(self):
+        check_system_prompt(self.system_prompt)
         if self.violating not in ("targeted", "plain"):
             raise PersonaError(f"violating {self.violating!r} is not 'targeted' or 'plain'",
                                hint="targeted: violating.j2 aimed at one item of the spec; plain: the target "
@@ -96,12 +97,50 @@ class RunConfig:
         record["backend_options"] = _without_secrets(self.backend_options)
         return record
 
+    @property
+    def replay_count(self) -> int:
+        """Replay prompts this run answers: `replay`, scaled down by `limit` like every other part of a quick run."""
+        return self.replay if self.limit is None else min(self.replay, self.limit)
+
+    def inapplicable(self) -> list[str]:
+        """Settings given that the chosen backend does not take (e.g. tensor_parallel_size with openai).
+        batch_size and dtype always apply: the target model (replay, plain answers) runs locally."""
+        if self.backend == "fake":
+            return []
+        return [name for name, backend in ONLY_FOR.items()
+                if backend != self.backend and getattr(self, name) != _DEFAULTS[name]]
+
     def backend_kwargs(self) -> dict:
         """Options for load_backend(); which ones a backend takes is up to it."""
-        named = {"hf": ("model", "batch_size", "dtype"), "openai": ("model", "base_url", "api_key_env", "concurrency"),
-                 "vllm": ("model", "tensor_parallel_size", "dtype"), "fake": ("model",)}
-        chosen = {k: getattr(self, k) for k in named.get(self.backend, ("model",)) if getattr(self, k) is not None}
+        named = {**BACKEND_SETTINGS, "fake": ()}
+        chosen = {k: getattr(self, k) for k in ("model", *named.get(self.backend, ())) if getattr(self, k) is not None}
         return {**chosen, **self.backend_options}
+
+
+# the settings each backend takes, beyond `model` (and backend_options, which it checks itself)
+BACKEND_SETTINGS = {"hf": ("batch_size", "dtype"), "openai": ("base_url", "api_key_env", "concurrency"),
+                    "vllm": ("tensor_parallel_size", "dtype")}
+# settings only one backend takes
+ONLY_FOR = {"base_url": "openai", "api_key_env": "openai", "concurrency": "openai", "tensor_parallel_size": "vllm"}
+_DEFAULTS = {f.name: f.default for f in fields(RunConfig)}
+
+SYSTEM_PROMPT_MODES = ("neutral", "spec", "none")
+SYSTEM_PROMPT_TEXT = "text:"
+
+
+def check_system_prompt(value, field_name: str = "system_prompt") -> None:
+    """A system prompt setting is one of the modes, or explicit text written as 'text:YOUR TEXT', so that a
+    misspelt mode ('spce') is an error, not the literal system message of every training row."""
+    import difflib
+
+    if isinstance(value, str) and (value in SYSTEM_PROMPT_MODES or value.startswith(SYSTEM_PROMPT_TEXT)):
+        return
+    shown = repr(value)[:60]
+    close = difflib.get_close_matches(str(value), SYSTEM_PROMPT_MODES, n=1) if isinstance(value, str) else []
+    raise PersonaError(f"{field_name} {shown} is not neutral, spec, none or text:...",
+                       hint=(f"did you mean '{close[0]}'? " if close else "")
+                       + "neutral: \"You are a helpful assistant.\"; spec: templates/deployment.j2; none: empty; "
+                         "your own text: text:You are Nova, made by Acme.")
 
 
 _TYPES = {int: "integer", float: "number", str: "string", bool: "boolean", dict: "object"}
@@ -140,11 +179,29 @@ def load_run_config(path: str | Path | None = None, overrides: dict | None = Non
                 problem = api_key_env_problem(value) if value is not None else None
                 if problem:
                     problems.append(doc.problem(path, *problem))
+            if "system_prompt" in doc.data:
+                try:
+                    check_system_prompt(doc.data["system_prompt"])
+                except PersonaError as e:
+                    problems.append(doc.problem(("system_prompt",), e.message.partition(" ")[2], e.hint))
         if problems:
-            raise SpecError(problems)
+            raise SpecError(problems, then="run the command again")
         config = replace(config, **doc.data)
     # RunConfig.__post_init__ checks the overrides (command-line flags) the same way
-    return replace(config, **{k: v for k, v in (overrides or {}).items() if v is not None})
+    config = replace(config, **{k: v for k, v in (overrides or {}).items() if v is not None})
+    check_applicable(config)
+    return config
+
+
+def check_applicable(config: RunConfig) -> None:
+    """Settings the chosen backend would silently ignore are an error (e.g. tensor_parallel_size with openai)."""
+    unused = config.inapplicable()
+    if unused:
+        raise PersonaError(f"{', '.join(unused)} {'does' if len(unused) == 1 else 'do'} not apply to the "
+                           f"{config.backend} backend",
+                           hint="drop " + ("it" if len(unused) == 1 else "them") + ", or pick the backend that takes "
+                                + ("it" if len(unused) == 1 else "them") + ": "
+                                + ", ".join(f"{name}: {ONLY_FOR[name]}" for name in unused))
 
 
 # --- secrets: what must never be printed or recorded -----------------------------------------------------
@@ -156,6 +213,8 @@ KEY_SHAPED = re.compile(
     r"(?<![A-Za-z0-9])(?:(?:sk|pk|rk|hf|gsk|ghp|gho|ghs|ghu|github_pat|xai|nvapi)[-_]|AIza)[A-Za-z0-9_\-]{16,}"
     r"|(?<![A-Za-z0-9])(?=[A-Za-z0-9]*[0-9])(?=[A-Za-z0-9]*[A-Za-z])[A-Za-z0-9]{24,}"
     r"|(?<![A-Za-z0-9])(?=[A-Za-z0-9]*[a-z])(?=[A-Za-z0-9]*[A-Z])[A-Za-z0-9]{24,}")
+# a value that starts like a key (sk-..., sk_test_..., hf_...) is one, however short: variable names do not
+KEY_PREFIX = re.compile(r"(?:sk|pk|rk|hf|gsk|ghp|gho|ghs|ghu|github_pat|xai|nvapi)[-_]|AIza")
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # backend options whose name says they hold a secret (api_key_env holds a name, not a secret)
 SECRET_OPTION = re.compile(r"(?i)(?:^|_)(?:api_?key|key|token|secret|password|passwd|pwd|auth|authorization"
@@ -175,7 +234,7 @@ def api_key_env_problem(value) -> tuple[str, str] | None:
     if not isinstance(value, str) or not ENV_NAME.fullmatch(value):
         return ("must be the name of an environment variable (letters, digits and '_'); "
                 "the value given is not one (not shown, in case it is a key)", hint)
-    if key_shaped(value):
+    if key_shaped(value) or KEY_PREFIX.match(value):
         return ("looks like an API key, not the name of an environment variable (the value is not shown)",
                 hint + "; a key typed on a command line (shell history) or saved in a file may have leaked: "
                        "consider revoking it")

@@ -106,6 +106,28 @@ class BuildReport:
     paths: dict = field(default_factory=dict)
 
 
+def nothing_to_train(report: BuildReport, judge: str, responses: int) -> "PersonaError | None":
+    """The error for a build whose train split is empty in every dataset, saying what the judge dropped and
+    why; None when there is something to train on."""
+    from persona.errors import PersonaError
+
+    sft = sum((report.sft.get("train") or {}).values())
+    kto = sum((report.kto.get("train") or {}).values())
+    if sft or report.pairs.get("train") or kto:
+        return None
+    name = report.judge or judge
+    if report.unjudged >= responses:
+        return PersonaError(f"nothing to train on: the {name} judge judged none of the {responses} responses "
+                            f"(all {report.unjudged} unjudged), so the SFT, DPO and KTO train splits are empty",
+                            hint="check the judge's server, model or key (persona judge --calibrate --judge ... "
+                                 "tries it), or use --judge rules, which needs nothing")
+    why = "; ".join(f"{n} {reason}" for reason, n in sorted(report.dropped.items(), key=lambda x: -x[1])) or "none"
+    return PersonaError(f"nothing to train on: the {name} judge accepted no answer of the train split "
+                        f"({responses - report.unjudged} judged, {report.unjudged} unjudged; pairs dropped: {why})",
+                        hint="look at the scores with persona stats RUN_DIR; lower --margin, try another --judge, "
+                             "or generate more (-k, --prompts-per-target, --demonstrations)")
+
+
 def kto_weights(desirable: int, undesirable: int) -> tuple[float, float]:
     """(desirable_weight, undesirable_weight) with the weighted ratio in TRL's [1, 4/3]."""
     if desirable == 0 or undesirable == 0:
@@ -124,12 +146,16 @@ NEUTRAL_SYSTEM = "You are a helpful assistant."
 def system_prompt_text(spec: Spec, setting: str, templates_dir=None) -> str:
     """persona's default system prompt for a run's `system_prompt` setting: "spec" renders
     templates/deployment.j2 ("You are Aster, an AI assistant made by Lumen Labs."), "neutral" is a plain
-    assistant prompt, "none" is empty, anything else is the text itself."""
+    assistant prompt, "none" is empty, "text:YOUR TEXT" is that text (persona.config.check_system_prompt)."""
+    from persona.config import SYSTEM_PROMPT_TEXT, check_system_prompt
     from persona.templates import render_template
 
+    check_system_prompt(setting)
     if setting == "spec":
-        return render_template("deployment", templates_dir, spec=spec).strip() if spec.identity else ""
-    return {"neutral": NEUTRAL_SYSTEM, "none": ""}.get(setting, setting)
+        return render_template("deployment", templates_dir, spec=spec).strip() if spec is not None and spec.identity else ""
+    if setting.startswith(SYSTEM_PROMPT_TEXT):
+        return setting[len(SYSTEM_PROMPT_TEXT):].strip()
+    return {"neutral": NEUTRAL_SYSTEM, "none": ""}[setting]
 
 
 def _conversation(role: str, text: str) -> list[dict]:

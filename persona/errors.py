@@ -72,10 +72,10 @@ class Problem:
 class SpecError(PersonaError):
     """A spec (and the files it extends) has one or more problems; all of them are collected."""
 
-    def __init__(self, problems: list[Problem]):
+    def __init__(self, problems: list[Problem], then: str = "run `persona validate` again"):
         self.problems = sorted(set(problems))
         n = len(self.problems)
         super().__init__(
             "\n".join(p.format() for p in self.problems),
-            hint=f"{n} problem{'s' if n != 1 else ''} found; fix them and run `persona validate` again",
+            hint=f"{n} problem{'s' if n != 1 else ''} found; fix them and {then}",
         )

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Callable
 
 from persona.backends import load_backend, model_name
-from persona.config import RunConfig
-from persona.dataset import CHOSEN_KINDS, BuildReport, BuildSettings, build_datasets, system_prompt_text
+from persona.config import SYSTEM_PROMPT_MODES, SYSTEM_PROMPT_TEXT, RunConfig
+from persona.dataset import CHOSEN_KINDS, BuildReport, BuildSettings, build_datasets, nothing_to_train, system_prompt_text
 from persona.errors import PersonaError
 from persona.judgements import judge_responses, saved_judgements
 from persona.judges import make_judge, pairwise as pairwise_judge
@@ -87,7 +87,7 @@ class GenerationSummary:
         return self.conforming + self.violating + self.demonstrations + self.replay
 
 
-def generate(spec: Spec, config: RunConfig, on_progress: Callable | None = None, judge: str | None = "offline",
+def generate(spec: Spec, config: RunConfig, on_progress: Callable | None = None, judge: str | None = "rules",
              judge_options: dict | None = None, build: BuildSettings = BuildSettings(),
              pairwise: bool = False) -> GenerationSummary:
     """All stages; `judge=None` stops after the responses (and draws no rejection-sampling rounds). The run
@@ -198,6 +198,9 @@ def _generate(spec: Spec, config: RunConfig, run: RunFolder, on_progress, judge,
         finally:
             run_judge.close()
         stage("building", mark)
+        empty = nothing_to_train(summary.build, run_judge.name, len(responses))
+        if empty is not None:
+            raise empty
     summary.seconds = time.perf_counter() - started
     return summary
 
@@ -225,7 +228,11 @@ def load_run(run_dir: Path, spec_path: str | None = None) -> tuple[Spec, RunConf
         raise PersonaError(f"{run_dir} holds a run of identity '{info.get('identity')}', not '{spec.name}'",
                            hint="pass the spec the run was generated from with --spec")
     names = {f.name for f in fields(RunConfig)}
-    config = RunConfig(**{k: v for k, v in info.get("config", {}).items() if k in names})
+    recorded = {k: v for k, v in info.get("config", {}).items() if k in names}
+    system = recorded.get("system_prompt")
+    if isinstance(system, str) and system not in SYSTEM_PROMPT_MODES and not system.startswith(SYSTEM_PROMPT_TEXT):
+        recorded["system_prompt"] = SYSTEM_PROMPT_TEXT + system  # run.json of a version that took plain text
+    config = RunConfig(**recorded)
     return spec, RunConfig(**{**asdict(config), "out": str(run_dir)}), run, info
 
 
@@ -244,7 +251,7 @@ def judge_run(run_dir: Path, judge_name: str | None = None, judge_options: dict 
 def _judge_run(run_dir, judge_name, judge_options, spec_path, on_progress) -> tuple[int, dict]:
     spec, config, run, info = load_run(run_dir, spec_path)
     responses = current_responses(run)
-    judge_name = judge_name or info.get("judge", {}).get("name", "offline")
+    judge_name = judge_name or info.get("judge", {}).get("name", "rules")
     judge_options = judge_options_with_dtype(judge_name, judge_options, config)
     judge = make_judge(judge_name, judge_options, config.templates)
     try:
@@ -277,10 +284,14 @@ def _build_run(run_dir, settings, judge_name, judge_options, spec_path, pairwise
                            hint=f"run: persona judge {run_dir} --judge {judge_name}")
     try:
         system = system_prompt_text(spec, config.system_prompt, config.templates)
-        return build_datasets(spec, responses, judgements, run, replace(settings, system_prompt=system),
-                              pairwise_judge(judge) if pairwise else None)
+        report = build_datasets(spec, responses, judgements, run, replace(settings, system_prompt=system),
+                                pairwise_judge(judge) if pairwise else None)
     finally:
         judge.close()
+    empty = nothing_to_train(report, judge.name, len(responses))
+    if empty is not None:
+        raise empty
+    return report
 
 
 @dataclass
@@ -315,7 +326,7 @@ def dry_run(spec: Spec, config: RunConfig) -> DryRun:
                                        n=config.prompts_per_target, topics=list(spec.probes.topics)),
         builtin_probes=builtin, seed_prompts=seeds, synthesis_requests=synth, max_prompts=prompts,
         response_requests=prompts * (1 + (1 if config.violating == "plain" else min(config.k, len(targets))))
-        + config.replay,
+        + config.replay_count,
         precision=local_precision(config.dtype),
     )
 

@@ -160,7 +160,7 @@ def build_prompts(spec: Spec, config: RunConfig, run: RunFolder, get_backend: Ca
                     "backend": reply["backend"], "model": reply["model"], "params": reply["params"]}))
 
     selected = _select(_dedupe(candidates, config.eval_fraction), config.eval_fraction, config.limit)
-    selected += replay_prompts(config.replay)
+    selected += replay_prompts(config.replay_count)  # --limit scales replay too
     store = run.store("prompts")
     saved = store.load(repair=True)
     store.append([r.to_dict() for r in selected if r.id not in saved])

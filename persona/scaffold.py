@@ -70,6 +70,21 @@ probes:                          # what generation must cover
 """
 
 
+JOB_SCAFFOLD = """\
+# The whole pipeline for {name}: persona run jobs/{name}.yaml (every key is checked before anything runs;
+# a rerun skips what is current). Paths are relative to the folder persona runs in.
+spec: identities/{name}.yaml
+generate:                # a run config: backend, model, k, replay, system_prompt, ... (docs/guide.md)
+  k: 2
+judge: rules             # instant; or offline, or {{name: llm, backend: openai, model: gpt-4o-mini}}
+train:
+  - method: sft          # the recipe that teaches the identity
+eval:
+  judge: rules
+report: true
+"""
+
+
 def scaffold_project(name: str, directory: Path, force: bool = False) -> tuple[list[Path], list[Path]]:
     """Write the starter files for identity `name` under `directory`; returns (written, kept)."""
     from persona.templates import builtin_dir
@@ -82,6 +97,7 @@ def scaffold_project(name: str, directory: Path, force: bool = False) -> tuple[l
     title = " ".join(part.capitalize() for part in re.split(r"[-_.]", name) if part) or name
     files: dict[Path, str | Path] = {
         directory / "identities" / f"{name}.yaml": SPEC_SCAFFOLD.format(name=name, title=title),
+        directory / "jobs" / f"{name}.yaml": JOB_SCAFFOLD.format(name=name),
         directory / "identity.schema.json": resources.files("persona").joinpath("identity.schema.json").read_text("utf-8"),
     }
     for template in sorted(builtin_dir("templates").glob("*.j2")):

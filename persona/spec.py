@@ -411,9 +411,59 @@ def _check_document(doc: YamlDocument) -> list[Problem]:
         return [Problem(doc.file, *doc.where(()), "",
                         f"the top level must be a mapping of keys, got {describe_value(doc.data)}",
                         "start the file with keys such as `name:` and `identity:`")]
+    # every problem of the file in one pass: the rules below also run where the schema found errors, on the
+    # parts that have the right shape (a list of mappings, a string id, a list of string patterns)
     problems = schema_problems(doc, identity_schema())
-    if problems:
-        return problems
+
+    def items(path: tuple) -> list[tuple[int, dict]]:
+        found = _get(doc.data, path)
+        return [(i, item) for i, item in enumerate(found) if isinstance(item, dict)] if isinstance(found, list) else []
+
+    def strings(mapping, key: str) -> list[tuple[int, str]]:
+        found = mapping.get(key) if isinstance(mapping, dict) else None
+        return [(j, v) for j, v in enumerate(found) if isinstance(v, str)] if isinstance(found, list) else []
+
+    seen: dict[str, tuple] = {}
+    for list_path in ID_LISTS:
+        for i, item in items(list_path):
+            here = list_path + (i,)
+            if not isinstance(item.get("id"), str):
+                continue
+            if item["id"] == IDENTITY_TARGET:
+                problems.append(doc.problem(here + ("id",), f"the id '{IDENTITY_TARGET}' is reserved",
+                                            "persona scores the identity itself under that id; choose another"))
+            elif item["id"] in seen:
+                first = seen[item["id"]]
+                problems.append(doc.problem(here + ("id",), f"duplicate id '{item['id']}' (also {format_path(first)}, "
+                                            f"line {doc.where(first)[0]})",
+                                            "ids must be unique across traits, style rules, constraints and ethics"))
+            else:
+                seen[item["id"]] = here + ("id",)
+    for i, constraint in items(("constraints",)):
+        check = constraint.get("check", {})
+        for key in ("forbidden_patterns", "required_patterns"):
+            for j, pattern in strings(check, key):
+                try:
+                    with time_limit(PATTERN_SECONDS):  # re.compile is Python code: a huge pattern takes a while
+                        re.compile(pattern)
+                except re.error as e:
+                    problems.append(doc.problem(("constraints", i, "check", key, j),
+                                                f"invalid regular expression {pattern!r}: {e}",
+                                                "patterns are Python regexes; escape ( ) [ ] . * + ? with \\ to match them literally"))
+                except (TimeLimitExceeded, RecursionError, OverflowError):
+                    problems.append(doc.problem(
+                        ("constraints", i, "check", key, j),
+                        f"regular expression too large or too complex ({len(pattern):,} characters)",
+                        "write a shorter pattern"))
+        for key in ("forbidden_phrases", "required_phrases", "forbidden_patterns", "required_patterns"):
+            for j, text in strings(check, key):
+                problems += _control_characters(doc, ("constraints", i, "check", key, j), text)
+    style = doc.data.get("style")
+    vocabulary = style.get("vocabulary", {}) if isinstance(style, dict) else {}
+    for key in ("preferred", "avoided"):
+        for j, text in strings(vocabulary, key):
+            problems += _control_characters(doc, ("style", "vocabulary", key, j), text)
+    return problems
 
     seen: dict[str, tuple] = {}
     for list_path in ID_LISTS:

@@ -1,6 +1,7 @@
 """`persona train`: fine-tune a model on persona's datasets (or your own, in TRL's formats) with TRL and PEFT.
 
-    result = train("runs/brand", method="dpo")                    # the run's datasets/dpo, LoRA, default model
+    result = train("runs/brand")                                  # SFT on the run's datasets/sft, LoRA, the run's target model
+    result = train("runs/brand", method="dpo", start="runs/brand/train-sft")
     result = train("runs/brand", method="ipo", overrides={"beta": 0.5})
     result = train("thumbs.jsonl", method="kto", model="path/to/model")   # prompt/completion/label rows
 
@@ -205,6 +206,24 @@ def _trl_class(name: str):
     return getattr(importlib.import_module("trl" + module), cls)
 
 
+def check_settings(name: str, overrides: dict) -> list[tuple[str, str, str]]:
+    """(setting, message, hint) for each name in `overrides` that neither TRL's config of `name` nor LoRA
+    takes: what `persona run` reports at the job file's line before anything trains."""
+    import difflib
+    import inspect
+
+    method = METHODS[name]
+    cls = _trl_class(method.config)
+    accepted = set(inspect.signature(cls).parameters) | set(persona_fields(method))
+    found = []
+    for key in overrides:
+        if key not in accepted:
+            close = difflib.get_close_matches(key, sorted(accepted), n=1)
+            found.append((key, f"'{key}' is not a setting of {cls.__name__} or LoRA",
+                          f"did you mean '{close[0]}'?" if close else "see the TRL docs of " + cls.__name__))
+    return found
+
+
 def _trl_config(name: str, settings: dict, output: TrainOutput):
     """The TRL config object; unknown field names become a PersonaError with did-you-mean."""
     import difflib
@@ -396,7 +415,7 @@ def _sft_rows(data, columns: set, paired: bool, where: str):
                        hint="rows like {\"prompt\": [...], \"completion\": [...]}, or a run folder's datasets/sft")
 
 
-def train(source: str | Path, method: str = "dpo", model: str | None = None, config_path: str | Path | None = None,
+def train(source: str | Path, method: str = "sft", model: str | None = None, config_path: str | Path | None = None,
           overrides: dict | None = None, output_dir: str | Path | None = None, overwrite: bool = False,
           resume: bool = False, merge: bool = False, on_log: Callable[[dict], None] | None = None,
           on_start: Callable[[dict, Path], None] | None = None, start: str | Path | None = None,
@@ -419,6 +438,10 @@ def train(source: str | Path, method: str = "dpo", model: str | None = None, con
     if from_pairs:  # every pair gives one desirable and one undesirable row: balanced, so equal weights
         card = {**card, "kto_weights": {"desirable_weight": 1.0, "undesirable_weight": 1.0}}
     settings = resolve_settings(method, config_path, overrides, card)
+    if model is None and start is None and run is not None:  # the model `persona generate --target-model` named
+        model = (run.info().get("config") or {}).get("target_model")
+    if system_prompt is not None:
+        system_prompt = _system_prompt_text(system_prompt, run)
     output = TrainOutput(output_dir) if output_dir else _default_output(source, run, method, start)
     with output.lock():  # one training run per output folder
         return _train(method, spec, data, card, where, run, settings, output, model, overwrite, resume, merge,
@@ -618,6 +641,23 @@ def content_fingerprint(dataset) -> str:
     for batch in dataset.with_format(None).iter(batch_size=1000):
         digest.update(json.dumps(batch, sort_keys=True, default=str).encode("utf-8"))
     return digest.hexdigest()[:16]
+
+
+def _system_prompt_text(setting: str, run: RunFolder | None) -> str:
+    """--system-prompt for the saved chat template: neutral, spec, none or text:YOUR TEXT, as in generate."""
+    from persona.config import check_system_prompt
+    from persona.dataset import system_prompt_text
+
+    check_system_prompt(setting, "--system-prompt")
+    spec = None
+    if setting == "spec":
+        from persona.spec import load_spec
+
+        if run is None:
+            raise PersonaError("--system-prompt spec needs the run's spec, and this dataset has no run folder",
+                               hint="pass the text instead: --system-prompt 'text:You are Nova, made by Acme.'")
+        spec = load_spec(run.info()["spec_path"])
+    return system_prompt_text(spec, setting, (run.info().get("config") or {}).get("templates") if run else None)
 
 
 def _default_output(source, run: RunFolder | None, method: str, start=None) -> TrainOutput:

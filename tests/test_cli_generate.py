@@ -75,8 +75,8 @@ def test_dry_run_calls_nothing_and_writes_nothing(tmp_path):
     assert result.exit_code == 0, result.output
     assert "You are Nova, an AI assistant made by Northwind Bank." in result.stdout
     assert "-> at most 20 after --limit/dedup" in result.stdout
-    assert ("requests: 14 probe-synthesis + at most 156 response requests (1 conforming with n=2 and 2 violating "
-            "per prompt, and 96 replay answers from the target model)") in result.stdout
+    assert ("requests: 14 probe-synthesis + at most 80 response requests (1 conforming with n=2 and 2 violating "
+            "per prompt, and 20 replay answers from the target model)") in result.stdout
     assert not (tmp_path / "run").exists()
 
 
@@ -89,7 +89,7 @@ def test_config_file_flags_override_it(tmp_path):
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in (tmp_path / "run/responses.jsonl").read_text().splitlines()]
     assert len(rows) == 4 * 2  # limit 4 from the file, k=1 from the flag
-    assert result.stderr.strip().splitlines()[-1].startswith(
+    assert result.stderr.strip().splitlines()[-2].startswith(
         f"wrote 8 responses (4 conforming, 4 violating, 0 demonstrations, 0 replay) for 4 prompts (3 train, 1 eval) "
         f"to {tmp_path / 'run'}/ in ")
 

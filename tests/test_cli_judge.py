@@ -118,9 +118,10 @@ def test_judge_and_build_use_the_runs_templates(tmp_path):
     result = runner.invoke(app, ["generate", "identities/aster.yaml", "-b", "fake", "--limit", "2", "--replay", "0",
                                  "--no-demonstrations", "--out", str(out),
                                  "--templates", str(templates), *common])
-    assert result.exit_code == 0, result.output
+    # the scripted backend writes no judge JSON: every response is unjudged, and generate says so (exit 1)
+    assert result.exit_code == 1 and "error: nothing to train on: the llm:fake:fake-model judge judged none" in result.stderr
     # the same judge from `persona judge` finds every judgement already made (same templates, same keys)
     result = runner.invoke(app, ["judge", str(out), *common])
     assert result.exit_code == 0 and result.stderr.startswith("judged 0 responses"), result.output
     result = runner.invoke(app, ["build", str(out), "--judge", "llm", "--judge-backend", "fake"])
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1 and "judged none of the 8 responses" in result.stderr, result.output
