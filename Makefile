@@ -22,14 +22,12 @@ $(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/python
 
 install: $(VENV)/.installed
 
-# The main job end to end on identities/brand.yaml: validate, generate (probe prompts, conforming and violating
-# answers, identity demonstrations, replay) + judge + build, SFT (LoRA), eval (base vs trained), report.
+# The main job end to end on identities/brand.yaml, from the job file jobs/demo.yaml: validate, generate (probe
+# prompts, conforming and violating answers, identity demonstrations, replay) + judge + build, SFT (LoRA), eval
+# (base vs trained), report. A rerun skips the stages whose output is current.
 demo: install
 	$(BIN)/persona validate identities/
-	$(BIN)/persona generate identities/brand.yaml --prompts-per-target 1 --eval-fraction 0.35 -k 1 --violating plain --no-conforming-for-demonstrated --replay 24 --judge rules
-	$(BIN)/persona train runs/brand --method sft --overwrite
-	$(BIN)/persona eval runs/brand/train-sft
-	$(BIN)/persona report runs/brand
+	$(BIN)/persona run jobs/demo.yaml
 
 # The experiment of docs/experiment.md: teaching identities/aster.yaml's origin identity to the default model on CPU with
 # the same data for every method - SFT, DPO, IPO, KTO, and SFT followed by each of DPO/IPO/KTO (see

@@ -1,0 +1,258 @@
+"""`persona run job.yaml`: the whole pipeline from one file - validate, generate + judge + build, train (one
+method or a sequence, e.g. sft then dpo from it), eval, report.
+
+    # jobs/demo.yaml
+    spec: identities/brand.yaml          # paths are relative to the folder persona runs in
+    generate: {k: 1, replay: 24}         # the keys of a run config (persona.config.RunConfig)
+    judge: rules                         # or {name: llm, backend: openai, model: ..., base_url: ..., api_key_env: ...}
+    build: {margin: 2.0}                 # persona.dataset.BuildSettings, and pairwise
+    train:
+      - method: sft
+      - {method: dpo, from: sft, set: {beta: 0.1}}   # from: an earlier step's method, or an output folder
+    eval: {judge: rules}                 # persona.eval.EvalSettings; false: no eval
+    report: true
+
+Every key is checked before anything runs, each problem at its file:line:col. A stage whose output is
+current is skipped: generation resumes record by record; a training step whose method, settings, start and
+data are unchanged is not retrained (one that was interrupted resumes from its checkpoint); an eval of an
+unchanged model with unchanged settings is not rerun.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Callable
+
+from persona.errors import PersonaError, SpecError
+from persona.yaml_source import read_yaml
+
+JOB_MARK = "persona_job.json"  # in a train output / eval folder: the key of the step that wrote it
+
+
+def _schema() -> dict:
+    from persona.config import _schema as run_config_schema
+    from persona.precision import DTYPES
+    from persona.train import METHODS
+
+    judge_object = {"type": "object", "additionalProperties": False, "required": ["name"],
+                    "properties": {k: {"type": ["string", "null"]}
+                                   for k in ("name", "backend", "model", "base_url", "api_key_env")}}
+    judge = {**judge_object, "type": ["string", "object"]}  # a name, or a mapping with the name and options
+    step = {"type": "object", "additionalProperties": False, "required": ["method"],
+            "properties": {"method": {"enum": list(METHODS)}, "from": {"type": "string"},
+                           "set": {"type": "object"}, "output_dir": {"type": "string"}, "merge": {"type": "boolean"},
+                           "system_prompt": {"type": "string"}, "license": {"type": "string"},
+                           "model": {"type": "string"}}}
+    return {"type": "object", "additionalProperties": False, "required": ["spec"], "properties": {
+        "spec": {"type": "string"},
+        "generate": run_config_schema(),
+        "judge": judge,
+        "build": {"type": "object", "additionalProperties": False, "properties": {
+            "margin": {"type": "number", "minimum": 0}, "kto_threshold": {"type": "number", "minimum": 0, "maximum": 10},
+            "rejected_from": {"enum": ["violating", "any"]}, "pairwise": {"type": "boolean"},
+            "license": {"type": ["string", "null"]}}},
+        "train": {"type": "array", "items": step},
+        "eval": {"type": ["object", "boolean"], "additionalProperties": False, "properties": {  # false: no eval
+            "judge": {"type": "string"}, "max_tokens": {"type": "integer", "minimum": 1},
+            "limit": {"type": ["integer", "null"], "minimum": 1}, "batch_size": {"type": ["integer", "null"], "minimum": 1},
+            "dtype": {"enum": [*DTYPES, None]}}},
+        "report": {"type": "boolean"},
+    }}
+
+
+@dataclass
+class Job:
+    file: str
+    spec: str
+    generate: dict = field(default_factory=dict)
+    judge: str = "rules"
+    judge_options: dict = field(default_factory=dict)
+    build: dict = field(default_factory=dict)
+    pairwise: bool = False
+    train: list = field(default_factory=list)
+    eval: dict | None = field(default_factory=dict)
+    report: bool = True
+
+
+def load_job(path: str | Path) -> Job:
+    """The job file, every key checked: a SpecError with each problem at its file:line:col."""
+    from persona.config import RunConfig, check_applicable
+    from persona.dataset import BuildSettings
+    from persona.judges import judge_options
+    from persona.train import check_settings
+
+    doc = read_yaml(Path(path), str(path))
+    if doc.data is None:
+        doc.data = {}
+    problems = _schema_problems(doc)
+    if not isinstance(doc.data, dict) or any(not p.path for p in problems):
+        raise SpecError(problems, then="run the job again")
+    # every problem in one pass: the checks below run on each section the schema found no fault in
+    broken = {re.split(r"[.\[]", p.path)[0] for p in problems}
+    data = {k: v for k, v in doc.data.items() if k not in broken}
+    data.setdefault("spec", doc.data.get("spec", ""))
+
+    def check(where: tuple, make: Callable) -> object:
+        try:
+            return make()
+        except PersonaError as e:
+            section = data.get(where[0]) if where else None
+            key = e.message.split(" ", 1)[0]  # "system_prompt 'spce' is not ...": the key it is about
+            at = where + (key,) if isinstance(section, dict) and key in section else where
+            problems.append(doc.problem(at, e.message.split(" ", 1)[1] if at != where else e.message, e.hint))
+
+    generate = dict(data.get("generate") or {})
+    config = check(("generate",) if "generate" in data else (), lambda: RunConfig(**generate))
+    if config is not None:
+        check(("generate",), lambda: check_applicable(config))
+    judge = data.get("judge", "rules")
+    judge = judge if isinstance(judge, dict) else {"name": judge}
+    options = {k: v for k, v in judge.items() if k != "name" and v is not None}
+    checked = check(("judge",) if "judge" in data else (), lambda: judge_options(judge["name"], **options))
+    kind = str(judge["name"]).partition(":")[0]
+    if checked is not None and kind not in ("none", "reward"):
+        import difflib
+
+        from persona.judges import JUDGES
+
+        if kind not in JUDGES:
+            close = difflib.get_close_matches(kind, list(JUDGES), n=1)
+            problems.append(doc.problem(("judge",), f"unknown judge '{kind}'",
+                                        (f"did you mean '{close[0]}'? " if close else "")
+                                        + "judges: " + ", ".join(JUDGES) + ", reward:PATH or none"))
+    build = dict(data.get("build") or {})
+    pairwise = bool(build.pop("pairwise", False))
+    check(("build",), lambda: BuildSettings(**build))
+    labels: list[str] = []
+    for i, step in enumerate(data.get("train") or []):
+        start = step.get("from")
+        if start is not None and start not in labels and not Path(start).is_dir():
+            problems.append(doc.problem(("train", i, "from"), f"'{start}' is neither an earlier step's method "
+                                        f"({', '.join(labels) or 'none before this one'}) nor an output folder",
+                                        "name a method trained above, e.g. from: sft, or a folder of persona train"))
+        for key, message, hint in check_settings(step["method"], step.get("set") or {}):
+            problems.append(doc.problem(("train", i, "set", key), message, hint, key=True))
+        labels.append(f"{start}-{step['method']}" if start in labels else step["method"])
+    evaluation = data.get("eval", {})
+    evaluation = {} if evaluation is True else evaluation
+    if isinstance(evaluation, dict) and "dtype" in evaluation:
+        from persona.precision import normalize_dtype
+
+        evaluation = {**evaluation, "dtype": normalize_dtype(evaluation["dtype"])}
+    if problems:
+        raise SpecError(problems, then="run the job again")
+    return Job(str(path), data["spec"], generate, judge["name"], options, build, pairwise,
+               list(data.get("train") or []), evaluation if evaluation is not False else None,
+               data.get("report", True))
+
+
+def _schema_problems(doc) -> list:
+    from persona.validation import schema_problems
+
+    return schema_problems(doc, _schema())
+
+
+def run_job(job: Job, say: Callable[[str], None], on_progress=None, on_log=None) -> dict:
+    """Run every stage of `job`, skipping the current ones; returns {stage: what it did}."""
+    from persona.config import RunConfig
+    from persona.dataset import BuildSettings
+    from persona.pipeline import generate
+    from persona.run import RunFolder, TrainOutput
+    from persona.spec import load_spec
+
+    done: dict = {}
+    spec = load_spec(job.spec)
+    config = RunConfig(**job.generate)
+    say(f"[1/5] generate {job.spec} (finished records are reused)")
+    judge = None if job.judge == "none" else job.judge
+    summary = generate(spec, config, on_progress, judge=judge, judge_options=job.judge_options,
+                       build=BuildSettings(**job.build), pairwise=job.pairwise)
+    run = RunFolder(summary.run_dir)
+    done["generate"] = summary
+    outputs: dict[str, TrainOutput] = {}
+    keys: dict[str, str] = {}
+    for i, step in enumerate(job.train):
+        method, start = step["method"], step.get("from")
+        start_output = outputs.get(start) if start in outputs else (TrainOutput(start) if start else None)
+        label = f"{start}-{method}" if start in outputs else method
+        output = TrainOutput(step["output_dir"]) if step.get("output_dir") else run.train_output(
+            f"{start_output.label}-{method}" if start_output is not None else method)
+        key = _key({"method": method, "set": step.get("set") or {}, "model": step.get("model"),
+                    "start": keys.get(start) or (str(start) if start else None), "data": _data_key(run, method),
+                    "system_prompt": step.get("system_prompt"), "license": step.get("license"),
+                    "merge": bool(step.get("merge"))})
+        keys[label] = key
+        outputs[label] = output
+        say(f"[2/5] train {method}" + (f" from {start}" if start else "") + f" -> {output.path}/")
+        if output.is_finished() and _mark(output.path) == key:
+            say("  current: same method, settings, start and data; not retrained")
+            done[f"train {label}"] = "skipped"
+            continue
+        from persona.train import train
+
+        resume = (not output.is_finished() and output.last_checkpoint() is not None and _mark(output.path) == key)
+        if not resume and output.metrics_file.exists():
+            output.metrics_file.unlink()  # a stale finished run must not pass for this step's if it is interrupted
+        _write_mark(output.path, key)  # before training: an interrupted step resumes under the same key
+        train(run.path, method, step.get("model"), None, step.get("set") or {}, output.path, overwrite=not resume,
+              resume=resume, merge=bool(step.get("merge")), on_log=on_log,
+              start=start_output.path if start_output is not None else None,
+              system_prompt=step.get("system_prompt"), license=step.get("license"))
+        done[f"train {label}"] = "trained"
+    if job.eval is not None:
+        from persona.eval import EvalSettings, evaluate
+
+        settings = EvalSettings(**job.eval)
+        for label, output in outputs.items():
+            if output.settings().get("method") == "reward":
+                continue
+            folder = output.eval
+            key = _key({"model": keys[label], "eval": job.eval})
+            say(f"[3/5] eval {output.path}/ (base vs trained)")
+            if folder.metrics_file.exists() and _mark(folder.path) == key:
+                say("  current: same model and eval settings; not rerun")
+                done[f"eval {label}"] = "skipped"
+                continue
+            done[f"eval {label}"] = evaluate(output.path, job.spec, run.path, None, None, settings,
+                                             config.templates, on_progress)
+            _write_mark(folder.path, key)
+    if job.report:
+        from persona.report import write_report
+
+        say("[4/5] report")
+        done["report"] = write_report(run.path, None)
+    return done
+
+
+def _key(value: dict) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _data_key(run, method: str) -> str:
+    """The training data of `method` in the run, by content."""
+    from persona.train import METHODS
+
+    folder = run.dataset(METHODS[method].dataset)
+    digest = hashlib.sha256()
+    for split in ("train", "eval"):
+        path = folder.split(split)
+        digest.update(path.read_bytes() if path.is_file() else b"-")
+    return digest.hexdigest()[:16]
+
+
+def _mark(folder: Path) -> str | None:
+    try:
+        return json.loads((Path(folder) / JOB_MARK).read_text(encoding="utf-8")).get("key")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _write_mark(folder: Path, key: str) -> None:
+    from persona.store import write_atomic
+
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    write_atomic(Path(folder) / JOB_MARK, json.dumps({"key": key}) + "\n")
