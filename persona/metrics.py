@@ -42,8 +42,9 @@ class MetricRow:
 
     @property
     def improved(self) -> bool | None:
-        """Whether the trained model is better than the base on this metric (None when either is missing)."""
-        if self.delta is None:
+        """Whether the trained model is better than the base on this metric (None when either is missing or
+        the two are equal: unchanged is neither better nor worse)."""
+        if self.delta is None or self.delta == 0:
             return None
         return self.delta > 0 if self.better == "higher" else self.delta < 0
 
