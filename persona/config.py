@@ -209,12 +209,11 @@ def check_applicable(config: RunConfig) -> None:
 # What an API key or token looks like, as opposed to a name like OPENAI_API_KEY: a known key prefix followed
 # by 16+ key characters (sk-proj-..., sk_live_..., hf_..., gsk_..., ghp_..., xai-..., nvapi-..., AIza...),
 # or a run of 24+ letters and digits that mixes letters with digits or lower with upper case (hex, base62).
+KEY_PREFIX = re.compile(r"(?:sk|pk|rk|hf|gsk|ghp|gho|ghs|ghu|github_pat|xai|nvapi)[-_]|AIza")
 KEY_SHAPED = re.compile(
-    r"(?<![A-Za-z0-9])(?:(?:sk|pk|rk|hf|gsk|ghp|gho|ghs|ghu|github_pat|xai|nvapi)[-_]|AIza)[A-Za-z0-9_\-]{16,}"
+    r"(?<![A-Za-z0-9])(?:" + KEY_PREFIX.pattern + r")[A-Za-z0-9_\-]{16,}"
     r"|(?<![A-Za-z0-9])(?=[A-Za-z0-9]*[0-9])(?=[A-Za-z0-9]*[A-Za-z])[A-Za-z0-9]{24,}"
     r"|(?<![A-Za-z0-9])(?=[A-Za-z0-9]*[a-z])(?=[A-Za-z0-9]*[A-Z])[A-Za-z0-9]{24,}")
-# a value that starts like a key (sk-..., sk_test_..., hf_...) is one, however short: variable names do not
-KEY_PREFIX = re.compile(r"(?:sk|pk|rk|hf|gsk|ghp|gho|ghs|ghu|github_pat|xai|nvapi)[-_]|AIza")
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # backend options whose name says they hold a secret (api_key_env holds a name, not a secret)
 SECRET_OPTION = re.compile(r"(?i)(?:^|_)(?:api_?key|key|token|secret|password|passwd|pwd|auth|authorization"
@@ -234,7 +233,7 @@ def api_key_env_problem(value) -> tuple[str, str] | None:
     if not isinstance(value, str) or not ENV_NAME.fullmatch(value):
         return ("must be the name of an environment variable (letters, digits and '_'); "
                 "the value given is not one (not shown, in case it is a key)", hint)
-    if key_shaped(value) or KEY_PREFIX.match(value):
+    if key_shaped(value) or KEY_PREFIX.match(value):  # a value that starts like a key is one, however short
         return ("looks like an API key, not the name of an environment variable (the value is not shown)",
                 hint + "; a key typed on a command line (shell history) or saved in a file may have leaked: "
                        "consider revoking it")

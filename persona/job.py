@@ -23,11 +23,12 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from persona.errors import PersonaError, SpecError
+from persona.validation import schema_problems
 from persona.yaml_source import read_yaml
 
 JOB_MARK = "persona_job.json"  # in a train output / eval folder: the key of the step that wrote it
@@ -88,7 +89,7 @@ def load_job(path: str | Path) -> Job:
     doc = read_yaml(Path(path), str(path))
     if doc.data is None:
         doc.data = {}
-    problems = _schema_problems(doc)
+    problems = schema_problems(doc, _schema())
     if not isinstance(doc.data, dict) or any(not p.path for p in problems):
         raise SpecError(problems, then="run the job again")
     # every problem in one pass: the checks below run on each section the schema found no fault in
@@ -136,7 +137,7 @@ def load_job(path: str | Path) -> Job:
                                         "name a method trained above, e.g. from: sft, or a folder of persona train"))
         for key, message, hint in check_settings(step["method"], step.get("set") or {}):
             problems.append(doc.problem(("train", i, "set", key), message, hint, key=True))
-        labels.append(f"{start}-{step['method']}" if start in labels else step["method"])
+        labels.append(_label(step, labels))
     evaluation = data.get("eval", {})
     evaluation = {} if evaluation is True else evaluation
     if isinstance(evaluation, dict) and "dtype" in evaluation:
@@ -148,12 +149,6 @@ def load_job(path: str | Path) -> Job:
     return Job(str(path), data["spec"], generate, judge["name"], options, build, pairwise,
                list(data.get("train") or []), evaluation if evaluation is not False else None,
                data.get("report", True))
-
-
-def _schema_problems(doc) -> list:
-    from persona.validation import schema_problems
-
-    return schema_problems(doc, _schema())
 
 
 def run_job(job: Job, say: Callable[[str], None], on_progress=None, on_log=None) -> dict:
@@ -178,7 +173,7 @@ def run_job(job: Job, say: Callable[[str], None], on_progress=None, on_log=None)
     for i, step in enumerate(job.train):
         method, start = step["method"], step.get("from")
         start_output = outputs.get(start) if start in outputs else (TrainOutput(start) if start else None)
-        label = f"{start}-{method}" if start in outputs else method
+        label = _label(step, outputs)
         output = TrainOutput(step["output_dir"]) if step.get("output_dir") else run.train_output(
             f"{start_output.label}-{method}" if start_output is not None else method)
         key = _key({"method": method, "set": step.get("set") or {}, "model": step.get("model"),
@@ -226,6 +221,12 @@ def run_job(job: Job, say: Callable[[str], None], on_progress=None, on_log=None)
         say("[4/5] report")
         done["report"] = write_report(run.path, None)
     return done
+
+
+def _label(step: dict, earlier) -> str:
+    """A step's name for later `from:`: its method, after the earlier step it starts from (sft-dpo)."""
+    start = step.get("from")
+    return f"{start}-{step['method']}" if start in earlier else step["method"]
 
 
 def _key(value: dict) -> str:

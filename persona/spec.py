@@ -465,45 +465,6 @@ def _check_document(doc: YamlDocument) -> list[Problem]:
             problems += _control_characters(doc, ("style", "vocabulary", key, j), text)
     return problems
 
-    seen: dict[str, tuple] = {}
-    for list_path in ID_LISTS:
-        for i, item in enumerate(_get(doc.data, list_path) or []):
-            here = list_path + (i,)
-            if item["id"] == IDENTITY_TARGET:
-                problems.append(doc.problem(here + ("id",), f"the id '{IDENTITY_TARGET}' is reserved",
-                                            "persona scores the identity itself under that id; choose another"))
-            elif item["id"] in seen:
-                first = seen[item["id"]]
-                problems.append(doc.problem(here + ("id",), f"duplicate id '{item['id']}' (also {format_path(first)}, "
-                                            f"line {doc.where(first)[0]})",
-                                            "ids must be unique across traits, style rules, constraints and ethics"))
-            else:
-                seen[item["id"]] = here + ("id",)
-    for i, constraint in enumerate(doc.data.get("constraints", [])):
-        check = constraint.get("check", {})
-        for key in ("forbidden_patterns", "required_patterns"):
-            for j, pattern in enumerate(check.get(key, [])):
-                try:
-                    with time_limit(PATTERN_SECONDS):  # re.compile is Python code: a huge pattern takes a while
-                        re.compile(pattern)
-                except re.error as e:
-                    problems.append(doc.problem(("constraints", i, "check", key, j),
-                                                f"invalid regular expression {pattern!r}: {e}",
-                                                "patterns are Python regexes; escape ( ) [ ] . * + ? with \\ to match them literally"))
-                except (TimeLimitExceeded, RecursionError, OverflowError):
-                    problems.append(doc.problem(
-                        ("constraints", i, "check", key, j),
-                        f"regular expression too large or too complex ({len(pattern):,} characters)",
-                        "write a shorter pattern"))
-        for key in ("forbidden_phrases", "required_phrases", "forbidden_patterns", "required_patterns"):
-            for j, text in enumerate(check.get(key, [])):
-                problems += _control_characters(doc, ("constraints", i, "check", key, j), text)
-    vocabulary = doc.data.get("style", {}).get("vocabulary", {})
-    for key in ("preferred", "avoided"):
-        for j, text in enumerate(vocabulary.get(key, [])):
-            problems += _control_characters(doc, ("style", "vocabulary", key, j), text)
-    return problems
-
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")  # control characters but tab and line breaks
 _ESCAPES = {0x00: ("NUL", "\\0"), 0x07: ("bell", "\\a"), 0x08: ("backspace", "\\b"), 0x0B: ("vertical tab", "\\v"),

@@ -226,19 +226,13 @@ def check_settings(name: str, overrides: dict) -> list[tuple[str, str, str]]:
 
 def _trl_config(name: str, settings: dict, output: TrainOutput):
     """The TRL config object; unknown field names become a PersonaError with did-you-mean."""
-    import difflib
-    import inspect
-
     method = METHODS[name]
     cls = _trl_class(method.config)
-    accepted = set(inspect.signature(cls).parameters)
+    unknown = check_settings(name, settings)
+    if unknown:
+        raise PersonaError(unknown[0][1], hint=unknown[0][2])
     ours = persona_fields(method)
     fields = {k: v for k, v in settings.items() if k not in ours}
-    unknown = [k for k in fields if k not in accepted]
-    if unknown:
-        close = difflib.get_close_matches(unknown[0], sorted(accepted | set(ours)), n=1)
-        raise PersonaError(f"'{unknown[0]}' is not a setting of {cls.__name__} or LoRA",
-                           hint=f"did you mean '{close[0]}'?" if close else "see the TRL docs of " + cls.__name__)
     try:
         return cls(output_dir=str(output.path), **fields)
     except (ValueError, TypeError) as e:
