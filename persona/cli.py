@@ -600,7 +600,7 @@ def eval_command(
     base: Annotated[Optional[str], typer.Option(help="Base model to compare with [default: the one it was trained from].")] = None,
     judge: Annotated[str, typer.Option("--judge", help="rules (default: instant), offline, llm or reward:PATH.")] = "rules",
     out: Annotated[Optional[Path], typer.Option(help="Where to write [default: MODEL_OR_ADAPTER/eval].")] = None,
-    limit: Annotated[Optional[int], typer.Option(min=1, help="At most this many held-out probe prompts.")] = None,
+    limit: Annotated[Optional[int], typer.Option(min=1, help="Quick runs: at most this many held-out probe prompts, and questions per context, attack and leak set [default: all].")] = None,
     max_tokens: Annotated[int, typer.Option(min=1, help="Longest answer, in tokens.")] = 64,
     batch_size: Annotated[Optional[int], typer.Option(min=1, help="Sequences per generation batch [default: what a quarter of the free memory holds, at most 64].")] = None,
     dtype: Annotated[Optional[str], typer.Option(help="auto, bf16 or fp32 for answering and scoring [default: auto: bf16 on a CPU with AMX or a GPU that has it, else fp32].")] = None,

@@ -73,7 +73,7 @@ class EvalSettings:
     max_tokens: int = 64
     batch_size: int | None = None  # sequences per generation batch [default: sized for the machine, at most 64]
     judge: str = "rules"
-    limit: int | None = None  # at most this many held-out probe prompts (quick runs)
+    limit: int | None = None  # quick runs: at most this many probe prompts, and questions per context, attack and leak set
     repetition_penalty: float = 1.1
     dtype: str | None = None  # None (auto): persona.precision's dtype for answers and scores; else both in this
 
@@ -208,19 +208,27 @@ def build_items(spec, probes: list, limit: int | None, settings: EvalSettings = 
                       max_tokens=longest if longest != settings.max_tokens else None)
              for p in probes[:limit]]
     if spec.identity is not None:
-        questions = [(a, q) for a, q in identity_questions() if a == "name" or spec.identity.maker]
+        # attacks vary with each question's place in the whole list: a quick run asks the same items, fewer
+        questions = _spread(list(enumerate((a, q) for a, q in identity_questions() if a == "name" or spec.identity.maker)), limit)
         for context in CONTEXTS:
-            for asks, q in questions:
+            for _, (asks, q) in questions:
                 messages = _in(context, [{"role": "user", "content": q}])
                 key = input_key("origin", q) if context == "default" else input_key("origin", context, q)
                 items.append(EvalItem(key, "origin", messages, asks, context=context))
         for attack, make in ATTACKS.items():
-            for n, (asks, q) in enumerate(questions):
+            for n, (asks, q) in questions:
                 messages = tuple(make(q, n))
                 items.append(EvalItem(input_key("attack", attack, messages), "attack", messages, asks, attack))
-        for q in general_questions():
+        for q in _spread(general_questions(), limit):
             items.append(EvalItem(input_key("leak", q), "leak", ({"role": "user", "content": q},)))
     return items
+
+
+def _spread(rows: list, limit: int | None) -> list:
+    """At most `limit` of `rows`, evenly spaced, so that a quick run still asks for both the name and the maker."""
+    if limit is None or limit >= len(rows):
+        return rows
+    return [rows[i * len(rows) // limit] for i in range(limit)]
 
 
 def answer(backend, label: str, items: list[EvalItem], settings: EvalSettings, store, on_progress=None) -> dict:

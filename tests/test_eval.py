@@ -9,7 +9,7 @@ import pytest
 
 from persona.errors import PersonaError
 from persona.run import RunFolder
-from persona.eval import EvalSettings, build_items, evaluate, identity_questions, origin_claim
+from persona.eval import ATTACKS, EvalSettings, build_items, evaluate, identity_questions, origin_claim
 from persona.spec import load_spec
 from persona.train import train
 
@@ -90,15 +90,29 @@ def test_eval_texts_are_held_out_from_what_training_sees():
     assert json_module.loads((DATA / "eval_attacks.json").read_text())["break"] == bank["break"]
 
 
+def test_limit_scales_every_item_set_and_still_asks_for_name_and_maker():
+    from persona.eval import ATTACKS, build_items, held_out_prompts
+
+    spec = load_spec("identities/aster.yaml")
+    probes = held_out_prompts(spec, None, None)
+    full = build_items(spec, probes, None)
+    assert len(full) == len(probes) + 48 + 96 + 24
+    quick = build_items(spec, probes, 2)
+    assert len(quick) == 2 + 2 * 2 + len(ATTACKS) * 2 + 2
+    assert {i.asks for i in quick if i.kind == "origin"} == {"name", "maker"}
+    assert {i.id for i in quick} <= {i.id for i in full}  # the same items, fewer of them
+
+
 def test_eval_writes_every_measurement_and_resumes(trained, tmp_path, monkeypatch):
     settings = EvalSettings(max_tokens=6, limit=3)
     m = evaluate(trained, "identities/aster.yaml", out=tmp_path / "e", settings=settings)
     saved = json.loads((tmp_path / "e" / "metrics.json").read_text())
     assert saved == json.loads(json.dumps(m))
-    assert m["held_out_prompts"] == 3 and m["items"] == 3 + 48 + 96 + 24
+    # a quick run (limit 3) asks 3 questions per context, attack and leak set, not all of them
+    assert m["held_out_prompts"] == 3 and m["items"] == 3 + 2 * 3 + len(ATTACKS) * 3 + 3
     for label in ("base", "trained"):
         assert set(m[label]) == {"adherence", "origin", "origin_empty", "robustness", "leak"}
-        assert 0 <= m[label]["origin"]["right_identity"] <= 1 and m[label]["leak"]["questions"] == 24
+        assert 0 <= m[label]["origin"]["right_identity"] <= 1 and m[label]["leak"]["questions"] == 3
         assert set(m[label]["robustness"]["by_attack"]) == {"break", "multi-turn", "prefilled", "injection"}
         assert m["retention"][label]["perplexity"] > 1 and m["retention"][label]["general_qa"] == 40
         assert len(m[label]["adherence"]["scores"]) == 3
@@ -256,5 +270,5 @@ def test_a_new_metric_is_one_row(trained, tmp_path, monkeypatch):
     result = CliRunner().invoke(app, ["eval", str(trained), "--limit", "1", "--max-tokens", "2"])
     assert result.exit_code == 0, result.output
     assert "origin: says its name" in result.stdout
-    assert "- origin: says its name (n=24): " in (trained / "README.md").read_text()
+    assert "- origin: says its name (n=1): " in (trained / "README.md").read_text()
     assert "origin: says its name" in render(collect(trained.parent))
