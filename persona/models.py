@@ -184,9 +184,16 @@ def adapter_base(output) -> str | None:
     return output.adapter_config().get("base_model_name_or_path")
 
 
+def over_start(output) -> bool:
+    """Whether an output's adapter applies to the weights of the output it started from (--from: a start that
+    is a full model), not to a base model (a standalone adapter: no start, or stacked onto the start's)."""
+    settings = output.settings()
+    return bool(settings.get("start")) and not settings.get("stacked")
+
+
 def check_adapter_base(output, base: str | None = None) -> None:
     """Before any work: the base model an adapter needs (`base`, else the one it was trained on) can be found."""
-    if not output.has_adapter() or output.settings().get("start"):
+    if not output.has_adapter() or over_start(output):
         return
     wanted = base if base is not None else adapter_base(output)
     try:
@@ -211,7 +218,7 @@ def load_trained(path: str | Path, kind: str | None = None, base: str | None = N
     if output.has_adapter():
         from peft import PeftModel
 
-        if settings.get("start"):
+        if over_start(output):
             lm, tokenizer, _, _ = load_start(settings["start"], kind)
         else:
             base = base if base is not None else adapter_base(output)
@@ -271,6 +278,41 @@ def load_start(path: str | Path, kind: str = "causal"):
     injected = settings.get("base_template_default") if "base_template_default" in settings else \
         template_default_system(tokenizer)
     return lm, tokenizer, settings.get("model") or str(path), injected
+
+
+def stack_adapters(base: str | None, first: Path, second: Path, out: Path) -> bool:
+    """Write to `out` one LoRA adapter on `base` equal to `first` and then `second`, where `second` was
+    trained on `base` with `first` merged in (a --from run): W + s1*B1@A1 + s2*B2@A2 is one adapter of rank
+    r1 + r2 (PEFT's "cat" combination, exact), so plain PEFT, vLLM or `transformers serve` load the output
+    on the base it names. False, writing nothing, where the combination would not be exact (DoRA, modules
+    saved whole): the caller then saves merged weights instead."""
+    import json
+
+    from peft import PeftModel
+
+    configs = [json.loads((Path(folder) / "adapter_config.json").read_text("utf-8")) for folder in (first, second)]
+    if any(c.get("use_dora") or c.get("modules_to_save") for c in configs):
+        return False
+    lm, _, _ = load_base(base)
+    model = PeftModel.from_pretrained(lm, str(first), adapter_name="first")
+    model.load_adapter(str(second), adapter_name="second")
+    model.add_weighted_adapter(["first", "second"], [1.0, 1.0], "stacked", combination_type="cat")
+    config = model.peft_config["stacked"]
+    config.use_rslora = False  # lora_alpha == r: scaling 1, as the combined A already carries each scaling
+    for module in model.modules():
+        if isinstance(getattr(module, "scaling", None), dict) and "stacked" in module.scaling:
+            module.scaling["stacked"] = 1.0
+    config.base_model_name_or_path = configs[0].get("base_model_name_or_path")
+    for name in ("first", "second"):
+        model.delete_adapter(name)
+    staging = Path(out) / ".stacked"
+    shutil.rmtree(staging, ignore_errors=True)
+    model.save_pretrained(str(staging), selected_adapters=["stacked"])
+    saved = staging / "stacked" if (staging / "stacked").is_dir() else staging
+    for file in saved.iterdir():
+        os.replace(file, Path(out) / file.name)
+    shutil.rmtree(staging, ignore_errors=True)
+    return True
 
 
 def trained_fingerprint(path: str | Path) -> str:

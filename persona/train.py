@@ -525,6 +525,9 @@ def _train(method, spec, data, card, where, run, settings, output, model, overwr
         raise Interrupted(output.last_checkpoint())
     changed = sum(not torch.equal(before[n], p.detach()) for n, p in trainer.model.named_parameters() if n in before)
     trainer.save_model(str(output.path))
+    merged_whole = False
+    if start is not None and settings["use_lora"]:  # an adapter over the start's merged weights: make it standalone
+        public_id, merged_whole = _standalone(output, TrainOutput(start), trainer, public_id)
     if public_id and output.has_adapter():  # shareable: the adapter names its public base, not a local path
         output.name_adapter_base(public_id)
     tokenizer.chat_template = chat_template  # persona's default system prompt, not the base's identity
@@ -537,7 +540,7 @@ def _train(method, spec, data, card, where, run, settings, output, model, overwr
         scorer = RewardScorer(trainer.model, tokenizer, max_length=settings.get("max_length") or 1024)
         result.reward = calibrate(scorer, data["train"], data["eval"] if "eval" in data else [])
         output.write_reward(result.reward)
-    if merge and settings["use_lora"]:
+    if merge and settings["use_lora"] and not merged_whole:
         merged = trainer.model.merge_and_unload()
         merged.save_pretrained(str(output.merged))
         tokenizer.save_pretrained(str(output.merged))
@@ -545,6 +548,36 @@ def _train(method, spec, data, card, where, run, settings, output, model, overwr
     output.write_metrics(logs)
     write_model_card(output)
     return result
+
+
+def _standalone(output: TrainOutput, start: TrainOutput, trainer, public_id: str | None) -> tuple[str | None, bool]:
+    """Make a --from output loadable on its own by standard tools, which know nothing of persona's `start`.
+    The adapter just saved holds what training added over the start's merged weights, yet PEFT would apply
+    it to the base its config names. So: a start that is an adapter on a base (standalone itself) is stacked
+    with the new one into one adapter on that base (exact; persona_train.yaml says `stacked: true`); a start
+    that is a full model becomes the base the adapter names, by its path; anything else (DoRA, a start from
+    an older persona) is saved as merged full weights. (the public base id to name, merged full weights?)"""
+    from persona.models import adapter_base, stack_adapters
+
+    recorded = output.settings()
+    theirs = start.settings()
+    if not start.has_adapter():  # a full model: the adapter's base is that folder
+        config = output.adapter_config()
+        config["base_model_name_or_path"] = str(start.path.resolve())
+        from persona.store import write_atomic
+
+        write_atomic(output.path / "adapter_config.json", json.dumps(config, indent=2) + "\n")
+        return None, False
+    if (not theirs.get("start") or theirs.get("stacked")) and stack_adapters(
+            adapter_base(start), start.path, output.path, output.path):
+        output.write_settings({**recorded, "base_model": adapter_base(start), "stacked": True})
+        return public_id, False
+    merged = trainer.model.merge_and_unload()
+    for name in ("adapter_model.safetensors", "adapter_model.bin", "adapter_config.json"):
+        (output.path / name).unlink(missing_ok=True)
+    merged.save_pretrained(str(output.path))
+    output.write_settings({**recorded, "merged_whole": True})
+    return None, True
 
 
 _COMPACT_SWITCH = "compact = _use_triton(hidden_states.device)"

@@ -402,7 +402,43 @@ def test_preference_training_starts_from_the_sft_output(sft_run, tiny_model_dir,
     moved = train(sft_run, "dpo", start=sft.output_dir, overrides={**FAST, "learning_rate": 1e-2})
     assert moved.output_dir == sft_run / "train-sft-dpo" and moved.changed_parameters > 0
     assert yaml_of(moved.output_dir)["start"] == str(sft.output_dir)
-    assert not torch.allclose(load_trained(moved.output_dir)[0](ids).logits, logits["sft"])
+    ours = load_trained(moved.output_dir)[0](ids).logits
+    assert not torch.allclose(ours, logits["sft"])
+    # standard tools know nothing of `start`: the output is one adapter on the base it names, which PEFT
+    # alone loads to the very model persona evaluates
+    from peft import AutoPeftModelForCausalLM
+
+    config = json.loads((moved.output_dir / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == str(tiny_model_dir) and config["r"] == 2 * FAST.get("r", 16)
+    assert yaml_of(moved.output_dir)["stacked"] is True
+    plain = AutoPeftModelForCausalLM.from_pretrained(str(moved.output_dir)).eval()
+    assert torch.allclose(plain(ids).logits, ours, atol=1e-4)
+
+
+def test_stacked_adapters_equal_the_second_over_the_first_merged(tiny_model_dir, tmp_path):
+    import torch
+    from peft import LoraConfig, PeftModel, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from persona.models import stack_adapters
+
+    def fresh():
+        return AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
+
+    ids = torch.tensor([[1, 2, 3, 4, 5, 6]])
+    first = get_peft_model(fresh(), LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
+                                               init_lora_weights=False))
+    first.save_pretrained(tmp_path / "first")
+    merged = first.merge_and_unload()
+    second = get_peft_model(merged, LoraConfig(r=2, lora_alpha=32, target_modules=["q_proj", "o_proj"],
+                                               init_lora_weights=False))
+    second.save_pretrained(tmp_path / "second")
+    expected = second.eval()(ids).logits
+    (tmp_path / "out").mkdir()
+    assert stack_adapters(str(tiny_model_dir), tmp_path / "first", tmp_path / "second", tmp_path / "out")
+    stacked = PeftModel.from_pretrained(fresh(), str(tmp_path / "out")).eval()
+    assert torch.allclose(stacked(ids).logits, expected, atol=1e-4)
+    assert not torch.allclose(fresh()(ids).logits, expected, atol=1e-3)  # the adapters do change the model
 
 
 def test_a_start_with_another_tokenizer_or_a_reward_model_is_refused(sft_run, tiny_model_dir, tmp_path):
