@@ -16,7 +16,8 @@ function for what its data or output need):
   reward  RewardTrainer on the pairs: a reward model usable as `--judge reward:PATH`
 
 `start=PATH` (--from) starts from a trained output, e.g. an SFT one: its weights (adapter merged in) are the
-model that trains, and the reference of DPO/IPO/KTO (the natural SFT -> preference sequence).
+model that trains, and the reference of DPO/IPO/KTO (the natural SFT -> preference sequence). The output is
+made loadable by plain PEFT: see _standalone.
 
 The chat template: rows carry their own system message, and the saved tokenizer's template is changed to
 inject persona's default system prompt (the dataset's, or `system_prompt`) where the base's injected its
