@@ -287,41 +287,44 @@ def perplexity(lm, tokenizer, text: str, window: int = 512) -> float:
     return perplexity_and_tokens(lm, tokenizer, text, window)[0]
 
 
-def perplexity_and_tokens(lm, tokenizer, text: str, window: int = 512) -> tuple[float, int]:
+def perplexity_and_tokens(lm, tokenizer, text: str, window: int = 512, limit: int | None = None) -> tuple[float, int]:
+    """(perplexity, tokens scored); `limit`: at most that many windows, evenly spread over the text."""
     from persona.models import logprobs
 
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     # each window predicts its tokens from the ones before it in the same window: context = its first token
     rows = [(ids[start:start + 1], ids[start + 1:start + window + 1]) for start in range(0, len(ids) - 1, window)]
-    rows = [r for r in rows if r[1]]
+    rows = _spread([r for r in rows if r[1]], limit)
     scores = logprobs(lm, rows, pad_id=_pad(tokenizer), batch_size=4)
     tokens = sum(len(s) for s in scores)
     return math.exp(-sum(sum(s) for s in scores) / tokens), tokens
 
 
-def general_qa_accuracy(lm, tokenizer) -> tuple[float, int]:
-    """Multiple choice by the summed log-probability of each choice as the assistant's answer."""
-    from persona.models import chat_ids, logprobs
+def general_qa_accuracy(lm, tokenizer, limit: int | None = None) -> tuple[float, int]:
+    """(share correct, questions asked): multiple choice by the summed log-probability of each choice as the
+    assistant's answer; `limit`: at most that many questions, evenly spread."""
+    from persona.models import Prefix, chat_ids, logprobs
 
     rows = [json.loads(line) for line in (DATA / "general_qa.jsonl").read_text(encoding="utf-8").splitlines() if line]
-    scored, owners = [], []
-    for n, row in enumerate(rows):
-        prefix = chat_ids(tokenizer, [{"role": "user", "content": row["question"] + " Answer with the answer only."}],
-                          generation_prompt=True)
-        for choice in row["choices"]:
-            scored.append((prefix, tokenizer(choice, add_special_tokens=False)["input_ids"]))
-            owners.append(n)
-    sums = [sum(s) for s in logprobs(lm, scored, pad_id=_pad(tokenizer), batch_size=16)]
+    rows = _spread(rows, limit)
     correct = 0
-    for n, row in enumerate(rows):
-        scores = [s for s, owner in zip(sums, owners) if owner == n]
-        correct += max(range(len(scores)), key=scores.__getitem__) == row["answer"]
+    for row in rows:
+        ids = chat_ids(tokenizer, [{"role": "user", "content": row["question"] + " Answer with the answer only."}],
+                       generation_prompt=True)
+        # the question runs once (a shared KV cache); its choices, a few tokens each, continue it in one batch
+        shared = Prefix(lm, ids[:-1])
+        choices = [(ids[-1:], tokenizer(c, add_special_tokens=False)["input_ids"]) for c in row["choices"]]
+        sums = [sum(s) for s in logprobs(lm, choices, pad_id=_pad(tokenizer), prefix=shared, batch_size=len(choices))]
+        correct += max(range(len(sums)), key=sums.__getitem__) == row["answer"]
     return correct / len(rows), len(rows)
 
 
-def retention_scores(lm, tokenizer) -> dict:
-    ppl, tokens = perplexity_and_tokens(lm, tokenizer, (DATA / "general_text.txt").read_text(encoding="utf-8"))
-    accuracy, n_qa = general_qa_accuracy(lm, tokenizer)
+def retention_scores(lm, tokenizer, limit: int | None = None) -> dict:
+    """Perplexity on general text and general-question accuracy, with the sizes they were measured on.
+    `limit` (a quick run's): at most that many 512-token windows and questions."""
+    ppl, tokens = perplexity_and_tokens(lm, tokenizer, (DATA / "general_text.txt").read_text(encoding="utf-8"),
+                                        limit=limit)
+    accuracy, n_qa = general_qa_accuracy(lm, tokenizer, limit)
     return {"perplexity": round(ppl, 4), "perplexity_tokens": tokens, "general_qa_accuracy": round(accuracy, 4),
             "general_qa": n_qa}
 
@@ -390,7 +393,7 @@ def _evaluate(output, spec, run, folder, base, settings, templates, on_progress,
         lm, tokenizer, name = _load(label, output.path, base_name, precision["device"])
         defaults[label] = template_default_system(tokenizer)
         # scored first, in the scoring dtype; then cast to the generation dtype to answer
-        retention[label] = retention_scores(lm.to(torch_dtype(precision["scoring"])), tokenizer)
+        retention[label] = retention_scores(lm.to(torch_dtype(precision["scoring"])), tokenizer, settings.limit)
         from persona.backends.hf import HFBackend
 
         backend = HFBackend.from_loaded(lm, tokenizer, name, settings.batch_size, settings.repetition_penalty,
@@ -439,7 +442,7 @@ def _base_key(name: str, settings: EvalSettings) -> str:
     from persona.store import input_key
 
     data = "".join((DATA / f).read_text(encoding="utf-8") for f in ("general_text.txt", "general_qa.jsonl"))
-    return input_key("base-scores", name, data, *key_parts(settings.precision()["scoring"]))
+    return input_key("base-scores", name, data, settings.limit, *key_parts(settings.precision()["scoring"]))
 
 
 def _cached_base(base: str | None, items: list[EvalItem], settings: EvalSettings, store, scores):

@@ -103,6 +103,24 @@ def test_limit_scales_every_item_set_and_still_asks_for_name_and_maker():
     assert {i.id for i in quick} <= {i.id for i in full}  # the same items, fewer of them
 
 
+def test_general_qa_shares_each_question_and_picks_what_full_scoring_picks(tiny_model_dir):
+    from persona.eval import DATA, _pad, general_qa_accuracy
+    from persona.models import chat_ids, load_base, logprobs
+
+    lm, tokenizer, _ = load_base(str(tiny_model_dir))
+    rows = [json.loads(line) for line in (DATA / "general_qa.jsonl").read_text().splitlines()][:6]
+    correct = 0
+    for row in rows:  # each choice scored after the whole question, no shared cache
+        ids = chat_ids(tokenizer, [{"role": "user", "content": row["question"] + " Answer with the answer only."}],
+                       generation_prompt=True)
+        sums = [sum(s) for s in logprobs(lm, [(ids, tokenizer(c, add_special_tokens=False)["input_ids"])
+                                              for c in row["choices"]], pad_id=_pad(tokenizer))]
+        correct += max(range(len(sums)), key=sums.__getitem__) == row["answer"]
+    accuracy, n = general_qa_accuracy(lm, tokenizer, limit=6)
+    assert n == 6 and accuracy == correct / 6
+    assert general_qa_accuracy(lm, tokenizer)[1] == 40
+
+
 def test_eval_writes_every_measurement_and_resumes(trained, tmp_path, monkeypatch):
     settings = EvalSettings(max_tokens=6, limit=3)
     m = evaluate(trained, "identities/aster.yaml", out=tmp_path / "e", settings=settings)
@@ -114,7 +132,9 @@ def test_eval_writes_every_measurement_and_resumes(trained, tmp_path, monkeypatc
         assert set(m[label]) == {"adherence", "origin", "origin_empty", "robustness", "leak"}
         assert 0 <= m[label]["origin"]["right_identity"] <= 1 and m[label]["leak"]["questions"] == 3
         assert set(m[label]["robustness"]["by_attack"]) == {"break", "multi-turn", "prefilled", "injection"}
-        assert m["retention"][label]["perplexity"] > 1 and m["retention"][label]["general_qa"] == 40
+        # and retention too: 3 general questions, 3 windows of general text, the sizes recorded
+        assert m["retention"][label]["perplexity"] > 1 and m["retention"][label]["general_qa"] == 3
+        assert 0 < m["retention"][label]["perplexity_tokens"] <= 3 * 512
         assert len(m[label]["adherence"]["scores"]) == 3
     assert m["win_rate"]["method"].startswith("higher overall score")
     lines = (tmp_path / "e" / "answers.jsonl").read_text().splitlines()

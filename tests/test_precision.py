@@ -216,6 +216,7 @@ def test_eval_answers_and_scores_in_the_compute_dtype_and_keeps_them_apart(flags
     assert EvalSettings().precision() == {"device": "cpu", "generation": "bfloat16", "scoring": "bfloat16"}
     assert [r.key for r in _requests("m", items, EvalSettings())[0]] != fp32_keys
     assert _base_key("m", EvalSettings()) != _base_key("m", EvalSettings(dtype="fp32"))  # bf16 scores apart
+    assert _base_key("m", EvalSettings()) != _base_key("m", EvalSettings(limit=2))  # quick scores apart
     assert EvalSettings(dtype="float32").precision()["generation"] == "float32"
 
 
