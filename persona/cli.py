@@ -22,6 +22,7 @@ from typing import Annotated, Optional
 import typer
 
 from persona.errors import PersonaError
+from persona.progress import progress_bar
 from persona.train import METHODS  # the table of training methods; heavy imports stay inside train()
 
 app = typer.Typer(
@@ -73,6 +74,28 @@ def _fail(error: PersonaError, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
+def command(name: str | None = None, code: int = 1, interrupted: str = "interrupted"):
+    """`app.command`, with the CLI's one error boundary: a PersonaError becomes "error: ... / hint: ..." and
+    exit `code` (no traceback), Ctrl-C prints `interrupted` (formatted with the command's arguments: what is
+    kept and how to resume) and exits 130."""
+    import functools
+
+    def wrap(function):
+        @functools.wraps(function)  # typer reads the options from the wrapped signature
+        def run(*args, **kwargs):
+            try:
+                return function(*args, **kwargs)
+            except PersonaError as e:
+                _fail(e, code)
+            except KeyboardInterrupt:
+                _err(interrupted.format(**kwargs))
+                raise typer.Exit(130)
+
+        return app.command(name)(run)
+
+    return wrap
+
+
 def _version(value: bool) -> None:
     if value:
         from persona import __version__
@@ -89,7 +112,7 @@ def _root(
     _setup_logging()  # every command: persona's warnings on stderr, third-party progress bars off
 
 
-@app.command()
+@command(code=2)
 def validate(
     paths: Annotated[list[Path], typer.Argument(help="Spec files, or folders searched for *.yaml / *.yml.")],
     format: Annotated[str, typer.Option("--format", help="text: file:line:col lines; github: Actions annotations.")] = "text",
@@ -106,10 +129,7 @@ def validate(
 
     if format not in ("text", "github"):
         _fail(PersonaError(f"--format {format!r} is not one of 'text', 'github'", hint="use --format text or github"), 2)
-    try:
-        files = find_spec_files(paths)
-    except PersonaError as e:
-        _fail(e, 2)
+    files = find_spec_files(paths)
     problems: dict = {}
     invalid = 0
     for file in files:
@@ -131,7 +151,7 @@ def validate(
         raise typer.Exit(1)
 
 
-@app.command()
+@command()
 def render(
     spec_path: Annotated[Path, typer.Argument(metavar="SPEC", help="The identity spec file.")],
     template: Annotated[str, typer.Option("--template", "-t", help="Template name (see `persona ls`).")] = "conforming",
@@ -148,22 +168,19 @@ def render(
     from persona.spec import load_spec
     from persona.templates import render_template
 
-    try:
-        spec = load_spec(spec_path)
-        variables: dict = {}
-        if template in ("violating", "probes"):
-            variables["target"] = spec.target(target) if target else spec.targets()[0]
-        if template == "probes":
-            variables["n"] = 5
-            variables["topics"] = list(spec.probes.topics)
-        variables.update(_assignments(var, "--var", 'e.g. --var prompt="Who made you?"',
-                                      parse=lambda value: int(value) if value.isdigit() else value))
-        typer.echo(render_template(template, templates_dir=templates, spec=spec, **variables), nl=False)
-    except PersonaError as e:
-        _fail(e)
+    spec = load_spec(spec_path)
+    variables: dict = {}
+    if template in ("violating", "probes"):
+        variables["target"] = spec.target(target) if target else spec.targets()[0]
+    if template == "probes":
+        variables["n"] = 5
+        variables["topics"] = list(spec.probes.topics)
+    variables.update(_assignments(var, "--var", 'e.g. --var prompt="Who made you?"',
+                                  parse=lambda value: int(value) if value.isdigit() else value))
+    typer.echo(render_template(template, templates_dir=templates, spec=spec, **variables), nl=False)
 
 
-@app.command()
+@command()
 def schema() -> None:
     """Print the identity spec's JSON Schema (draft 2020-12), for editors and other tools.
 
@@ -175,7 +192,7 @@ def schema() -> None:
     typer.echo(resources.files("persona").joinpath("identity.schema.json").read_text("utf-8"), nl=False)
 
 
-@app.command("ls")
+@command("ls")
 def list_things(
     identities: Annotated[Optional[Path], typer.Option(help="Folder of identity specs [default: ./identities, when there is one].")] = None,
     templates: TemplatesOption = None,
@@ -187,36 +204,33 @@ def list_things(
     from persona.spec import display_path, find_spec_files, load_spec
     from persona.templates import builtin_dir, list_templates
 
-    try:
-        if identities is not None and not identities.is_dir():
-            raise PersonaError(f"identities folder '{identities}' not found",
-                               hint="pass a folder of identity specs, e.g. --identities identities/")
-        identities = identities or Path("identities")
-        folders = [identities] if identities.is_dir() else []
-        folders.append(builtin_dir("identities"))
-        seen: set[Path] = set()
-        typer.echo("identities:")
-        for folder in folders:
-            source = "built-in" if folder == builtin_dir("identities") else "project"
-            if folder.resolve() in seen:
-                continue
-            seen.add(folder.resolve())
-            for file in find_spec_files([folder]):
-                try:
-                    spec = load_spec(file, allow_component=True)
-                    about = f"{spec.kind}: {spec.identity.name}" if spec.identity else spec.kind
-                except PersonaError:
-                    about = "INVALID (run persona validate)"
-                typer.echo(f"  {display_path(file):<48} {about:<24} [{source}]")
-        typer.echo("templates:")
-        for info in list_templates(templates):
-            note = " (overrides the built-in)" if info.overrides_builtin else ""
-            typer.echo(f"  {info.name:<14} {display_path(info.path):<48} [{info.source}]{note}")
-    except PersonaError as e:
-        _fail(e)
+    if identities is not None and not identities.is_dir():
+        raise PersonaError(f"identities folder '{identities}' not found",
+                           hint="pass a folder of identity specs, e.g. --identities identities/")
+    identities = identities or Path("identities")
+    folders = [identities] if identities.is_dir() else []
+    folders.append(builtin_dir("identities"))
+    seen: set[Path] = set()
+    typer.echo("identities:")
+    for folder in folders:
+        source = "built-in" if folder == builtin_dir("identities") else "project"
+        if folder.resolve() in seen:
+            continue
+        seen.add(folder.resolve())
+        for file in find_spec_files([folder]):
+            try:
+                spec = load_spec(file, allow_component=True)
+                about = f"{spec.kind}: {spec.identity.name}" if spec.identity else spec.kind
+            except PersonaError:
+                about = "INVALID (run persona validate)"
+            typer.echo(f"  {display_path(file):<48} {about:<24} [{source}]")
+    typer.echo("templates:")
+    for info in list_templates(templates):
+        note = " (overrides the built-in)" if info.overrides_builtin else ""
+        typer.echo(f"  {info.name:<14} {display_path(info.path):<48} [{info.source}]{note}")
 
 
-@app.command()
+@command()
 def init(
     name: Annotated[str, typer.Argument(help="Identity name: lowercase letters, digits, '-' or '_'.")],
     directory: Annotated[Path, typer.Option("--dir", help="Project folder to write into.")] = Path("."),
@@ -229,10 +243,7 @@ def init(
     """
     from persona.scaffold import scaffold_project
 
-    try:
-        written, skipped = scaffold_project(name, directory, force=force)
-    except PersonaError as e:
-        _fail(e)
+    written, skipped = scaffold_project(name, directory, force=force)
     for path in skipped:
         _err(f"kept existing {path} (use --force to overwrite)")
     _err(f"wrote {len(written)} file{'s' if len(written) != 1 else ''}: " + ", ".join(map(str, written)))
@@ -240,7 +251,7 @@ def init(
     _err(f"next: edit {spec_file}, then persona validate {spec_file} and persona run {directory / 'jobs' / (name + '.yaml')}")
 
 
-@app.command()
+@command(interrupted="interrupted: finished records are kept; run the same command again to resume")
 def generate(
     spec_path: Annotated[Path, typer.Argument(metavar="SPEC", help="The identity spec file.")],
     backend: Annotated[Optional[str], typer.Option("--backend", "-b", help="hf (default: local model), openai, vllm.")] = None,
@@ -294,40 +305,33 @@ def generate(
     from persona.config import load_run_config
     from persona.spec import load_spec
 
-    _setup_logging()
-    try:
-        backend_options = _assignments(option, "--backend-option", "e.g. -o timeout=120", word="KEY")
-        overrides = dict(backend=backend, model=model, base_url=base_url, api_key_env=api_key_env,
-                         out=str(out) if out else None, limit=limit, k=k, prompts_per_target=prompts_per_target,
-                         eval_fraction=eval_fraction, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
-                         seed=seed, concurrency=concurrency, batch_size=batch_size,
-                         tensor_parallel_size=tensor_parallel_size, dtype=dtype,
-                         templates=str(templates) if templates else None,
-                         system_prompt=system_prompt, target_model=target_model, demonstrations=demonstrations,
-                         replay=replay, violating=violating, rejection_budget=rejection_budget,
-                         conforming_for_demonstrated=conforming_for_demonstrated)
-        run_config = load_run_config(config, overrides)
-        if backend_options:
-            from dataclasses import replace
+    backend_options = _assignments(option, "--backend-option", "e.g. -o timeout=120", word="KEY")
+    overrides = dict(backend=backend, model=model, base_url=base_url, api_key_env=api_key_env,
+                     out=str(out) if out else None, limit=limit, k=k, prompts_per_target=prompts_per_target,
+                     eval_fraction=eval_fraction, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
+                     seed=seed, concurrency=concurrency, batch_size=batch_size,
+                     tensor_parallel_size=tensor_parallel_size, dtype=dtype,
+                     templates=str(templates) if templates else None,
+                     system_prompt=system_prompt, target_model=target_model, demonstrations=demonstrations,
+                     replay=replay, violating=violating, rejection_budget=rejection_budget,
+                     conforming_for_demonstrated=conforming_for_demonstrated)
+    run_config = load_run_config(config, overrides)
+    if backend_options:
+        from dataclasses import replace
 
-            run_config = replace(run_config, backend_options={**run_config.backend_options, **backend_options})
-        spec = load_spec(spec_path)
-        if dry_run:
-            _print_dry_run(spec, run_config, judge)
-            return
-        from persona.dataset import BuildSettings
-        from persona.pipeline import generate as run_generate
+        run_config = replace(run_config, backend_options={**run_config.backend_options, **backend_options})
+    spec = load_spec(spec_path)
+    if dry_run:
+        _print_dry_run(spec, run_config, judge)
+        return
+    from persona.dataset import BuildSettings
+    from persona.pipeline import generate as run_generate
 
-        judge_name, judge_options = _judge_choice(judge, judge_backend, judge_model, judge_base_url, judge_api_key_env)
-        with _progress_bar() as on_progress:
-            summary = run_generate(spec, run_config, on_progress, judge=judge_name, judge_options=judge_options,
-                                   build=BuildSettings(margin=margin, kto_threshold=kto_threshold, rejected_from=rejected_from,
-                                                       license=license), pairwise=pairwise)
-    except PersonaError as e:
-        _fail(e)
-    except KeyboardInterrupt:
-        _err("interrupted: finished records are kept; run the same command again to resume")
-        raise typer.Exit(130)
+    judge_name, judge_options = _judge_choice(judge, judge_backend, judge_model, judge_base_url, judge_api_key_env)
+    with progress_bar() as on_progress:
+        summary = run_generate(spec, run_config, on_progress, judge=judge_name, judge_options=judge_options,
+                               build=BuildSettings(margin=margin, kto_threshold=kto_threshold, rejected_from=rejected_from,
+                                                   license=license), pairwise=pairwise)
     minutes, seconds = divmod(int(summary.seconds), 60)
     _err(f"wrote {summary.responses} responses ({summary.conforming} conforming, {summary.violating} violating, "
          f"{summary.demonstrations} demonstrations, {summary.replay} replay) "
@@ -379,7 +383,7 @@ def _judge_choice(judge: str, backend, model, base_url, api_key_env) -> tuple[st
     return judge, judge_options(judge, backend, model, base_url, api_key_env)
 
 
-@app.command("judge")
+@command("judge")
 def judge_command(
     run_dir: Annotated[Optional[Path], typer.Argument(metavar="RUN_DIR", help="A run folder from persona generate.")] = None,
     judge: JudgeOption = "rules",
@@ -396,34 +400,30 @@ def judge_command(
 
     Example:  persona judge --calibrate --judge offline
     """
-    _setup_logging()
-    try:
-        judge_name, options = _judge_choice(judge, judge_backend, judge_model, judge_base_url, judge_api_key_env)
-        if judge_name is None:
-            raise PersonaError("--judge none judges nothing", hint="pick offline, rules or llm")
-        if calibrate:
-            from persona.calibration import calibrate as run_calibration
-            from persona.judges import load_judge
+    judge_name, options = _judge_choice(judge, judge_backend, judge_model, judge_base_url, judge_api_key_env)
+    if judge_name is None:
+        raise PersonaError("--judge none judges nothing", hint="pick offline, rules or llm")
+    if calibrate:
+        from persona.calibration import calibrate as run_calibration
+        from persona.judges import load_judge
 
-            with _progress_bar() as on_progress:
-                report = run_calibration(load_judge(judge_name, **options), on_progress)
-            typer.echo(f"{'judge':<40} {'n':>4} {'accuracy':>9} {'kappa':>6} {'unjudged':>9}")
-            typer.echo(f"{report.judge:<40} {report.n:>4} {report.accuracy:>9.1%} {report.kappa:>6.3f} {report.unjudged:>9}")
-            for name, (n, accuracy) in report.by_identity.items():
-                typer.echo(f"  {name:<38} {n:>4} {accuracy:>9.1%}")
-            for name, note, label, overall, rationale in report.mistakes:
-                shown = "n/a" if overall is None else f"{overall:.1f}"
-                typer.echo(f"  miss: {name}: {note} (labelled {'in' if label else 'out of'} character, "
-                           f"scored {shown}: {rationale[:90]})")
-            return
-        if run_dir is None:
-            raise PersonaError("name a run folder, or use --calibrate", hint="e.g. persona judge runs/brand")
-        from persona.pipeline import judge_run
+        with progress_bar() as on_progress:
+            report = run_calibration(load_judge(judge_name, **options), on_progress)
+        typer.echo(f"{'judge':<40} {'n':>4} {'accuracy':>9} {'kappa':>6} {'unjudged':>9}")
+        typer.echo(f"{report.judge:<40} {report.n:>4} {report.accuracy:>9.1%} {report.kappa:>6.3f} {report.unjudged:>9}")
+        for name, (n, accuracy) in report.by_identity.items():
+            typer.echo(f"  {name:<38} {n:>4} {accuracy:>9.1%}")
+        for name, note, label, overall, rationale in report.mistakes:
+            shown = "n/a" if overall is None else f"{overall:.1f}"
+            typer.echo(f"  miss: {name}: {note} (labelled {'in' if label else 'out of'} character, "
+                       f"scored {shown}: {rationale[:90]})")
+        return
+    if run_dir is None:
+        raise PersonaError("name a run folder, or use --calibrate", hint="e.g. persona judge runs/brand")
+    from persona.pipeline import judge_run
 
-        with _progress_bar() as on_progress:
-            made, counts = judge_run(run_dir, judge_name, options, str(spec) if spec else None, on_progress)
-    except PersonaError as e:
-        _fail(e)
+    with progress_bar() as on_progress:
+        made, counts = judge_run(run_dir, judge_name, options, str(spec) if spec else None, on_progress)
     from persona.run import RunFolder
 
     _err(f"judged {made} responses with {counts['judge']} ({counts['ok']} scored, {counts['unjudged']} unjudged "
@@ -431,7 +431,7 @@ def judge_command(
          f"persona build {run_dir}")
 
 
-@app.command()
+@command()
 def build(
     run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="A run folder from persona generate.")],
     judge: Annotated[Optional[str], typer.Option("--judge", help="Whose judgements to use [default: the last judge run].")] = None,
@@ -453,19 +453,16 @@ def build(
     from persona.dataset import BuildSettings
     from persona.pipeline import build_run
 
-    try:
-        options = None
-        if judge:
-            _, options = _judge_choice(judge, judge_backend, judge_model, judge_base_url, judge_api_key_env)
-        report = build_run(run_dir, BuildSettings(margin=margin, kto_threshold=kto_threshold, rejected_from=rejected_from,
-                                                  license=license), judge, options,
-                           str(spec) if spec else None, pairwise)
-    except PersonaError as e:
-        _fail(e)
+    options = None
+    if judge:
+        _, options = _judge_choice(judge, judge_backend, judge_model, judge_base_url, judge_api_key_env)
+    report = build_run(run_dir, BuildSettings(margin=margin, kto_threshold=kto_threshold, rejected_from=rejected_from,
+                                              license=license), judge, options,
+                       str(spec) if spec else None, pairwise)
     _print_build(report)
 
 
-@app.command()
+@command()
 def stats(
     run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="A run folder from persona generate.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print the numbers as JSON.")] = False,
@@ -478,10 +475,7 @@ def stats(
 
     from persona.stats import run_stats
 
-    try:
-        numbers = run_stats(run_dir)
-    except PersonaError as e:
-        _fail(e)
+    numbers = run_stats(run_dir)
     if as_json:
         typer.echo(json_module.dumps(numbers, indent=2))
         return
@@ -514,7 +508,7 @@ def stats(
             typer.echo(f"  {i:>2}-{i + 1:<2} {'#' * round(30 * n / top):<30} {n}")
 
 
-@app.command("train")
+@command("train", interrupted="interrupted (no checkpoint for the step in progress); --resume continues from the last one saved")
 def train_command(
     source: Annotated[Path, typer.Argument(metavar="RUN_DIR_OR_DATASET", help="A run folder, a dataset folder or a .jsonl file in TRL's format.")],
     method: Annotated[str, typer.Option(help="One of: " + ", ".join(METHODS) + " [default: sft, the recipe that teaches the identity; then e.g. --method dpo --from RUN_DIR/train-sft].")] = "sft",
@@ -530,54 +524,26 @@ def train_command(
     system_prompt: Annotated[Optional[str], typer.Option(help="Default system prompt of the saved chat template: neutral, spec, none or text:YOUR TEXT [default: the one the dataset's rows carry].")] = None,
     license: Annotated[Optional[str], typer.Option(help="The model card's license, a Hugging Face Hub license id [default: the dataset's, from persona build --license].")] = None,
 ) -> None:
-    """Fine-tune a model on a run's datasets with TRL: DPO, IPO, KTO, or a reward model (LoRA by default).
+    """Fine-tune a model on a run's datasets with TRL: SFT (the default), DPO, IPO, KTO, or a reward model (LoRA by default).
 
     Example:  persona train runs/brand --method ipo --set beta=0.5 --set max_steps=100
 
     Example:  accelerate launch -m persona train runs/brand --method dpo
     """
-    _setup_logging()
+    from persona.progress import training_log
     from persona.train import Interrupted
     from persona.train import train as run_train
 
+    overrides = _assignments(setting, "--set", "e.g. --set learning_rate=5e-5")
+    if report_to is not None:
+        overrides["report_to"] = report_to
+    show, begin = training_log(_err, method, start)
     try:
-        overrides = _assignments(setting, "--set", "e.g. --set learning_rate=5e-5")
-        if report_to is not None:
-            overrides["report_to"] = report_to
-
-        import time
-
-        first: list = []  # (time, step) of the first logged step: the rate excludes loading the model
-
-        def show(entry: dict) -> None:
-            """One line per logged step: step/total, the loss and the method's own numbers, time per step, ETA."""
-            if "loss" not in entry:  # the closing summary TRL logs; persona prints its own below
-                return
-            step, total = entry.get("step") or 0, entry.get("max_steps") or 0
-            shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in entry.items()
-                     if k in ("loss", "rewards/margins", "rewards/accuracies", "kl", "accuracy", "mean_token_accuracy")}
-            if not first:
-                first.append((time.monotonic(), step))
-            per_step = (time.monotonic() - first[0][0]) / (step - first[0][1]) if step > first[0][1] else 0
-            eta = f"  eta {_duration(per_step * (total - step))}" if total and per_step else ""
-            _err(f"  step {step}/{total or '?'}  " + "  ".join(f"{k} {v}" for k, v in shown.items())
-                 + (f"  {per_step:.1f} s/step{eta}" if per_step else ""))
-
-        def begin(settings: dict, out: Path) -> None:
-            _err(f"training {method} into {out}/" + (f", starting from {start}/" if start else "") + " with:")
-            for key, value in settings.items():
-                _err(f"  {key}: {value}")
-
         result = run_train(source, method, model, config, overrides, output_dir, overwrite, resume, merge, show, begin,
                            start=start, system_prompt=system_prompt, license=license)
-    except PersonaError as e:
-        _fail(e)
     except Interrupted as e:
         _err(f"interrupted: checkpoint saved in {e.checkpoint}/; run the same command with --resume to continue"
              if e.checkpoint else "interrupted before the first step; nothing to resume")
-        raise typer.Exit(130)
-    except KeyboardInterrupt:
-        _err("interrupted (no checkpoint for the step in progress); --resume continues from the last one saved")
         raise typer.Exit(130)
     losses = [m["loss"] for m in result.metrics if "loss" in m]
     speed = f", {result.tokens} tokens at {result.tokens_per_second:.0f} tokens/s" if result.tokens_per_second else ""
@@ -592,7 +558,7 @@ def train_command(
              f"judge with --judge reward:{result.output_dir}")
 
 
-@app.command("eval")
+@command("eval", interrupted="interrupted: answers so far are kept; run the same command again to resume")
 def eval_command(
     model_path: Annotated[Path, typer.Argument(metavar="MODEL_OR_ADAPTER", help="The output folder of persona train (adapter or full model).")],
     spec: Annotated[Optional[Path], typer.Option(help="The identity spec [default: the spec of the run the model was trained on].")] = None,
@@ -612,24 +578,17 @@ def eval_command(
 
     Example:  persona eval runs/aster/train-kto --judge offline --out runs/aster/eval-kto-offline
     """
-    _setup_logging()
     from persona.eval import EvalSettings, evaluate
 
-    try:
-        from persona.precision import normalize_dtype
+    from persona.precision import normalize_dtype
 
-        spec_path = spec or _spec_of_model(model_path, run_dir)
-        settings = EvalSettings(max_tokens=max_tokens, batch_size=batch_size, judge=judge, limit=limit,
-                                dtype=normalize_dtype(dtype))
-        settings.precision()  # a dtype the device cannot run fails before any model loads
-        with _progress_bar() as on_progress:
-            m = evaluate(model_path, spec_path, run_dir, base, out, settings,
-                         str(templates) if templates else None, on_progress)
-    except PersonaError as e:
-        _fail(e)
-    except KeyboardInterrupt:
-        _err("interrupted: answers so far are kept; run the same command again to resume")
-        raise typer.Exit(130)
+    spec_path = spec or _spec_of_model(model_path, run_dir)
+    settings = EvalSettings(max_tokens=max_tokens, batch_size=batch_size, judge=judge, limit=limit,
+                            dtype=normalize_dtype(dtype))
+    settings.precision()  # a dtype the device cannot run fails before any model loads
+    with progress_bar() as on_progress:
+        m = evaluate(model_path, spec_path, run_dir, base, out, settings,
+                     str(templates) if templates else None, on_progress)
     typer.echo(_eval_table(m))
     from persona.run import EvalFolder, TrainOutput
 
@@ -637,7 +596,7 @@ def eval_command(
     _err(f"wrote {folder.metrics_file} and {folder.answers.path} in {m['seconds']:.0f}s")
 
 
-@app.command("run")
+@command("run", interrupted="interrupted: finished work is kept; run persona run {job_file} again to resume")
 def run_command(
     job_file: Annotated[Path, typer.Argument(metavar="JOB", help="A job file (YAML), e.g. jobs/demo.yaml.")],
 ) -> None:
@@ -649,22 +608,16 @@ def run_command(
     from persona.job import load_job, run_job
     from persona.spec import check_file
 
-    try:
-        job = load_job(job_file)
-        problems = [p for p in check_file(job.spec) if p.is_error]
-        for problem in problems:
-            _err(problem.format())
-        if problems:
-            raise PersonaError(f"{job.spec} has {len(problems)} problem{'s' if len(problems) != 1 else ''}",
-                               hint=f"fix them; persona validate {job.spec} checks it")
-        _err(f"{job_file}: every key checked; {job.spec} is valid")
-        with _progress_bar() as on_progress:
-            done = run_job(job, _err, on_progress)
-    except PersonaError as e:
-        _fail(e)
-    except KeyboardInterrupt:
-        _err(f"interrupted: finished work is kept; run persona run {job_file} again to resume")
-        raise typer.Exit(130)
+    job = load_job(job_file)
+    problems = [p for p in check_file(job.spec) if p.is_error]
+    for problem in problems:
+        _err(problem.format())
+    if problems:
+        raise PersonaError(f"{job.spec} has {len(problems)} problem{'s' if len(problems) != 1 else ''}",
+                           hint=f"fix them; persona validate {job.spec} checks it")
+    _err(f"{job_file}: every key checked; {job.spec} is valid")
+    with progress_bar() as on_progress:
+        done = run_job(job, _err, on_progress)
     summary = done["generate"]
     if summary.build is not None:
         _print_build(summary.build, summary.judgements_made)
@@ -676,7 +629,7 @@ def run_command(
         _err(f"wrote {done['report']}")
 
 
-@app.command()
+@command()
 def report(
     run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="A run folder (with train-*/ and their eval/ inside).")],
     out: Annotated[Optional[Path], typer.Option(help="The HTML file to write [default: RUN_DIR/report.html].")] = None,
@@ -688,11 +641,8 @@ def report(
     """
     from persona.report import collect, summary_markdown, write_report
 
-    try:
-        path = write_report(run_dir, out)
-        data = collect(run_dir)
-    except PersonaError as e:
-        _fail(e)
+    path = write_report(run_dir, out)
+    data = collect(run_dir)
     if not data.trained:
         _err("no training metrics in this run folder: the report leaves out training and eval (run persona train)")
     elif not any(t.eval for t in data.trained):
@@ -820,102 +770,6 @@ def _setup_logging() -> None:
     for module in ("transformers", "trl", "peft", "accelerate"):  # their deprecations are for their callers' code
         warnings.filterwarnings("ignore", category=FutureWarning, module=module)
         warnings.filterwarnings("ignore", category=DeprecationWarning, module=module)
-
-
-def _duration(seconds: float) -> str:
-    seconds = int(seconds)
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
-
-
-class _progress_lines:
-    """Progress for a log file or CI (stderr is not a terminal): a line per stage when it starts, every
-    PERSONA_PROGRESS_SECONDS (default 30) while it runs - also while a long batch is still in progress - and
-    when it completes: count, rate, tokens/s, elapsed, ETA."""
-
-    def __init__(self):
-        import threading
-        import time
-
-        self.clock = time.monotonic
-        self.every = float(os.environ.get("PERSONA_PROGRESS_SECONDS") or 30)
-        self.stages: dict[str, dict] = {}
-        self.lock = threading.Lock()
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._heartbeat, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self.update
-
-    def _heartbeat(self) -> None:
-        while not self.stop.wait(self.every):
-            with self.lock:
-                for stage, state in self.stages.items():
-                    if state["done"] < state["total"]:
-                        self._show(stage, state)
-
-    def _show(self, stage: str, state: dict) -> None:
-        elapsed = self.clock() - state["start"]
-        done, total = state["done"], state["total"]
-        rate = done / elapsed if elapsed > 0 else 0.0
-        eta = _duration((total - done) / rate) if rate and done < total else "-"
-        _err(f"{stage:<9} {done}/{total}  {rate:.2f}/s  {state['tokens'] / elapsed if elapsed > 0 else 0:.0f} tok/s  "
-             f"elapsed {_duration(elapsed)}  eta {eta}")
-
-    def update(self, stage: str, done: int, total: int, tokens: int) -> None:
-        with self.lock:
-            new = stage not in self.stages
-            state = self.stages.setdefault(stage, {"start": self.clock(), "tokens": 0})
-            state.update(done=done, total=total, tokens=state["tokens"] + tokens)
-            if new or done >= total:
-                self._show(stage, state)
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        return False
-
-
-def _progress_bar():
-    """Progress on stderr: a rich bar on a terminal, periodic one-line updates otherwise (logs, CI)."""
-    return _progress_rich() if sys.stderr.isatty() else _progress_lines()
-
-
-class _progress_rich:
-    """A rich progress bar on stderr per stage: counts, rate, tokens and ETA. Starts at the first update,
-    so a run that fails early or has nothing to do prints no empty bar."""
-
-    def __enter__(self):
-        self.progress = None
-        self.tasks: dict[str, int] = {}
-        self.tokens: dict[str, int] = {}
-        return self.update
-
-    def _start(self):
-        from rich.console import Console
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                                   TimeRemainingColumn)
-
-        self.progress = Progress(
-            TextColumn("{task.description:<9}"), BarColumn(bar_width=24), MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]}"), TextColumn("{task.fields[tokens]:,} tok"),
-            TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=Console(stderr=True))
-        self.progress.__enter__()
-
-    def update(self, stage: str, done: int, total: int, tokens: int) -> None:
-        if self.progress is None:
-            self._start()
-        if stage not in self.tasks:
-            self.tasks[stage] = self.progress.add_task(stage, total=total, rate="", tokens=0)
-            self.tokens[stage] = 0
-        self.tokens[stage] += tokens
-        elapsed = self.progress.tasks[self.tasks[stage]].elapsed or 0
-        rate = f"{done / elapsed:.2f} req/s {self.tokens[stage] / elapsed:.0f} tok/s" if elapsed > 0 and done else ""
-        self.progress.update(self.tasks[stage], completed=done, total=total, rate=rate, tokens=self.tokens[stage])
-
-    def __exit__(self, *exc):
-        if self.progress is not None:
-            self.progress.__exit__(*exc)
-        return False
 
 
 def main() -> None:

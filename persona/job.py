@@ -151,18 +151,27 @@ def load_job(path: str | Path) -> Job:
                data.get("report", True))
 
 
-def run_job(job: Job, say: Callable[[str], None], on_progress=None, on_log=None) -> dict:
-    """Run every stage of `job`, skipping the current ones; returns {stage: what it did}."""
+def run_job(job: Job, say: Callable[[str], None], on_progress=None) -> dict:
+    """Run every stage of `job`, skipping the current ones; returns {stage: what it did}. `say` gets a line per
+    stage ([n/total]) and per logged training step; `on_progress` the generation and eval progress."""
     from persona.config import RunConfig
     from persona.dataset import BuildSettings
     from persona.pipeline import generate
+    from persona.progress import training_log
     from persona.run import RunFolder, TrainOutput
     from persona.spec import load_spec
 
     done: dict = {}
     spec = load_spec(job.spec)
     config = RunConfig(**job.generate)
-    say(f"[1/5] generate {job.spec} (finished records are reused)")
+    evals = [s for s in job.train if s["method"] != "reward"] if job.eval is not None else []
+    total = 1 + len(job.train) + len(evals) + bool(job.report)
+    number = iter(range(1, total + 1))
+
+    def stage(text: str) -> None:
+        say(f"[{next(number)}/{total}] {text}")
+
+    stage(f"generate {job.spec} (finished records are reused)")
     judge = None if job.judge == "none" else job.judge
     summary = generate(spec, config, on_progress, judge=judge, judge_options=job.judge_options,
                        build=BuildSettings(**job.build), pairwise=job.pairwise)
@@ -182,7 +191,7 @@ def run_job(job: Job, say: Callable[[str], None], on_progress=None, on_log=None)
                     "merge": bool(step.get("merge"))})
         keys[label] = key
         outputs[label] = output
-        say(f"[2/5] train {method}" + (f" from {start}" if start else "") + f" -> {output.path}/")
+        stage(f"train {method}" + (f" from {start}" if start else "") + f" -> {output.path}/")
         if output.is_finished() and _mark(output.path) == key:
             say("  current: same method, settings, start and data; not retrained")
             done[f"train {label}"] = "skipped"
@@ -193,8 +202,9 @@ def run_job(job: Job, say: Callable[[str], None], on_progress=None, on_log=None)
         if not resume and output.metrics_file.exists():
             output.metrics_file.unlink()  # a stale finished run must not pass for this step's if it is interrupted
         _write_mark(output.path, key)  # before training: an interrupted step resumes under the same key
+        on_log, on_start = training_log(say, method, start)
         train(run.path, method, step.get("model"), None, step.get("set") or {}, output.path, overwrite=not resume,
-              resume=resume, merge=bool(step.get("merge")), on_log=on_log,
+              resume=resume, merge=bool(step.get("merge")), on_log=on_log, on_start=on_start,
               start=start_output.path if start_output is not None else None,
               system_prompt=step.get("system_prompt"), license=step.get("license"))
         done[f"train {label}"] = "trained"
@@ -207,7 +217,7 @@ def run_job(job: Job, say: Callable[[str], None], on_progress=None, on_log=None)
                 continue
             folder = output.eval
             key = _key({"model": keys[label], "eval": job.eval})
-            say(f"[3/5] eval {output.path}/ (base vs trained)")
+            stage(f"eval {output.path}/ (base vs trained)")
             if folder.metrics_file.exists() and _mark(folder.path) == key:
                 say("  current: same model and eval settings; not rerun")
                 done[f"eval {label}"] = "skipped"
@@ -218,7 +228,7 @@ def run_job(job: Job, say: Callable[[str], None], on_progress=None, on_log=None)
     if job.report:
         from persona.report import write_report
 
-        say("[4/5] report")
+        stage("report")
         done["report"] = write_report(run.path, None)
     return done
 

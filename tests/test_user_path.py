@@ -221,6 +221,11 @@ eval: {{limit: 2, max_tokens: 4}}
     assert first.exit_code == 0, first.stderr
     assert (tmp_path / "run/train-sft-dpo/eval/metrics.json").is_file()
     assert (tmp_path / "run/report.html").is_file()
+    # numbered stages, and training shows its settings and steps as persona train does
+    stages = [line.split("]")[0] + "]" for line in first.stderr.splitlines() if line.startswith("[")]
+    assert stages == [f"[{n}/6]" for n in range(1, 7)], first.stderr
+    assert "[6/6] report" in first.stderr and "training dpo into" in first.stderr
+    assert "  step 2/2  loss" in first.stderr
     second = runner.invoke(app, ["run", str(job)])
     assert second.exit_code == 0, second.stderr
     assert second.stderr.count("current: same method, settings, start and data; not retrained") == 2
