@@ -126,6 +126,7 @@ _DEFAULTS = {f.name: f.default for f in fields(RunConfig)}
 
 SYSTEM_PROMPT_MODES = ("neutral", "spec", "none")
 SYSTEM_PROMPT_TEXT = "text:"
+NEUTRAL_SYSTEM = "You are a helpful assistant."  # system_prompt: neutral, and the offline judge's baseline
 
 
 def check_system_prompt(value, field_name: str = "system_prompt") -> None:

@@ -43,6 +43,7 @@ import re
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 
+from persona.config import NEUTRAL_SYSTEM
 from persona.judges import IN_CHARACTER, PairwiseJudge
 from persona.prompts import normalize
 from persona.responses import ResponseRecord
@@ -138,9 +139,6 @@ def kto_weights(desirable: int, undesirable: int) -> tuple[float, float]:
     if ratio > 4 / 3:  # many more good examples: weigh the bad ones up to 4:3
         return 1.0, round(desirable / (undesirable * 4 / 3), 4)
     return 1.0, 1.0
-
-
-NEUTRAL_SYSTEM = "You are a helpful assistant."
 
 
 def system_prompt_text(spec: Spec, setting: str, templates_dir=None) -> str:

@@ -286,11 +286,11 @@ def stack_adapters(base: str | None, first: Path, second: Path, out: Path) -> bo
     r1 + r2 (PEFT's "cat" combination, exact), so plain PEFT, vLLM or `transformers serve` load the output
     on the base it names. False, writing nothing, where the combination would not be exact (DoRA, modules
     saved whole): the caller then saves merged weights instead."""
-    import json
-
     from peft import PeftModel
 
-    configs = [json.loads((Path(folder) / "adapter_config.json").read_text("utf-8")) for folder in (first, second)]
+    from persona.run import TrainOutput
+
+    configs = [TrainOutput(folder).adapter_config() for folder in (first, second)]
     if any(c.get("use_dora") or c.get("modules_to_save") for c in configs):
         return False
     lm, _, _ = load_base(base)

@@ -563,11 +563,7 @@ def _standalone(output: TrainOutput, start: TrainOutput, trainer, public_id: str
     recorded = output.settings()
     theirs = start.settings()
     if not start.has_adapter():  # a full model: the adapter's base is that folder
-        config = output.adapter_config()
-        config["base_model_name_or_path"] = str(start.path.resolve())
-        from persona.store import write_atomic
-
-        write_atomic(output.path / "adapter_config.json", json.dumps(config, indent=2) + "\n")
+        output.name_adapter_base(str(start.path.resolve()))
         return None, False
     if (not theirs.get("start") or theirs.get("stacked")) and stack_adapters(
             adapter_base(start), start.path, output.path, output.path):
@@ -633,7 +629,7 @@ def _say_what_the_template_injects(model: str, injected: str | None, system: str
     import logging
     import re
 
-    from persona.judges.rules import OTHER_MAKERS, OTHER_MODELS
+    from persona.claims import OTHER_MAKERS, OTHER_MODELS
 
     if not injected:
         return

@@ -17,8 +17,6 @@ to BACKENDS.
 
 from __future__ import annotations
 
-import difflib
-import importlib
 from dataclasses import asdict, dataclass, field
 from typing import Iterator, Protocol, Sequence
 
@@ -96,27 +94,8 @@ def model_name(backend: str, model: str | None) -> str | None:
 
 def load_backend(name: str, **options) -> Backend:
     """Instantiate backend `name` with `options` (None values are left to the backend's defaults)."""
-    if name not in BACKENDS:
-        close = difflib.get_close_matches(name, [b for b in BACKENDS if b != "fake"], n=1)
-        raise PersonaError(f"unknown backend '{name}'",
-                           hint=(f"did you mean '{close[0]}'? " if close else "")
-                           + "backends: " + ", ".join(b for b in BACKENDS if b != "fake"))
-    module_name, class_name = BACKENDS[name].split(":")
-    options = {k: v for k, v in options.items() if v is not None}
-    try:  # backends import their heavy packages in the module or in __init__
-        cls = getattr(importlib.import_module(module_name), class_name)
-        return cls(**options)
-    except ImportError as e:
-        extra = EXTRAS.get(name, "dev")
-        raise PersonaError(f"backend '{name}' needs the package '{e.name}', which is not installed",
-                           hint=f"pip install 'persona-tune[{extra}]'"
-                           + (" (GPU machines only)" if name == "vllm" else "")) from None
-    except TypeError:
-        import inspect
+    from persona.registry import construct
 
-        accepted = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
-        unknown = [k for k in options if k not in accepted]
-        if not unknown:
-            raise
-        raise PersonaError(f"backend '{name}' has no option '{unknown[0]}'",
-                           hint=f"its options: {', '.join(accepted)}")
+    return construct(BACKENDS, name, "backend", options, hidden=("fake",),  # heavy packages load in the module
+                     install=f"pip install 'persona-tune[{EXTRAS.get(name, 'dev')}]'"
+                     + (" (GPU machines only)" if name == "vllm" else ""))

@@ -17,8 +17,6 @@ with the reason and the raw reply, never a silent None. Which judge catches what
 
 from __future__ import annotations
 
-import difflib
-import importlib
 from dataclasses import asdict, dataclass, field
 from typing import Iterator, Protocol, Sequence, runtime_checkable
 
@@ -111,26 +109,9 @@ def make_judge(name: str, options: dict | None = None, templates: str | None = N
 
 def load_judge(name: str, **options) -> Judge:
     """`name` is a judge from JUDGES, or "reward:PATH" for a trained reward model."""
+    from persona.registry import construct
+
     kind, _, argument = name.partition(":")
-    if kind not in JUDGES:
-        close = difflib.get_close_matches(kind, list(JUDGES), n=1)
-        raise PersonaError(f"unknown judge '{name}'",
-                           hint=(f"did you mean '{close[0]}'? " if close else "") + "judges: " + ", ".join(JUDGES))
     if argument:
         options = {**options, "path": argument}
-    module_name, class_name = JUDGES[kind].split(":")
-    options = {k: v for k, v in options.items() if v is not None}
-    try:
-        return getattr(importlib.import_module(module_name), class_name)(**options)
-    except ImportError as e:
-        raise PersonaError(f"judge '{kind}' needs the package '{e.name}', which is not installed",
-                           hint="pip install 'persona-tune[train]'") from None
-    except TypeError:
-        import inspect
-
-        cls = getattr(importlib.import_module(module_name), class_name)
-        accepted = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
-        unknown = [k for k in options if k not in accepted]
-        if not unknown:
-            raise
-        raise PersonaError(f"judge '{kind}' has no option '{unknown[0]}'", hint=f"its options: {', '.join(accepted)}")
+    return construct(JUDGES, kind, "judge", options, install="pip install 'persona-tune[train]'")

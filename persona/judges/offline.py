@@ -26,12 +26,12 @@ from __future__ import annotations
 import math
 from typing import Iterator, Sequence
 
+from persona.config import NEUTRAL_SYSTEM
 from persona.judges import JudgeItem, Judgement
 from persona.judges.rules import RulesJudge, warn_unchecked
 from persona.spec import Spec
 from persona.templates import render_template
 
-NEUTRAL_SYSTEM = "You are a helpful assistant."
 
 
 class OfflineJudge:
