@@ -268,7 +268,7 @@ def _requests(model: str, items: list[EvalItem], settings: EvalSettings):
 def origin_claim(spec, asks: str, text: str) -> dict:
     """{right, other, name, maker}: whether the answer gives its own name (or maker, when asked who made it),
     claims another model or maker, and mentions the name / the maker at all."""
-    from persona.judges.rules import identity_score
+    from persona.claims import identity_score
 
     score, _ = identity_score(spec, "Who made you?" if asks == "maker" else "Who are you?", text)
     return {"right": score == 10.0, "other": score == 0.0, **mentions(spec, text)}

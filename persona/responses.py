@@ -238,7 +238,7 @@ def generate_responses(spec: Spec, prompts: list[PromptRecord], config: RunConfi
 
 def asks_about(spec: Spec, prompt: PromptRecord) -> str | None:
     """"name" or "maker" when the prompt asks who the assistant is or who made it, else None."""
-    from persona.judges.rules import IDENTITY_QUESTION, MAKER_QUESTION
+    from persona.claims import IDENTITY_QUESTION, MAKER_QUESTION
 
     if spec.identity is None:
         return None

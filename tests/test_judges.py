@@ -224,7 +224,7 @@ def test_unknown_judge_and_reward_judge_errors(tmp_path):
 
 def test_identity_questions_of_the_bank_and_the_eval_are_recognised():
     from persona.eval import identity_questions
-    from persona.judges.rules import IDENTITY_QUESTION, MAKER_QUESTION
+    from persona.claims import IDENTITY_QUESTION, MAKER_QUESTION
     from persona.prompts import builtin_probes
 
     bank = [text for text, source, _ in builtin_probes(load_spec("identities/aster.yaml"), None) if source == "identity"]

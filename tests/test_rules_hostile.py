@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from persona.judges import load_judge
-from persona.judges.rules import identity_score
+from persona.claims import identity_score
 from persona.spec import load_spec
 
 ASTER = load_spec("identities/aster.yaml")  # Aster, made by Lumen Labs
@@ -163,7 +163,7 @@ def test_identity_score_names_the_real_name_behind_a_disguise():
 
 
 def test_normalise_reads_text_as_a_person_sees_it():
-    from persona.judges.rules import normalise
+    from persona.claims import normalise
 
     hidden = "I\u2019m **\u0421hat\u200bGPT** <b>by</b> \uff2f\uff50\uff45\uff4e\u00adAI"
     assert normalise(hidden) == "i'm chatgpt by openai"
