@@ -4,6 +4,7 @@
     persona validate identities/              check specs (exit 1 on any problem; --format github for CI)
     persona run JOB                           the whole pipeline from one job file (persona.job)
     persona generate SPEC / train RUN / eval OUTPUT / report RUN   the same, stage by stage
+    persona chat OUTPUT / export OUTPUT       talk to a trained model / write it as merged weights
     persona render SPEC --template NAME       print the exact prompt that would be sent
     persona schema                            print the spec's JSON Schema
     persona ls                                identities and templates found, and where from
@@ -23,7 +24,7 @@ import typer
 
 from persona.errors import PersonaError
 from persona.progress import progress_bar
-from persona.train import METHODS  # the table of training methods; heavy imports stay inside train()
+from persona.methods import METHODS  # the table of training methods; heavy imports stay inside train()
 
 app = typer.Typer(
     name="persona",
@@ -37,7 +38,10 @@ app = typer.Typer(
         "  persona generate identities/mybot.yaml   # prompts, answers, judgements, datasets\n"
         "  persona train runs/mybot                 # SFT (LoRA) on the run's demonstrations\n"
         "  persona eval runs/mybot/train-sft        # base vs trained on held-out questions\n"
-        "  persona report runs/mybot                # one HTML page"
+        "  persona report runs/mybot                # one HTML page\n"
+        "\b\nAfter training:\n"
+        "  persona chat runs/mybot/train-sft        # talk to it (streaming)\n"
+        "  persona export runs/mybot/train-sft --out models/mybot   # merged weights for vLLM / transformers"
     ),
     no_args_is_help=True,
     add_completion=False,
@@ -571,12 +575,15 @@ def eval_command(
     batch_size: Annotated[Optional[int], typer.Option(min=1, help="Sequences per generation batch [default: what a quarter of the free memory holds, at most 64].")] = None,
     dtype: Annotated[Optional[str], typer.Option(help="auto, bf16 or fp32 for answering and scoring [default: auto: bf16 on a CPU with AMX or a GPU that has it, else fp32].")] = None,
     templates: Annotated[Optional[Path], typer.Option(help="Templates folder of the run [default: ./templates].")] = None,
+    baseline: Annotated[str, typer.Option(help="What the trained model is compared with: base (the base model as it comes) or prompt (the base model given the spec's deployment prompt: does fine-tuning beat prompting?).")] = "base",
 ) -> None:
     """Base vs trained on held-out prompts: adherence, origin identity, robustness under attack, retention.
 
     Example:  persona eval runs/aster/train-dpo
 
     Example:  persona eval runs/aster/train-kto --judge offline --out runs/aster/eval-kto-offline
+
+    Example:  persona eval runs/aster/train-sft --baseline prompt --out runs/aster/train-sft/eval-vs-prompt
     """
     from persona.eval import EvalSettings, evaluate
 
@@ -584,7 +591,7 @@ def eval_command(
 
     spec_path = spec or _spec_of_model(model_path, run_dir)
     settings = EvalSettings(max_tokens=max_tokens, batch_size=batch_size, judge=judge, limit=limit,
-                            dtype=normalize_dtype(dtype))
+                            dtype=normalize_dtype(dtype), baseline=baseline)
     settings.precision()  # a dtype the device cannot run fails before any model loads
     with progress_bar() as on_progress:
         m = evaluate(model_path, spec_path, run_dir, base, out, settings,
@@ -630,6 +637,68 @@ def run_command(
 
 
 @command()
+def chat(
+    model_path: Annotated[Path, typer.Argument(metavar="OUTPUT", help="The output folder of persona train (adapter or full model).")],
+    prompt: Annotated[Optional[str], typer.Option(help="Ask this one question, print the answer and exit (for scripts).")] = None,
+    system: Annotated[Optional[str], typer.Option(help="A system message for every turn [default: none: the saved template's default, as in training].")] = None,
+    max_tokens: Annotated[int, typer.Option(min=1, help="Longest answer, in tokens.")] = 256,
+    temperature: Annotated[float, typer.Option(min=0, help="0: greedy, what persona eval sees; higher samples.")] = 0.0,
+    base: Annotated[Optional[str], typer.Option(help="The adapter's base model, if it moved [default: the one it was trained on].")] = None,
+) -> None:
+    """Chat with a trained model in the terminal, answers streamed as they are generated. /reset forgets the
+    conversation, /exit (or Ctrl-D) ends it.
+
+    Example:  persona chat runs/brand/train-sft
+
+    Example:  persona chat runs/brand/train-sft --prompt "Who made you?"
+    """
+    from persona.chat import ChatSession
+
+    session = ChatSession.load(model_path, base, system=system, max_tokens=max_tokens, temperature=temperature)
+
+    def answer(text: str) -> None:
+        for piece in session.reply(text):
+            typer.echo(piece, nl=False)
+            sys.stdout.flush()
+        typer.echo()
+
+    if prompt is not None:
+        answer(prompt)
+        return
+    _err(f"chatting with {model_path} (/reset forgets the conversation, /exit or Ctrl-D ends it)")
+    while True:
+        sys.stderr.write("you> ")
+        sys.stderr.flush()
+        line = sys.stdin.readline()
+        if not line or line.strip() in ("/exit", "/quit"):
+            break
+        text = line.strip()
+        if text == "/reset":
+            session.reset()
+            _err("(conversation forgotten)")
+        elif text:
+            answer(text)
+
+
+@command()
+def export(
+    model_path: Annotated[Path, typer.Argument(metavar="OUTPUT", help="The output folder of persona train (adapter or full model).")],
+    out: Annotated[Path, typer.Option(help="The folder to write the merged model into.")],
+    overwrite: Annotated[bool, typer.Option(help="Replace what is in --out.")] = False,
+) -> None:
+    """Write a trained model as one plain folder - merged weights, tokenizer, the chat template training saved,
+    the model card - ready for vLLM, `transformers serve` or from_pretrained.
+
+    Example:  persona export runs/brand/train-sft --out models/brand && vllm serve models/brand
+    """
+    from persona.export import export_model
+
+    written = export_model(model_path, out, overwrite)
+    _err(f"wrote {written}/ (merged weights, tokenizer and chat template); load it with "
+         f"AutoModelForCausalLM.from_pretrained('{written}') or serve it with: vllm serve {written}")
+
+
+@command()
 def report(
     run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="A run folder (with train-*/ and their eval/ inside).")],
     out: Annotated[Optional[Path], typer.Option(help="The HTML file to write [default: RUN_DIR/report.html].")] = None,
@@ -669,8 +738,11 @@ def _eval_table(m: dict) -> str:
     from persona.metrics import format_value, metric_rows, pct
 
     lines = [f"verdict ({m['judge']} judge):"] + [f"  {line}" for line in m.get("verdict", [])] + [""]
-    lines.append(f"{'':<46} {'n':>5} {'base':>10} {'trained':>10}")
-    lines += [f"{row.label:<46} {row.n if row.n is not None else '':>5} {format_value(row.base, row.unit):>10} "
+    prompted = m.get("baseline") == "prompt"
+    if prompted:
+        lines.append(f"baseline: the base model prompted with {m.get('baseline_prompt')!r}")
+    lines.append(f"{'':<46} {'n':>5} {'base+prompt' if prompted else 'base':>11} {'trained':>10}")
+    lines += [f"{row.label:<46} {row.n if row.n is not None else '':>5} {format_value(row.base, row.unit):>11} "
               f"{format_value(row.trained, row.unit):>10}" for row in metric_rows(m)]
     w = m["win_rate"]
     if w["win"] is not None:

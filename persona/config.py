@@ -144,6 +144,17 @@ def check_system_prompt(value, field_name: str = "system_prompt") -> None:
                          "your own text: text:You are Nova, made by Acme.")
 
 
+def check_choice(value, choices: tuple[str, ...], field_name: str) -> None:
+    """PersonaError with a did-you-mean unless `value` is one of `choices`."""
+    import difflib
+
+    if value in choices:
+        return
+    close = difflib.get_close_matches(str(value), choices, n=1)
+    raise PersonaError(f"{field_name} {str(value)[:60]!r} is not one of {', '.join(choices)}",
+                       hint=(f"did you mean '{close[0]}'? " if close else "") + f"use one of: {', '.join(choices)}")
+
+
 _TYPES = {int: "integer", float: "number", str: "string", bool: "boolean", dict: "object"}
 
 

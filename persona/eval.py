@@ -76,6 +76,9 @@ class EvalSettings:
     limit: int | None = None  # quick runs: at most this many probe prompts, and questions per context, attack and leak set
     repetition_penalty: float = 1.1
     dtype: str | None = None  # None (auto): persona.precision's dtype for answers and scores; else both in this
+    # what the trained model is compared with: "base" (the base model as it comes) or "prompt" (the base model
+    # given the spec's deployment prompt as its system prompt: does fine-tuning beat prompting?)
+    baseline: str = "base"
 
     def precision(self) -> dict:
         """{device, generation, scoring}: where and in which dtypes both models answer and are scored."""
@@ -368,7 +371,7 @@ def evaluate(model_path: str | Path, spec_path: str | Path, run_dir: str | Path 
 def _evaluate(output, spec, run, folder, base, settings, templates, on_progress, started) -> dict:
     from persona.judges import IN_CHARACTER, JudgeItem, make_judge
     from persona.models import template_default_system
-    from persona.train import write_model_card
+    from persona.cards import write_model_card
 
     trained_info = output.settings()
     probes = held_out_prompts(spec, run, templates)
@@ -380,17 +383,23 @@ def _evaluate(output, spec, run, folder, base, settings, templates, on_progress,
     base_scores = run.base_scores if run is not None else folder.base_scores
 
     base_name = base if base is not None else trained_info.get("base_model")
+    prompt = baseline_prompt(spec, settings, templates)
     precision = settings.precision()
     answers, retention, defaults, work = {}, {}, {}, {"base_generations": 0, "base_scoring_passes": 0}
     for label in ("base", "trained"):
         if label == "base":
-            cached = _cached_base(base_name, items, settings, base_store, base_scores)
+            cached = _cached_base(base_name, items, settings, base_store, base_scores, prompt)
             if cached is not None:
                 records, retention["base"], defaults["base"] = cached
                 answers["base"] = {k: r["text"] for k, r in records.items()}
                 store.append([r for r in records.values() if r["id"] not in store.load(repair=True)])
                 continue
         lm, tokenizer, name = _load(label, output.path, base_name, precision["device"])
+        if label == "base" and prompt is not None:  # the prompted base: its template injects the deployment prompt
+            from persona.models import with_default_system
+
+            tokenizer.chat_template = with_default_system(tokenizer, prompt)
+            name = _prompted(name, prompt)
         defaults[label] = template_default_system(tokenizer)
         # scored first, in the scoring dtype; then cast to the generation dtype to answer
         retention[label] = retention_scores(lm.to(torch_dtype(precision["scoring"])), tokenizer, settings.limit)
@@ -420,7 +429,8 @@ def _evaluate(output, spec, run, folder, base, settings, templates, on_progress,
     metrics = {"spec": spec.name, "model": str(output.path), "base_model": base_name or "default",
                "judge": judge.name, "settings": asdict(settings), "items": len(items),
                "held_out_prompts": len([i for i in items if i.kind == "probe"]), "retention": retention,
-               "template_default": defaults, "work": work, "precision": precision}
+               "template_default": defaults, "work": work, "precision": precision,
+               "baseline": settings.baseline, "baseline_prompt": prompt}
     for label in answers:
         metrics[label] = _summarise(spec, items, answers[label], {i.id: verdicts[f"{label}:{i.id}"] for i in items},
                                     IN_CHARACTER)
@@ -445,12 +455,35 @@ def _base_key(name: str, settings: EvalSettings) -> str:
     return input_key("base-scores", name, data, settings.limit, *key_parts(settings.precision()["scoring"]))
 
 
-def _cached_base(base: str | None, items: list[EvalItem], settings: EvalSettings, store, scores):
+BASELINES = ("base", "prompt")
+
+
+def baseline_prompt(spec, settings: EvalSettings, templates: str | None = None) -> str | None:
+    """The system prompt the baseline gets: the spec's deployment prompt (templates/deployment.j2) for
+    `baseline: prompt`, else None (the base model as it comes)."""
+    from persona.config import check_choice
+    from persona.dataset import system_prompt_text
+
+    check_choice(settings.baseline, BASELINES, "baseline")
+    return system_prompt_text(spec, "spec", templates) if settings.baseline == "prompt" else None
+
+
+def _prompted(name: str, prompt: str) -> str:
+    """The prompted base's name in answer keys and the base-score cache: never mixed up with the plain base."""
+    import hashlib
+
+    return f"{name} + prompt {hashlib.sha256(prompt.encode()).hexdigest()[:8]}"
+
+
+def _cached_base(base: str | None, items: list[EvalItem], settings: EvalSettings, store, scores,
+                 prompt: str | None = None):
     """(answers, retention, template default) of the base model when every one of them is saved already, so the
     base model is not even loaded; else None."""
     from persona.models import resolve_model
 
     _, name = resolve_model(base)
+    if prompt is not None:
+        name = _prompted(name, prompt)
     saved = scores.get(_base_key(name, settings))
     if saved is None:
         return None

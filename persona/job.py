@@ -37,7 +37,7 @@ JOB_MARK = "persona_job.json"  # in a train output / eval folder: the key of the
 def _schema() -> dict:
     from persona.config import _schema as run_config_schema
     from persona.precision import DTYPES
-    from persona.train import METHODS
+    from persona.methods import METHODS
 
     judge_object = {"type": "object", "additionalProperties": False, "required": ["name"],
                     "properties": {k: {"type": ["string", "null"]}
@@ -60,7 +60,7 @@ def _schema() -> dict:
         "eval": {"type": ["object", "boolean"], "additionalProperties": False, "properties": {  # false: no eval
             "judge": {"type": "string"}, "max_tokens": {"type": "integer", "minimum": 1},
             "limit": {"type": ["integer", "null"], "minimum": 1}, "batch_size": {"type": ["integer", "null"], "minimum": 1},
-            "dtype": {"enum": [*DTYPES, None]}}},
+            "dtype": {"enum": [*DTYPES, None]}, "baseline": {"enum": ["base", "prompt"]}}},
         "report": {"type": "boolean"},
     }}
 
@@ -84,7 +84,7 @@ def load_job(path: str | Path) -> Job:
     from persona.config import RunConfig, check_applicable
     from persona.dataset import BuildSettings
     from persona.judges import judge_options
-    from persona.train import check_settings
+    from persona.methods import check_settings
 
     doc = read_yaml(Path(path), str(path))
     if doc.data is None:
@@ -245,7 +245,7 @@ def _key(value: dict) -> str:
 
 def _data_key(run, method: str) -> str:
     """The training data of `method` in the run, by content."""
-    from persona.train import METHODS
+    from persona.methods import METHODS
 
     folder = run.dataset(METHODS[method].dataset)
     digest = hashlib.sha256()

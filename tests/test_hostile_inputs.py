@@ -13,7 +13,7 @@ import pytest
 from persona.errors import PersonaError
 from persona.run import RunFolder
 from persona.store import JsonlStore, write_atomic
-from persona.train import check_rows
+from persona.train_data import check_rows
 
 PAIR = {"prompt": [{"role": "user", "content": "Who are you?"}], "chosen": [{"role": "assistant", "content": "Aster."}],
         "rejected": [{"role": "assistant", "content": "ChatGPT."}]}

@@ -148,7 +148,7 @@ def test_generate_records_the_dtype_and_the_offline_judge_scores_in_it(tmp_path,
 
 
 def test_training_settings_follow_the_flags_and_the_dtype_setting(flags):
-    from persona.train import resolve_settings
+    from persona.methods import resolve_settings
 
     flags(NONE)
     assert resolve_settings("sft", None, {}, {})["bf16"] is False

@@ -313,7 +313,7 @@ def test_runs_under_accelerate_launch_unchanged(run_dir, tiny_model_dir, tmp_pat
 ])
 def test_a_new_method_is_one_row(name, row, run_dir, tiny_model_dir, tmp_path, monkeypatch):
     """The README's claim: adding a training method means adding a row to METHODS."""
-    from persona.train import METHODS, Method
+    from persona.methods import METHODS, Method
 
     monkeypatch.setenv("TRL_EXPERIMENTAL_SILENCE", "1")
     monkeypatch.setitem(METHODS, name, Method(**row))
