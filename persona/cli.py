@@ -576,6 +576,8 @@ def eval_command(
     dtype: Annotated[Optional[str], typer.Option(help="auto, bf16 or fp32 for answering and scoring [default: auto: bf16 on a CPU with AMX or a GPU that has it, else fp32].")] = None,
     templates: Annotated[Optional[Path], typer.Option(help="Templates folder of the run [default: ./templates].")] = None,
     baseline: Annotated[str, typer.Option(help="What the trained model is compared with: base (the base model as it comes) or prompt (the base model given the spec's deployment prompt: does fine-tuning beat prompting?).")] = "base",
+    backend: Annotated[str, typer.Option("--backend", "-b", help="Who generates the answers: hf (default: the models loaded for the scores), vllm, or openai against a server that loads local folders (an adapter is exported merged into the eval folder).")] = "hf",
+    option: Annotated[Optional[list[str]], typer.Option("--backend-option", "-o", help="A backend option KEY=VALUE (repeatable), e.g. -o base_url=http://localhost:8000/v1.")] = None,
 ) -> None:
     """Base vs trained on held-out prompts: adherence, origin identity, robustness under attack, retention.
 
@@ -591,7 +593,8 @@ def eval_command(
 
     spec_path = spec or _spec_of_model(model_path, run_dir)
     settings = EvalSettings(max_tokens=max_tokens, batch_size=batch_size, judge=judge, limit=limit,
-                            dtype=normalize_dtype(dtype), baseline=baseline)
+                            dtype=normalize_dtype(dtype), baseline=baseline, backend=backend,
+                            backend_options=_assignments(option, "--backend-option", "e.g. -o timeout=120", word="KEY"))
     settings.precision()  # a dtype the device cannot run fails before any model loads
     with progress_bar() as on_progress:
         m = evaluate(model_path, spec_path, run_dir, base, out, settings,

@@ -38,7 +38,7 @@ import json
 import math
 import re
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -79,6 +79,11 @@ class EvalSettings:
     # what the trained model is compared with: "base" (the base model as it comes) or "prompt" (the base model
     # given the spec's deployment prompt as its system prompt: does fine-tuning beat prompting?)
     baseline: str = "base"
+    # which generation backend answers (persona.backends' table): "hf" reuses the models loaded for the scores;
+    # another (vllm, or openai against a server that loads local folders) gets each model as a folder of full
+    # weights - the base's, and the trained model's (an adapter exported merged into the eval folder once)
+    backend: str = "hf"
+    backend_options: dict = field(default_factory=dict)
 
     def precision(self) -> dict:
         """{device, generation, scoring}: where and in which dtypes both models answer and are scored."""
@@ -234,12 +239,14 @@ def _spread(rows: list, limit: int | None) -> list:
     return [rows[i * len(rows) // limit] for i in range(limit)]
 
 
-def answer(backend, label: str, items: list[EvalItem], settings: EvalSettings, store, on_progress=None) -> dict:
+def answer(backend, label: str, items: list[EvalItem], settings: EvalSettings, store, on_progress=None,
+           model: str | None = None) -> dict:
     """{item id: answer record} for one model, reusing answers already in the store (keyed by the model's
     name, the item and the sampling settings)."""
     from persona.store import append_missing, now
 
-    requests, by_key = _requests(backend.model, items, settings)
+    # keyed by the model's name (`model`, else the backend's), whichever backend answers
+    requests, by_key = _requests(model or backend.model, items, settings)
 
     def to_records(result) -> list[dict]:
         item, c = by_key[result.request.key], result.completions[0]
@@ -252,6 +259,60 @@ def answer(backend, label: str, items: list[EvalItem], settings: EvalSettings, s
     return {item.id: done[r.key] for r, item in zip(requests, items)}
 
 
+def _backend(label: str, lm, tokenizer, name: str, settings: EvalSettings, output, folder, base: str | None):
+    """The backend that answers for `label`, from persona.backends' table (settings.backend)."""
+    from persona.backends import BACKENDS, EXTRAS, load_backend
+    from persona.registry import check_name, load_class
+
+    check_name(BACKENDS, settings.backend, "backend", hidden=("fake",))
+    if settings.backend == "hf":  # the model in memory, already loaded for the scores
+        hf = load_class(BACKENDS, "hf", "backend", "pip install 'persona-tune[train]'")
+        return hf.from_loaded(lm, tokenizer, name, settings.batch_size, settings.repetition_penalty,
+                              dtype=settings.precision()["generation"])
+    if label == "base":
+        from persona.models import resolve_model
+
+        model = str(resolve_model(base)[0])
+    elif output.has_model():
+        model = str(output.path)
+    else:  # an adapter: a folder of merged weights, written once
+        from persona.export import export_model
+
+        from persona.models import trained_fingerprint
+
+        fingerprint = trained_fingerprint(output.path)
+        if not folder.exported.is_dir() or fingerprint != _exported_of(folder):
+            export_model(output.path, folder.exported, overwrite=True)
+            _mark_exported(folder, fingerprint)
+        model = str(folder.exported)
+    options = {"batch_size": settings.batch_size, **settings.backend_options}
+    backend = load_backend(settings.backend, model=model,
+                           **{k: v for k, v in options.items() if k in _accepted(settings.backend)})
+    return backend
+
+
+def _accepted(backend: str) -> set[str]:
+    import inspect
+
+    from persona.backends import BACKENDS
+    from persona.registry import load_class
+
+    cls = load_class(BACKENDS, backend, "backend", "")
+    return set(inspect.signature(cls.__init__).parameters) - {"self"}
+
+
+def _exported_of(folder) -> str | None:
+    from persona.run import read_json
+
+    return read_json(folder.exported_mark).get("fingerprint") if folder.exported_mark.is_file() else None
+
+
+def _mark_exported(folder, fingerprint: str) -> None:
+    from persona.store import write_atomic
+
+    write_atomic(folder.exported_mark, json.dumps({"fingerprint": fingerprint}) + "\n")
+
+
 def _requests(model: str, items: list[EvalItem], settings: EvalSettings):
     from persona.backends import Request, SamplingParams
     from persona.store import input_key
@@ -261,8 +322,10 @@ def _requests(model: str, items: list[EvalItem], settings: EvalSettings):
     for item in items:
         params = SamplingParams(n=1, temperature=0.0, top_p=1.0, max_tokens=item.max_tokens or settings.max_tokens,
                                 seed=0)
+        # another backend's answers are keyed apart (hf keys are unchanged, so earlier runs' answers are reused)
+        engine = () if settings.backend == "hf" else (settings.backend,)
         key = input_key(model, settings.repetition_penalty, item.id, item.messages, params.to_dict(),
-                        *key_parts(dtype))
+                        *key_parts(dtype), *engine)
         requests.append(Request(key, item.messages, params))
         by_key[key] = item
     return requests, by_key
@@ -384,6 +447,10 @@ def _evaluate(output, spec, run, folder, base, settings, templates, on_progress,
 
     base_name = base if base is not None else trained_info.get("base_model")
     prompt = baseline_prompt(spec, settings, templates)
+    from persona.backends import BACKENDS
+    from persona.registry import check_name
+
+    check_name(BACKENDS, settings.backend, "backend", hidden=("fake",))  # before any model loads
     precision = settings.precision()
     answers, retention, defaults, work = {}, {}, {}, {"base_generations": 0, "base_scoring_passes": 0}
     for label in ("base", "trained"):
@@ -403,13 +470,10 @@ def _evaluate(output, spec, run, folder, base, settings, templates, on_progress,
         defaults[label] = template_default_system(tokenizer)
         # scored first, in the scoring dtype; then cast to the generation dtype to answer
         retention[label] = retention_scores(lm.to(torch_dtype(precision["scoring"])), tokenizer, settings.limit)
-        from persona.backends.hf import HFBackend
-
-        backend = HFBackend.from_loaded(lm, tokenizer, name, settings.batch_size, settings.repetition_penalty,
-                                        dtype=precision["generation"])
+        backend = _backend(label, lm, tokenizer, name, settings, output, folder, base_name)
         target = base_store if label == "base" else store
         before = len(target.load())
-        records = answer(backend, label, items, settings, target, on_progress)
+        records = answer(backend, label, items, settings, target, on_progress, model=name)
         if label == "base":
             work["base_generations"] = len(target.load()) - before
             if base_store is not store:  # the report reads both models' answers from one file
@@ -419,6 +483,7 @@ def _evaluate(output, spec, run, folder, base, settings, templates, on_progress,
         if label == "base":
             work["base_scoring_passes"] = 1
             base_scores.put(_base_key(name, settings), {**retention[label], "template_default": defaults[label]})
+        backend.close()
         del backend, lm
 
     verdicts: dict[str, dict] = {}
@@ -427,7 +492,7 @@ def _evaluate(output, spec, run, folder, base, settings, templates, on_progress,
         for ji, v in judge.judge(spec, judge_items):
             verdicts[ji.key] = v.to_dict()
     metrics = {"spec": spec.name, "model": str(output.path), "base_model": base_name or "default",
-               "judge": judge.name, "settings": asdict(settings), "items": len(items),
+               "judge": judge.name, "settings": _recorded(settings), "items": len(items),
                "held_out_prompts": len([i for i in items if i.kind == "probe"]), "retention": retention,
                "template_default": defaults, "work": work, "precision": precision,
                "baseline": settings.baseline, "baseline_prompt": prompt}
@@ -455,6 +520,16 @@ def _base_key(name: str, settings: EvalSettings) -> str:
     return input_key("base-scores", name, data, settings.limit, *key_parts(settings.precision()["scoring"]))
 
 
+def _recorded(settings: EvalSettings) -> dict:
+    """The settings as metrics.json records them: a server URL without credentials."""
+    from persona.config import url_without_credentials
+
+    recorded = asdict(settings)
+    recorded["backend_options"] = {k: url_without_credentials(v) if isinstance(v, str) and "://" in v else v
+                                   for k, v in settings.backend_options.items()}
+    return recorded
+
+
 BASELINES = ("base", "prompt")
 
 
@@ -465,6 +540,9 @@ def baseline_prompt(spec, settings: EvalSettings, templates: str | None = None) 
     from persona.dataset import system_prompt_text
 
     check_choice(settings.baseline, BASELINES, "baseline")
+    if settings.baseline == "prompt" and settings.backend != "hf":
+        raise PersonaError(f"baseline prompt runs on the hf backend, not on '{settings.backend}'",
+                           hint="drop --backend for this comparison (the prompt is set in the base's chat template)")
     return system_prompt_text(spec, "spec", templates) if settings.baseline == "prompt" else None
 
 

@@ -60,7 +60,8 @@ def _schema() -> dict:
         "eval": {"type": ["object", "boolean"], "additionalProperties": False, "properties": {  # false: no eval
             "judge": {"type": "string"}, "max_tokens": {"type": "integer", "minimum": 1},
             "limit": {"type": ["integer", "null"], "minimum": 1}, "batch_size": {"type": ["integer", "null"], "minimum": 1},
-            "dtype": {"enum": [*DTYPES, None]}, "baseline": {"enum": ["base", "prompt"]}}},
+            "dtype": {"enum": [*DTYPES, None]}, "baseline": {"enum": ["base", "prompt"]},
+            "backend": {"type": "string"}, "backend_options": {"type": "object"}}},
         "report": {"type": "boolean"},
     }}
 

@@ -100,3 +100,25 @@ def test_eval_against_the_prompted_base(trained, tmp_path):
                               "--out", str(tmp_path / "e")])
     assert cli.exit_code == 0, cli.stderr
     assert "base+prompt" in cli.stdout and "prompted with 'You are Aster" in cli.stdout
+
+
+def test_eval_answers_through_another_backend_of_the_table(trained, tmp_path):
+    """-b fake: the answers come from the named backend, which gets each model as a folder of full weights
+    (the adapter exported merged, once); the scores still come from the loaded models."""
+    from persona.eval import EvalSettings, evaluate
+
+    settings = EvalSettings(max_tokens=4, limit=1, backend="fake")
+    m = evaluate(trained, "identities/aster.yaml", out=tmp_path / "e", settings=settings)
+    answers = [json.loads(line) for line in (tmp_path / "e" / "answers.jsonl").read_text().splitlines()]
+    assert answers and all(a["text"].startswith("Fake ") for a in answers), answers[0]
+    assert m["settings"]["backend"] == "fake" and m["retention"]["trained"]["perplexity"] > 1
+    exported = tmp_path / "e" / "model"
+    assert (exported / "config.json").is_file() and not (exported / "adapter_config.json").exists()
+    stamp = (exported / "config.json").stat().st_mtime_ns
+    evaluate(trained, "identities/aster.yaml", out=tmp_path / "e2", settings=EvalSettings(max_tokens=4, limit=2,
+                                                                                          backend="fake"))
+    evaluate(trained, "identities/aster.yaml", out=tmp_path / "e", settings=EvalSettings(max_tokens=4, limit=2,
+                                                                                         backend="fake"))
+    assert (exported / "config.json").stat().st_mtime_ns == stamp  # the same adapter is not exported again
+    bad = runner.invoke(app, ["eval", str(trained), "-b", "vlm", "--limit", "1", "--out", str(tmp_path / "x")])
+    assert bad.exit_code == 1 and "did you mean 'vllm'" in bad.stderr
