@@ -22,7 +22,9 @@ from typing import Annotated, Optional
 
 import typer
 
+from persona.config import BuildSettings, RunConfig
 from persona.errors import PersonaError
+from persona.options import add_options
 from persona.progress import progress_bar
 from persona.methods import METHODS  # the table of training methods; heavy imports stay inside train()
 
@@ -55,16 +57,12 @@ TemplatesOption = Annotated[
 ]
 
 
-JudgeOption = Annotated[str, typer.Option("--judge", help="rules (instant, the default), offline (rules + the local model's likelihood ratio), llm, reward:PATH, or none.")]
+JudgeOption = Annotated[Optional[str], typer.Option("--judge", help="rules (instant), offline (rules + the local model's likelihood ratio), llm, reward:PATH, or none [default: rules].")]
 JudgeBackendOption = Annotated[Optional[str], typer.Option(help="--judge llm: backend of the judge model (hf, openai, vllm) [default: hf].")]
 JudgeModelOption = Annotated[Optional[str], typer.Option(help="--judge llm: the judge model; --judge offline: the scoring model [default: embedded].")]
 JudgeBaseUrlOption = Annotated[Optional[str], typer.Option(help="--judge llm with openai: server URL.")]
 JudgeKeyOption = Annotated[Optional[str], typer.Option(help="--judge llm with openai: variable holding the API key.")]
-MarginOption = Annotated[float, typer.Option(help="Smallest score gap (0-10) between chosen and rejected.", min=0)]
-PairwiseOption = Annotated[bool, typer.Option("--pairwise", help="With --judge llm: keep a pair only if the judge prefers chosen in both orders.")]
-RejectedFromOption = Annotated[str, typer.Option(help="Rejected responses: 'violating' (written to break the rubric) or 'any' (also conforming attempts the judge scored out of character).")]
-LicenseOption = Annotated[Optional[str], typer.Option(help="License of the datasets, recorded in their cards and passed on to the model cards of persona train: a Hugging Face Hub license id, e.g. apache-2.0, mit, cc-by-4.0, other.")]
-KtoThresholdOption = Annotated[float, typer.Option(help="KTO label: desirable when the overall score is at least this.", min=0, max=10)]
+PairwiseOption = Annotated[Optional[bool], typer.Option("--pairwise", help="With --judge llm: keep a pair only if the judge prefers chosen in both orders.")]
 
 
 def _err(message: str) -> None:
@@ -256,46 +254,22 @@ def init(
 
 
 @command(interrupted="interrupted: finished records are kept; run the same command again to resume")
+@add_options(BuildSettings, into="build_settings")
+@add_options(RunConfig, skip=("templates",))
 def generate(
     spec_path: Annotated[Path, typer.Argument(metavar="SPEC", help="The identity spec file.")],
-    backend: Annotated[Optional[str], typer.Option("--backend", "-b", help="hf (default: local model), openai, vllm.")] = None,
-    model: Annotated[Optional[str], typer.Option("--model", "-m", help="hf/vllm: model folder or .gguf [default: embedded SmolLM2-135M-Instruct]; openai: model name.")] = None,
-    base_url: Annotated[Optional[str], typer.Option(help="openai: server URL, e.g. http://localhost:8000/v1.")] = None,
-    api_key_env: Annotated[Optional[str], typer.Option(help="openai: environment variable holding the API key [default: OPENAI_API_KEY].")] = None,
-    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML run config; flags override it.")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="Run folder [default: runs/<identity name>].")] = None,
-    limit: Annotated[Optional[int], typer.Option(help="At most this many prompts (quick runs).", min=1)] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML run config (any setting below, and judge:, judge_options:, build:, pairwise:); flags override it.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the rendered prompts and the number of requests; call nothing.")] = False,
-    k: Annotated[Optional[int], typer.Option("-k", help="Conforming and violating responses per prompt [default: 2].", min=1)] = None,
-    prompts_per_target: Annotated[Optional[int], typer.Option(help="Prompts synthesized per trait/constraint/... [default: 3].", min=0)] = None,
-    eval_fraction: Annotated[Optional[float], typer.Option(help="Share of prompts held out for eval [default: 0.2].", min=0, max=0.9)] = None,
-    temperature: Annotated[Optional[float], typer.Option(min=0)] = None,
-    top_p: Annotated[Optional[float], typer.Option(min=0, max=1)] = None,
-    max_tokens: Annotated[Optional[int], typer.Option(help="Longest response, in tokens [default: 192].", min=1)] = None,
-    seed: Annotated[Optional[int], typer.Option()] = None,
-    concurrency: Annotated[Optional[int], typer.Option(help="openai: requests in flight [default: 4 for a server on this machine or network, 32 for a remote one].", min=1)] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="hf: sequences per batch [default: what a quarter of the free memory holds, at most 64].", min=1)] = None,
-    tensor_parallel_size: Annotated[Optional[int], typer.Option(help="vllm: GPUs to shard the model over.", min=1)] = None,
-    dtype: Annotated[Optional[str], typer.Option(help="hf/vllm and the offline judge: auto, bf16 or fp32 [default: auto: bf16 on a CPU with AMX or a GPU that has it, else fp32 (vllm: its own auto)].")] = None,
     option: Annotated[Optional[list[str]], typer.Option("--backend-option", "-o", help="Other backend option KEY=VALUE (repeatable), e.g. -o timeout=120.")] = None,
-    judge: JudgeOption = "rules",
+    judge: JudgeOption = None,
     judge_backend: JudgeBackendOption = None,
     judge_model: JudgeModelOption = None,
     judge_base_url: JudgeBaseUrlOption = None,
     judge_api_key_env: JudgeKeyOption = None,
-    margin: MarginOption = 2.0,
-    kto_threshold: KtoThresholdOption = 5.0,
-    rejected_from: RejectedFromOption = "violating",
-    pairwise: PairwiseOption = False,
-    license: LicenseOption = None,
-    system_prompt: Annotated[Optional[str], typer.Option(help="persona's default system prompt in the training rows (half of them; the other half empty) and the trained model's chat template: neutral (\"You are a helpful assistant.\"), spec (templates/deployment.j2), none, or text:YOUR TEXT [default: neutral].")] = None,
-    target_model: Annotated[Optional[str], typer.Option(help="The model to be trained (hf): it writes the replay answers and, with --violating plain, the rejected ones [default: embedded SmolLM2-135M-Instruct].")] = None,
-    demonstrations: Annotated[Optional[bool], typer.Option("--demonstrations/--no-demonstrations", help="Identity answers filled from the spec (templates/identity_answers.j2), at least 2 per identity question, one of them inside a conversation [default: on].")] = None,
-    replay: Annotated[Optional[int], typer.Option(help="General prompts the target model answers itself, mixed into training [default: 96; 0: none].", min=0)] = None,
-    violating: Annotated[Optional[str], typer.Option(help="Rejected side: targeted (violating.j2 aimed at one item) or plain (the target model's own answers, no persona prompt) [default: targeted].")] = None,
-    conforming_for_demonstrated: Annotated[Optional[bool], typer.Option("--conforming-for-demonstrated/--no-conforming-for-demonstrated", help="Also ask the generator for conforming answers to prompts that have demonstrations (identity questions, the spec's example prompts); off: the demonstrations are their chosen side, which saves the longest requests when the generator is small [default: on].")] = None,
-    rejection_budget: Annotated[Optional[int], typer.Option(help="Conforming samples drawn at most per prompt beyond -k until the judge accepts one [default: 0].", min=0)] = None,
+    pairwise: PairwiseOption = None,
     templates: TemplatesOption = None,
+    settings: dict = None,
+    build_settings: dict = None,
 ) -> None:
     """Generate probe prompts, responses (conforming, violating, demonstrations, replay), judgements, and
     SFT / DPO / KTO datasets.
@@ -306,36 +280,33 @@ def generate(
 
     Example:  persona generate identities/aster.yaml -b openai -m gpt-4o-mini --concurrency 64
     """
-    from persona.config import load_run_config
+    from persona.config import load_generate_config
     from persona.spec import load_spec
 
     backend_options = _assignments(option, "--backend-option", "e.g. -o timeout=120", word="KEY")
-    overrides = dict(backend=backend, model=model, base_url=base_url, api_key_env=api_key_env,
-                     out=str(out) if out else None, limit=limit, k=k, prompts_per_target=prompts_per_target,
-                     eval_fraction=eval_fraction, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
-                     seed=seed, concurrency=concurrency, batch_size=batch_size,
-                     tensor_parallel_size=tensor_parallel_size, dtype=dtype,
-                     templates=str(templates) if templates else None,
-                     system_prompt=system_prompt, target_model=target_model, demonstrations=demonstrations,
-                     replay=replay, violating=violating, rejection_budget=rejection_budget,
-                     conforming_for_demonstrated=conforming_for_demonstrated)
-    run_config = load_run_config(config, overrides)
+    file = load_generate_config(config)  # every key checked at its line, before any work
+    run_config = file.run_config({**settings, "templates": str(templates) if templates else None})
     if backend_options:
         from dataclasses import replace
 
         run_config = replace(run_config, backend_options={**run_config.backend_options, **backend_options})
+    if judge is not None or any((judge_backend, judge_model, judge_base_url, judge_api_key_env)):
+        judge_name, judge_options = _judge_choice(judge or file.judge, judge_backend, judge_model, judge_base_url,
+                                                  judge_api_key_env)
+    else:
+        judge_name, judge_options = _judge_choice(file.judge, None, None, None, None)
+        judge_options = {**judge_options, **file.judge_options}
+    build = file.build_settings(build_settings)
+    pairwise = file.pairwise if pairwise is None else pairwise
     spec = load_spec(spec_path)
     if dry_run:
-        _print_dry_run(spec, run_config, judge)
+        _print_dry_run(spec, run_config, judge_name or "none")
         return
-    from persona.dataset import BuildSettings
     from persona.pipeline import generate as run_generate
 
-    judge_name, judge_options = _judge_choice(judge, judge_backend, judge_model, judge_base_url, judge_api_key_env)
     with progress_bar() as on_progress:
         summary = run_generate(spec, run_config, on_progress, judge=judge_name, judge_options=judge_options,
-                               build=BuildSettings(margin=margin, kto_threshold=kto_threshold, rejected_from=rejected_from,
-                                                   license=license), pairwise=pairwise)
+                               build=build, pairwise=pairwise)
     minutes, seconds = divmod(int(summary.seconds), 60)
     _err(f"wrote {summary.responses} responses ({summary.conforming} conforming, {summary.violating} violating, "
          f"{summary.demonstrations} demonstrations, {summary.replay} replay) "
@@ -390,7 +361,7 @@ def _judge_choice(judge: str, backend, model, base_url, api_key_env) -> tuple[st
 @command("judge")
 def judge_command(
     run_dir: Annotated[Optional[Path], typer.Argument(metavar="RUN_DIR", help="A run folder from persona generate.")] = None,
-    judge: JudgeOption = "rules",
+    judge: Annotated[str, typer.Option("--judge", help="rules (instant), offline (rules + the local model's likelihood ratio), llm or reward:PATH.")] = "rules",
     judge_backend: JudgeBackendOption = None,
     judge_model: JudgeModelOption = None,
     judge_base_url: JudgeBaseUrlOption = None,
@@ -436,6 +407,7 @@ def judge_command(
 
 
 @command()
+@add_options(BuildSettings, into="build_settings")
 def build(
     run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="A run folder from persona generate.")],
     judge: Annotated[Optional[str], typer.Option("--judge", help="Whose judgements to use [default: the last judge run].")] = None,
@@ -443,26 +415,21 @@ def build(
     judge_backend: JudgeBackendOption = None,
     judge_base_url: JudgeBaseUrlOption = None,
     judge_api_key_env: JudgeKeyOption = None,
-    margin: MarginOption = 2.0,
-    kto_threshold: KtoThresholdOption = 5.0,
-    rejected_from: RejectedFromOption = "violating",
     pairwise: PairwiseOption = False,
-    license: LicenseOption = None,
     spec: Annotated[Optional[Path], typer.Option(help="The run's spec, if it moved [default: from run.json].")] = None,
+    build_settings: dict = None,
 ) -> None:
     """Build the DPO/IPO pairs and KTO rows of a run from its judged responses.
 
     Example:  persona build runs/brand --margin 3
     """
-    from persona.dataset import BuildSettings
     from persona.pipeline import build_run
 
     options = None
     if judge:
         _, options = _judge_choice(judge, judge_backend, judge_model, judge_base_url, judge_api_key_env)
-    report = build_run(run_dir, BuildSettings(margin=margin, kto_threshold=kto_threshold, rejected_from=rejected_from,
-                                              license=license), judge, options,
-                       str(spec) if spec else None, pairwise)
+    report = build_run(run_dir, BuildSettings(**{k: v for k, v in build_settings.items() if v is not None}), judge,
+                       options, str(spec) if spec else None, pairwise)
     _print_build(report)
 
 

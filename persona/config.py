@@ -28,42 +28,58 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from persona.errors import PersonaError, SpecError
+from persona.judges import IN_CHARACTER
+from persona.options import setting
 from persona.validation import schema_problems
 from persona.yaml_source import read_yaml
 
 
 @dataclass(frozen=True)
 class RunConfig:
-    backend: str = "hf"
-    model: str | None = None  # hf: default model; openai: required
-    base_url: str | None = None
-    api_key_env: str = "OPENAI_API_KEY"
-    concurrency: int | None = None  # openai: requests in flight (default 32; 4 for a local server)
-    batch_size: int | None = None  # hf: sequences per batch (default: sized for the free memory, at most 64)
-    tensor_parallel_size: int | None = None  # vllm
-    dtype: str | None = None  # hf, vllm, the offline judge: bf16, fp32 or auto (persona.precision chooses)
-    backend_options: dict = field(default_factory=dict)  # anything else the backend accepts
-    k: int = 2  # conforming and violating responses per prompt
-    prompts_per_target: int = 3  # prompts synthesized per trait, style rule, constraint and ethics item
-    synthesize: bool = True
-    eval_fraction: float = 0.2  # share of prompts held out for evaluation
-    temperature: float = 0.8
-    top_p: float = 0.95
-    max_tokens: int = 192
-    seed: int = 0
-    limit: int | None = None  # at most this many prompts (quick runs)
-    out: str | None = None  # default runs/<identity-name>
-    templates: str | None = None
+    """Every setting of `persona generate`, each with its command-line option (persona.options): the field is
+    the one home of its default, type, help text and config-file key."""
+
+    backend: str = setting("hf", "Who generates: hf (a local model), openai (any OpenAI-compatible server), vllm.", "-b")
+    model: str | None = setting(None, "hf/vllm: model folder or .gguf; openai: model name.", "-m",
+                                shown="embedded SmolLM2-135M-Instruct")
+    base_url: str | None = setting(None, "openai: server URL, e.g. http://localhost:8000/v1.")
+    api_key_env: str = setting("OPENAI_API_KEY", "openai: the environment variable holding the API key (its name, never the key).")
+    concurrency: int | None = setting(None, "openai: requests in flight.", min=1,
+                                      shown="4 for a server on this machine or network, 32 for a remote one")
+    batch_size: int | None = setting(None, "hf: sequences per batch.", min=1,
+                                     shown="what a quarter of the free memory holds, at most 64")
+    tensor_parallel_size: int | None = setting(None, "vllm: GPUs to shard the model over.", min=1)
+    dtype: str | None = setting(None, "hf/vllm and the offline judge: auto, bf16 or fp32.",
+                                shown="auto: bf16 on a CPU with AMX or a GPU that has it, else fp32 (vllm: its own auto)")
+    backend_options: dict = setting(help="Anything else the backend accepts (-o KEY=VALUE).", factory=dict, cli=False)
+    k: int = setting(2, "Conforming and violating responses per prompt.", "-k", min=1)
+    prompts_per_target: int = setting(3, "Prompts synthesized per trait, style rule, constraint and ethics item.", min=0)
+    synthesize: bool = setting(True, "Synthesize probe prompts with the generator (off: the spec's and the built-in ones only).", cli=False)
+    eval_fraction: float = setting(0.2, "Share of prompts held out for evaluation.", min=0, max=0.9)
+    temperature: float = setting(0.8, "Sampling temperature of the generator.", min=0)
+    top_p: float = setting(0.95, "Nucleus sampling of the generator.", min=0, max=1)
+    max_tokens: int = setting(192, "Longest response, in tokens.", min=1)
+    seed: int = setting(0, "Sampling seed: the same seed, the same responses.")
+    limit: int | None = setting(None, "Quick runs: at most this many prompts (replay scales down with it).", min=1)
+    out: str | None = setting(None, "Run folder.", shown="runs/<identity name>")
+    templates: str | None = setting(None, "Folder searched for templates before the built-ins.", shown="./templates")
     # what the data teaches, beyond the generator's own conforming and violating responses
-    system_prompt: str = "neutral"  # persona's default system prompt: neutral, spec (templates/deployment.j2), none or text:YOUR TEXT
-    target_model: str | None = None  # the model to be trained (hf; default: the embedded model)
-    demonstrations: bool = True  # identity answers filled from the spec (templates/identity_answers.j2)
-    # also ask the generator for conforming answers to prompts that have demonstrations (off: the spec's
-    # demonstrations are their only chosen side, which saves the generator's longest requests)
-    conforming_for_demonstrated: bool = True
-    replay: int = 96  # general prompts the target model answers, mixed into training (0: none)
-    violating: str = "targeted"  # targeted: violating.j2 aimed at one item; plain: the target model, no persona prompt
-    rejection_budget: int = 0  # conforming samples drawn at most per prompt beyond k, until the judge accepts one
+    system_prompt: str = setting("neutral", "persona's default system prompt in the training rows (half of them; the "
+                                 "other half empty) and the trained model's chat template: neutral (\"You are a helpful "
+                                 "assistant.\"), spec (templates/deployment.j2), none, or text:YOUR TEXT.")
+    target_model: str | None = setting(None, "The model to be trained (hf): it writes the replay answers and, with "
+                                       "--violating plain, the rejected ones.", shown="embedded SmolLM2-135M-Instruct")
+    demonstrations: bool = setting(True, "Identity answers filled from the spec (templates/identity_answers.j2), at "
+                                   "least 2 per identity question, one of them inside a conversation.")
+    conforming_for_demonstrated: bool = setting(True, "Also ask the generator for conforming answers to prompts that "
+                                                "have demonstrations (identity questions, the spec's example prompts); "
+                                                "off: the demonstrations are their chosen side, which saves the longest "
+                                                "requests when the generator is small.")
+    replay: int = setting(96, "General prompts the target model answers itself, mixed into training (0: none).", min=0)
+    violating: str = setting("targeted", "Rejected side: targeted (violating.j2 aimed at one item) or plain (the "
+                             "target model's own answers, no persona prompt).")
+    rejection_budget: int = setting(0, "Conforming samples drawn at most per prompt beyond -k until the judge accepts one.",
+                                    min=0)
 
     def __post_init__(self):
         check_system_prompt(self.system_prompt)
@@ -115,6 +131,41 @@ class RunConfig:
         named = {**BACKEND_SETTINGS, "fake": ()}
         chosen = {k: getattr(self, k) for k in ("model", *named.get(self.backend, ())) if getattr(self, k) is not None}
         return {**chosen, **self.backend_options}
+
+
+@dataclass(frozen=True)
+class BuildSettings:
+    """How judged responses become datasets (persona build, and generate's last step); each field with its
+    command-line option (persona.options)."""
+
+    margin: float = setting(2.0, "Smallest score gap (0-10) between chosen and rejected.", min=0)
+    chosen_min: float = setting(IN_CHARACTER, "A chosen response must be judged at least this (in character).", cli=False)
+    kto_threshold: float = setting(IN_CHARACTER, "KTO label: desirable when the overall score is at least this.", min=0, max=10)
+    near_duplicate: float = setting(0.9, "Text similarity (0-1) above which a pair teaches nothing.", cli=False)
+    rejected_from: str = setting("violating", "Rejected responses: 'violating' (written to break the rubric) or 'any' "
+                                 "(also conforming attempts the judge scored out of character).")
+    system_prompt: str | None = setting(None, "persona's default system prompt (text): rows carry it or an empty one.",
+                                        cli=False)
+    license: str | None = setting(None, "License of the datasets, recorded in their cards and passed on to the model "
+                                  "cards of persona train: a Hugging Face Hub license id, e.g. apache-2.0, mit, "
+                                  "cc-by-4.0, other.")
+
+    def __post_init__(self):
+        if self.rejected_from not in ("violating", "any"):
+            raise PersonaError(f"--rejected-from '{self.rejected_from}' is not 'violating' or 'any'",
+                               hint="'any' also pairs conforming attempts the judge scored out of character")
+        check_license(self.license)
+
+
+LICENSE_ID = re.compile(r"[a-z0-9][a-z0-9.+-]{0,63}")
+
+
+def check_license(license: str | None) -> None:
+    """A Hugging Face Hub license id (apache-2.0, mit, cc-by-4.0, llama3.1, other, ...) or nothing."""
+    if license is not None and not LICENSE_ID.fullmatch(license):
+        raise PersonaError(f"--license '{license[:80]}' is not a license id",
+                           hint="use a Hugging Face Hub license id in lower case, e.g. apache-2.0, mit, "
+                                "cc-by-4.0, or 'other'")
 
 
 # the settings each backend takes, beyond `model` (and backend_options, which it checks itself)
@@ -177,32 +228,97 @@ def _schema() -> dict:
     return {"type": "object", "additionalProperties": False, "properties": props}
 
 
+GENERATE_KEYS = ("judge", "judge_options", "build", "pairwise")  # what a run config holds beyond RunConfig
+
+
+def _generate_schema() -> dict:
+    schema = _schema()
+    build = {}
+    for f in fields(BuildSettings):
+        kind = "string" if f.name in ("rejected_from", "system_prompt", "license") else "number"
+        build[f.name] = {"type": [kind, "null"]} if f.default is None else {"type": kind}
+    build["rejected_from"]["enum"] = ["violating", "any"]
+    schema["properties"].update({"judge": {"type": "string"}, "judge_options": {"type": "object"},
+                                 "pairwise": {"type": "boolean"},
+                                 "build": {"type": "object", "additionalProperties": False, "properties": build}})
+    return schema
+
+
+@dataclass
+class GenerateConfig:
+    """A run config file for `persona generate -c`: RunConfig's keys plus the judge and the build settings
+    (the same keys as a job file's `judge:`, `judge_options:`, `build:`, `pairwise:`)."""
+
+    data: dict = field(default_factory=dict)
+
+    def run_config(self, overrides: dict | None = None) -> RunConfig:
+        config = replace(RunConfig(), **{k: v for k, v in self.data.items() if k not in GENERATE_KEYS})
+        config = replace(config, **{k: v for k, v in (overrides or {}).items() if v is not None})
+        check_applicable(config)
+        return config
+
+    @property
+    def judge(self) -> str:
+        return self.data.get("judge") or "rules"
+
+    @property
+    def judge_options(self) -> dict:
+        return dict(self.data.get("judge_options") or {})
+
+    @property
+    def pairwise(self) -> bool:
+        return bool(self.data.get("pairwise"))
+
+    def build_settings(self, overrides: dict | None = None) -> BuildSettings:
+        given = {**(self.data.get("build") or {}), **{k: v for k, v in (overrides or {}).items() if v is not None}}
+        return BuildSettings(**given)
+
+
+def load_generate_config(path: str | Path | None = None) -> GenerateConfig:
+    """The run config file of `persona generate -c` (nothing: every default), every key checked at its
+    file:line:col before any work."""
+    return GenerateConfig(_read_config(path, _generate_schema()) if path is not None else {})
+
+
 def load_run_config(path: str | Path | None = None, overrides: dict | None = None) -> RunConfig:
     config = RunConfig()
     if path is not None:
-        doc = read_yaml(Path(path), str(path))
-        if doc.data is None:
-            doc.data = {}
-        problems = schema_problems(doc, _schema())
-        if not problems:  # each field's type is right: look for keys where names belong
-            options = doc.data.get("backend_options") or {}
-            for path, value in ((("api_key_env",), doc.data.get("api_key_env")),
-                                (("backend_options", "api_key_env"), options.get("api_key_env"))):
-                problem = api_key_env_problem(value) if value is not None else None
-                if problem:
-                    problems.append(doc.problem(path, *problem))
-            if "system_prompt" in doc.data:
-                try:
-                    check_system_prompt(doc.data["system_prompt"])
-                except PersonaError as e:
-                    problems.append(doc.problem(("system_prompt",), e.message.partition(" ")[2], e.hint))
-        if problems:
-            raise SpecError(problems, then="run the command again")
-        config = replace(config, **doc.data)
+        data = _read_config(path, _schema())
+        config = replace(config, **data)
     # RunConfig.__post_init__ checks the overrides (command-line flags) the same way
     config = replace(config, **{k: v for k, v in (overrides or {}).items() if v is not None})
     check_applicable(config)
     return config
+
+
+def _read_config(path: str | Path, schema: dict) -> dict:
+    """The mapping in a YAML config file, every key checked against `schema` and persona's own rules, each
+    problem at its file:line:col."""
+    doc = read_yaml(Path(path), str(path))
+    if doc.data is None:
+        doc.data = {}
+    problems = schema_problems(doc, schema)
+    if not problems:  # each field's type is right: look for keys where names belong
+        options = doc.data.get("backend_options") or {}
+        for path, value in ((("api_key_env",), doc.data.get("api_key_env")),
+                            (("backend_options", "api_key_env"), options.get("api_key_env"))):
+            problem = api_key_env_problem(value) if value is not None else None
+            if problem:
+                problems.append(doc.problem(path, *problem))
+        if "system_prompt" in doc.data:
+            try:
+                check_system_prompt(doc.data["system_prompt"])
+            except PersonaError as e:
+                problems.append(doc.problem(("system_prompt",), e.message.partition(" ")[2], e.hint))
+        build = doc.data.get("build") or {}
+        if "license" in build:
+            try:
+                check_license(build["license"])
+            except PersonaError as e:
+                problems.append(doc.problem(("build", "license"), e.message.partition(" ")[2], e.hint))
+    if problems:
+        raise SpecError(problems, then="run the command again")
+    return doc.data
 
 
 def check_applicable(config: RunConfig) -> None:

@@ -43,45 +43,13 @@ import re
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 
-from persona.config import NEUTRAL_SYSTEM
+from persona.config import LICENSE_ID, NEUTRAL_SYSTEM, BuildSettings, check_license  # noqa: F401  (re-exported)
 from persona.judges import IN_CHARACTER, PairwiseJudge
 from persona.prompts import normalize
 from persona.responses import ResponseRecord
 from persona.run import DatasetFolder, RunFolder
 from persona.spec import Spec
 from persona.store import write_atomic
-
-
-@dataclass(frozen=True)
-class BuildSettings:
-    margin: float = 2.0  # chosen score - rejected score, at least
-    chosen_min: float = IN_CHARACTER  # a chosen response must be judged in character
-    kto_threshold: float = IN_CHARACTER
-    near_duplicate: float = 0.9  # text similarity (0-1) above which a pair teaches nothing
-    rejected_from: str = "violating"  # or "any": conforming attempts the judge scored out of character too
-    system_prompt: str | None = None  # persona's default system prompt (text): rows carry it or an empty one
-    license: str | None = None  # the dataset cards' license (a Hugging Face Hub license id), passed on to training
-
-    def __post_init__(self):
-        from persona.errors import PersonaError
-
-        if self.rejected_from not in ("violating", "any"):
-            raise PersonaError(f"--rejected-from '{self.rejected_from}' is not 'violating' or 'any'",
-                               hint="'any' also pairs conforming attempts the judge scored out of character")
-        check_license(self.license)
-
-
-LICENSE_ID = re.compile(r"[a-z0-9][a-z0-9.+-]{0,63}")
-
-
-def check_license(license: str | None) -> None:
-    """A Hugging Face Hub license id (apache-2.0, mit, cc-by-4.0, llama3.1, other, ...) or nothing."""
-    if license is not None and not LICENSE_ID.fullmatch(license):
-        from persona.errors import PersonaError
-
-        raise PersonaError(f"--license '{license[:80]}' is not a license id",
-                           hint="use a Hugging Face Hub license id in lower case, e.g. apache-2.0, mit, "
-                                "cc-by-4.0, or 'other'")
 
 
 @dataclass

@@ -245,3 +245,53 @@ def test_an_unchanged_metric_is_neither_better_nor_worse():
     assert row(0.475, 0.475).improved is None
     assert row(0.4, 0.5).improved is True
     assert row(10.0, 11.0, better="lower").improved is False
+
+
+# --- one home for every setting ----------------------------------------------------------------------------
+
+def test_every_setting_is_declared_once_on_its_dataclass_field():
+    """generate's and build's options are built from RunConfig's and BuildSettings' fields: each field with a
+    command-line option is there under its own name, with the field's help text and default; cli.py repeats
+    none of those defaults."""
+    import re
+    from dataclasses import fields
+    from pathlib import Path
+
+    from persona.config import BuildSettings
+    from persona.options import help_text
+
+    def flat(text: str) -> str:
+        return " ".join(text.split())
+
+    for command, classes in (("generate", (RunConfig, BuildSettings)), ("build", (BuildSettings,))):
+        shown = flat(runner.invoke(app, [command, "--help"], env={"COLUMNS": "400"}).stdout)
+        for cls in classes:
+            for f in fields(cls):
+                if not f.metadata.get("cli") or f.name == "templates":
+                    continue
+                assert f"--{f.name.replace('_', '-')}" in shown, (command, f.name)
+                assert flat(help_text(f)) in shown, (command, f.name)
+    source = Path("persona/cli.py").read_text(encoding="utf-8")
+    for retyped in ("[default: 192]", "[default: 96]", "[default: 2]", "[default: targeted]", "margin: MarginOption = 2.0"):
+        assert retyped not in source, retyped
+    assert not re.search(r"def generate\([^)]*\bk: Annotated", source, re.S)
+
+
+def test_a_run_config_file_takes_the_judge_and_build_keys(tmp_path):
+    from persona.config import load_generate_config
+
+    good = tmp_path / "run.yaml"
+    good.write_text("backend: fake\nlimit: 2\njudge: rules\nbuild: {margin: 3.5, license: mit}\npairwise: false\n")
+    file = load_generate_config(good)
+    assert file.judge == "rules" and not file.pairwise
+    assert file.build_settings().margin == 3.5 and file.build_settings({"margin": 1.0}).margin == 1.0  # flags win
+    assert file.run_config().limit == 2 and file.run_config({"limit": 3}).limit == 3
+    result = runner.invoke(app, ["generate", "identities/aster.yaml", "-c", str(good), "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.stderr
+    card = (tmp_path / "run" / "datasets" / "dpo" / "README.md").read_text()
+    assert "mit" in card
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("backend: fake\nbuild:\n  margn: 3\n")
+    result = runner.invoke(app, ["generate", "identities/aster.yaml", "-c", str(bad)])
+    assert result.exit_code == 1 and f"{bad}:3:" in result.stderr and "margin" in result.stderr
+    assert "run the command again" in result.stderr and "persona validate" not in result.stderr
