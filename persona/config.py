@@ -294,7 +294,10 @@ def load_run_config(path: str | Path | None = None, overrides: dict | None = Non
 def _read_config(path: str | Path, schema: dict) -> dict:
     """The mapping in a YAML config file, every key checked against `schema` and persona's own rules, each
     problem at its file:line:col."""
-    doc = read_yaml(Path(path), str(path))
+    try:
+        doc = read_yaml(Path(path), str(path))
+    except SpecError as e:  # a syntax error: the hint is the command's, not persona validate's
+        raise SpecError(e.problems, then="run the command again") from None
     if doc.data is None:
         doc.data = {}
     problems = schema_problems(doc, schema)

@@ -105,7 +105,7 @@ def resolve_settings(name: str, config_path: str | Path | None, overrides: dict 
         settings["undesirable_weight"] = weights.get("undesirable_weight", 1.0)
     gpu = torch.cuda.is_available()
     settings.update(activation_checkpointing=False, use_cpu=not gpu)
-    user = _read_yaml_settings(Path(config_path)) if config_path is not None else {}
+    user = _read_yaml_settings(Path(config_path), name) if config_path is not None else {}
     user.update({k: v for k, v in (overrides or {}).items() if v is not None})
     settings.update(user)
     settings.update(training_precision(user, "cuda" if gpu else "cpu"))
@@ -134,15 +134,24 @@ def training_precision(user: dict, device: str) -> dict:
     return out
 
 
-def _read_yaml_settings(path: Path) -> dict:
+def _read_yaml_settings(path: Path, name: str) -> dict:
+    """A training config (--config): a flat mapping of TRL / PEFT field names, each name checked at its
+    file:line:col against what method `name` takes."""
+    from persona.errors import SpecError
     from persona.yaml_source import read_yaml
 
-    doc = read_yaml(path, str(path))
+    try:
+        doc = read_yaml(path, str(path))
+    except SpecError as e:
+        raise SpecError(e.problems, then="run the command again") from None
     if doc.data is None:
         return {}
     if not isinstance(doc.data, dict):
         raise PersonaError(f"{path}: a training config is a flat mapping of TRL / PEFT field names",
                            hint="e.g. learning_rate: 5.0e-5 and beta: 0.1, one per line")
+    problems = [doc.problem((key,), message, hint, key=True) for key, message, hint in check_settings(name, doc.data)]
+    if problems:
+        raise SpecError(problems, then="run the command again")
     return doc.data
 
 

@@ -295,3 +295,21 @@ def test_a_run_config_file_takes_the_judge_and_build_keys(tmp_path):
     result = runner.invoke(app, ["generate", "identities/aster.yaml", "-c", str(bad)])
     assert result.exit_code == 1 and f"{bad}:3:" in result.stderr and "margin" in result.stderr
     assert "run the command again" in result.stderr and "persona validate" not in result.stderr
+
+
+def test_config_files_name_the_line_of_every_problem_and_the_command_to_rerun(tmp_path):
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("k: [1\n")
+    result = runner.invoke(app, ["generate", "identities/aster.yaml", "-c", str(broken)])
+    assert result.exit_code == 1 and f"{broken}:2:" in result.stderr
+    assert "run the command again" in result.stderr and "persona validate" not in result.stderr
+    training = tmp_path / "train.yaml"
+    training.write_text("learning_rate: 1.0e-4\nlerning_rate: 2\n")
+    result = runner.invoke(app, ["train", "runs/none-such", "-c", str(training)])
+    assert result.exit_code == 1 and "not found" in result.stderr  # the dataset first: nothing to check against
+    from persona.methods import resolve_settings
+
+    with pytest.raises(PersonaError) as raised:
+        resolve_settings("sft", training, {}, {})
+    assert f"{training}:2:1" in raised.value.message and "did you mean 'learning_rate'" in raised.value.message
+    assert "run the command again" in raised.value.hint
