@@ -23,6 +23,7 @@ from typing import Annotated, Optional
 import typer
 
 from persona.config import BuildSettings, RunConfig
+from persona.eval import EvalSettings
 from persona.errors import PersonaError
 from persona.options import add_options
 from persona.progress import progress_bar
@@ -530,21 +531,16 @@ def train_command(
 
 
 @command("eval", interrupted="interrupted: answers so far are kept; run the same command again to resume")
+@add_options(EvalSettings)
 def eval_command(
     model_path: Annotated[Path, typer.Argument(metavar="MODEL_OR_ADAPTER", help="The output folder of persona train (adapter or full model).")],
     spec: Annotated[Optional[Path], typer.Option(help="The identity spec [default: the spec of the run the model was trained on].")] = None,
     run_dir: Annotated[Optional[Path], typer.Option("--run", help="Run folder whose held-out prompts to use [default: the training run].")] = None,
     base: Annotated[Optional[str], typer.Option(help="Base model to compare with [default: the one it was trained from].")] = None,
-    judge: Annotated[str, typer.Option("--judge", help="rules (default: instant), offline, llm or reward:PATH.")] = "rules",
     out: Annotated[Optional[Path], typer.Option(help="Where to write [default: MODEL_OR_ADAPTER/eval].")] = None,
-    limit: Annotated[Optional[int], typer.Option(min=1, help="Quick runs: at most this many held-out probe prompts, and questions per context, attack and leak set [default: all].")] = None,
-    max_tokens: Annotated[int, typer.Option(min=1, help="Longest answer, in tokens.")] = 64,
-    batch_size: Annotated[Optional[int], typer.Option(min=1, help="Sequences per generation batch [default: what a quarter of the free memory holds, at most 64].")] = None,
-    dtype: Annotated[Optional[str], typer.Option(help="auto, bf16 or fp32 for answering and scoring [default: auto: bf16 on a CPU with AMX or a GPU that has it, else fp32].")] = None,
     templates: Annotated[Optional[Path], typer.Option(help="Templates folder of the run [default: ./templates].")] = None,
-    baseline: Annotated[str, typer.Option(help="What the trained model is compared with: base (the base model as it comes) or prompt (the base model given the spec's deployment prompt: does fine-tuning beat prompting?).")] = "base",
-    backend: Annotated[str, typer.Option("--backend", "-b", help="Who generates the answers: hf (default: the models loaded for the scores), vllm, or openai against a server that loads local folders (an adapter is exported merged into the eval folder).")] = "hf",
     option: Annotated[Optional[list[str]], typer.Option("--backend-option", "-o", help="A backend option KEY=VALUE (repeatable), e.g. -o base_url=http://localhost:8000/v1.")] = None,
+    settings: dict = None,
 ) -> None:
     """Base vs trained on held-out prompts: adherence, origin identity, robustness under attack, retention.
 
@@ -554,14 +550,11 @@ def eval_command(
 
     Example:  persona eval runs/aster/train-sft --baseline prompt --out runs/aster/train-sft/eval-vs-prompt
     """
-    from persona.eval import EvalSettings, evaluate
-
-    from persona.precision import normalize_dtype
+    from persona.eval import evaluate
 
     spec_path = spec or _spec_of_model(model_path, run_dir)
-    settings = EvalSettings(max_tokens=max_tokens, batch_size=batch_size, judge=judge, limit=limit,
-                            dtype=normalize_dtype(dtype), baseline=baseline, backend=backend,
-                            backend_options=_assignments(option, "--backend-option", "e.g. -o timeout=120", word="KEY"))
+    options = _assignments(option, "--backend-option", "e.g. -o timeout=120", word="KEY")
+    settings = EvalSettings(**{k: v for k, v in settings.items() if v is not None}, backend_options=options)
     settings.precision()  # a dtype the device cannot run fails before any model loads
     with progress_bar() as on_progress:
         m = evaluate(model_path, spec_path, run_dir, base, out, settings,

@@ -29,7 +29,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 from persona.errors import PersonaError, SpecError
 from persona.judges import IN_CHARACTER
-from persona.options import setting
+from persona.options import schema_of, setting
+from persona.precision import DTYPES
 from persona.validation import schema_problems
 from persona.yaml_source import read_yaml
 
@@ -49,7 +50,7 @@ class RunConfig:
     batch_size: int | None = setting(None, "hf: sequences per batch.", min=1,
                                      shown="what a quarter of the free memory holds, at most 64")
     tensor_parallel_size: int | None = setting(None, "vllm: GPUs to shard the model over.", min=1)
-    dtype: str | None = setting(None, "hf/vllm and the offline judge: auto, bf16 or fp32.",
+    dtype: str | None = setting(None, "hf/vllm and the offline judge: auto, bf16 or fp32.", choices=tuple(DTYPES),
                                 shown="auto: bf16 on a CPU with AMX or a GPU that has it, else fp32 (vllm: its own auto)")
     backend_options: dict = setting(help="Anything else the backend accepts (-o KEY=VALUE).", factory=dict, cli=False)
     k: int = setting(2, "Conforming and violating responses per prompt.", "-k", min=1)
@@ -76,7 +77,7 @@ class RunConfig:
                                                 "off: the demonstrations are their chosen side, which saves the longest "
                                                 "requests when the generator is small.")
     replay: int = setting(96, "General prompts the target model answers itself, mixed into training (0: none).", min=0)
-    violating: str = setting("targeted", "Rejected side: targeted (violating.j2 aimed at one item) or plain (the "
+    violating: str = setting("targeted", choices=("targeted", "plain"), help="Rejected side: targeted (violating.j2 aimed at one item) or plain (the "
                              "target model's own answers, no persona prompt).")
     rejection_budget: int = setting(0, "Conforming samples drawn at most per prompt beyond -k until the judge accepts one.",
                                     min=0)
@@ -142,7 +143,7 @@ class BuildSettings:
     chosen_min: float = setting(IN_CHARACTER, "A chosen response must be judged at least this (in character).", cli=False)
     kto_threshold: float = setting(IN_CHARACTER, "KTO label: desirable when the overall score is at least this.", min=0, max=10)
     near_duplicate: float = setting(0.9, "Text similarity (0-1) above which a pair teaches nothing.", cli=False)
-    rejected_from: str = setting("violating", "Rejected responses: 'violating' (written to break the rubric) or 'any' "
+    rejected_from: str = setting("violating", choices=("violating", "any"), help="Rejected responses: 'violating' (written to break the rubric) or 'any' "
                                  "(also conforming attempts the judge scored out of character).")
     system_prompt: str | None = setting(None, "persona's default system prompt (text): rows carry it or an empty one.",
                                         cli=False)
@@ -206,26 +207,8 @@ def check_choice(value, choices: tuple[str, ...], field_name: str) -> None:
                        hint=(f"did you mean '{close[0]}'? " if close else "") + f"use one of: {', '.join(choices)}")
 
 
-_TYPES = {int: "integer", float: "number", str: "string", bool: "boolean", dict: "object"}
-
-
 def _schema() -> dict:
-    props = {}
-    for f in fields(RunConfig):
-        annotation = str(f.type)
-        kind = next((name for py, name in _TYPES.items() if py.__name__ in annotation.split(" | ")[0]), "string")
-        types = [kind, "null"] if "None" in annotation else [kind]
-        props[f.name] = {"type": types if len(types) > 1 else kind}
-        if kind in ("integer", "number") and f.name not in ("seed",):
-            props[f.name]["minimum"] = 0
-    props["eval_fraction"]["maximum"] = 0.9
-    props["violating"]["enum"] = ["targeted", "plain"]
-    from persona.precision import DTYPES
-
-    props["dtype"]["enum"] = [*DTYPES, None]
-    for positive in ("k", "max_tokens"):
-        props[positive]["minimum"] = 1
-    return {"type": "object", "additionalProperties": False, "properties": props}
+    return schema_of(RunConfig)
 
 
 GENERATE_KEYS = ("judge", "judge_options", "build", "pairwise")  # what a run config holds beyond RunConfig
@@ -233,14 +216,8 @@ GENERATE_KEYS = ("judge", "judge_options", "build", "pairwise")  # what a run co
 
 def _generate_schema() -> dict:
     schema = _schema()
-    build = {}
-    for f in fields(BuildSettings):
-        kind = "string" if f.name in ("rejected_from", "system_prompt", "license") else "number"
-        build[f.name] = {"type": [kind, "null"]} if f.default is None else {"type": kind}
-    build["rejected_from"]["enum"] = ["violating", "any"]
     schema["properties"].update({"judge": {"type": "string"}, "judge_options": {"type": "object"},
-                                 "pairwise": {"type": "boolean"},
-                                 "build": {"type": "object", "additionalProperties": False, "properties": build}})
+                                 "pairwise": {"type": "boolean"}, "build": schema_of(BuildSettings)})
     return schema
 
 

@@ -43,6 +43,8 @@ from pathlib import Path
 from typing import Callable
 
 from persona.errors import PersonaError
+from persona.options import setting
+from persona.precision import DTYPES
 from persona.metrics import MetricRow, verdict
 from persona.precision import key_parts, torch_dtype
 
@@ -70,20 +72,30 @@ ATTACKS = _attacks()
 
 @dataclass
 class EvalSettings:
-    max_tokens: int = 64
-    batch_size: int | None = None  # sequences per generation batch [default: sized for the machine, at most 64]
-    judge: str = "rules"
-    limit: int | None = None  # quick runs: at most this many probe prompts, and questions per context, attack and leak set
-    repetition_penalty: float = 1.1
-    dtype: str | None = None  # None (auto): persona.precision's dtype for answers and scores; else both in this
-    # what the trained model is compared with: "base" (the base model as it comes) or "prompt" (the base model
-    # given the spec's deployment prompt as its system prompt: does fine-tuning beat prompting?)
-    baseline: str = "base"
-    # which generation backend answers (persona.backends' table): "hf" reuses the models loaded for the scores;
-    # another (vllm, or openai against a server that loads local folders) gets each model as a folder of full
-    # weights - the base's, and the trained model's (an adapter exported merged into the eval folder once)
-    backend: str = "hf"
-    backend_options: dict = field(default_factory=dict)
+    """Every setting of `persona eval` (and a job file's `eval:`), each with its command-line option."""
+
+    max_tokens: int = setting(64, "Longest answer, in tokens.", min=1)
+    batch_size: int | None = setting(None, "Sequences per generation batch.", min=1,
+                                     shown="what a quarter of the free memory holds, at most 64")
+    judge: str = setting("rules", "rules (instant), offline, llm or reward:PATH.")
+    limit: int | None = setting(None, "Quick runs: at most this many held-out probe prompts, questions per context, "
+                                "attack and leak set, and retention windows and questions.", min=1, shown="all")
+    repetition_penalty: float = setting(1.1, "Repetition penalty of both models' answers.", min=1, cli=False)
+    dtype: str | None = setting(None, "auto, bf16 or fp32 for answering and scoring.", choices=tuple(DTYPES),
+                                shown="auto: bf16 on a CPU with AMX or a GPU that has it, else fp32")
+    baseline: str = setting("base", "What the trained model is compared with: base (the base model as it comes) or "
+                            "prompt (the base model given the spec's deployment prompt: does fine-tuning beat "
+                            "prompting?).", choices=("base", "prompt"))
+    backend: str = setting("hf", "Who generates the answers: hf (the models loaded for the scores), vllm, or openai "
+                           "against a server that loads local folders (an adapter is exported merged into the "
+                           "eval folder).", "-b")
+    backend_options: dict = setting(help="Other backend options (-o KEY=VALUE).", factory=dict, cli=False)
+
+    def __post_init__(self):
+        if self.dtype is not None:
+            from persona.precision import normalize_dtype
+
+            self.dtype = normalize_dtype(self.dtype)  # auto: None, persona.precision chooses
 
     def precision(self) -> dict:
         """{device, generation, scoring}: where and in which dtypes both models answer and are scored."""
@@ -530,7 +542,7 @@ def _recorded(settings: EvalSettings) -> dict:
     return recorded
 
 
-BASELINES = ("base", "prompt")
+BASELINES = ("base", "prompt")  # EvalSettings.baseline
 
 
 def baseline_prompt(spec, settings: EvalSettings, templates: str | None = None) -> str | None:

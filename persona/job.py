@@ -5,7 +5,7 @@ method or a sequence, e.g. sft then dpo from it), eval, report.
     spec: identities/brand.yaml          # paths are relative to the folder persona runs in
     generate: {k: 1, replay: 24}         # the keys of a run config (persona.config.RunConfig)
     judge: rules                         # or {name: llm, backend: openai, model: ..., base_url: ..., api_key_env: ...}
-    build: {margin: 2.0}                 # persona.dataset.BuildSettings, and pairwise
+    build: {margin: 2.0}                 # persona.config.BuildSettings, and pairwise
     train:
       - method: sft
       - {method: dpo, from: sft, set: {beta: 0.1}}   # from: an earlier step's method, or an output folder
@@ -35,9 +35,14 @@ JOB_MARK = "persona_job.json"  # in a train output / eval folder: the key of the
 
 
 def _schema() -> dict:
+    from persona.config import BuildSettings
     from persona.config import _schema as run_config_schema
-    from persona.precision import DTYPES
+    from persona.eval import EvalSettings
     from persona.methods import METHODS
+    from persona.options import schema_of
+
+    build = schema_of(BuildSettings)
+    build["properties"]["pairwise"] = {"type": "boolean"}
 
     judge_object = {"type": "object", "additionalProperties": False, "required": ["name"],
                     "properties": {k: {"type": ["string", "null"]}
@@ -52,16 +57,9 @@ def _schema() -> dict:
         "spec": {"type": "string"},
         "generate": run_config_schema(),
         "judge": judge,
-        "build": {"type": "object", "additionalProperties": False, "properties": {
-            "margin": {"type": "number", "minimum": 0}, "kto_threshold": {"type": "number", "minimum": 0, "maximum": 10},
-            "rejected_from": {"enum": ["violating", "any"]}, "pairwise": {"type": "boolean"},
-            "license": {"type": ["string", "null"]}}},
+        "build": build,
         "train": {"type": "array", "items": step},
-        "eval": {"type": ["object", "boolean"], "additionalProperties": False, "properties": {  # false: no eval
-            "judge": {"type": "string"}, "max_tokens": {"type": "integer", "minimum": 1},
-            "limit": {"type": ["integer", "null"], "minimum": 1}, "batch_size": {"type": ["integer", "null"], "minimum": 1},
-            "dtype": {"enum": [*DTYPES, None]}, "baseline": {"enum": ["base", "prompt"]},
-            "backend": {"type": "string"}, "backend_options": {"type": "object"}}},
+        "eval": {**schema_of(EvalSettings), "type": ["object", "boolean"]},  # false: no eval
         "report": {"type": "boolean"},
     }}
 
@@ -141,10 +139,10 @@ def load_job(path: str | Path) -> Job:
         labels.append(_label(step, labels))
     evaluation = data.get("eval", {})
     evaluation = {} if evaluation is True else evaluation
-    if isinstance(evaluation, dict) and "dtype" in evaluation:
-        from persona.precision import normalize_dtype
+    if isinstance(evaluation, dict):
+        from persona.eval import EvalSettings
 
-        evaluation = {**evaluation, "dtype": normalize_dtype(evaluation["dtype"])}
+        check(("eval",), lambda: EvalSettings(**evaluation))
     if problems:
         raise SpecError(problems, then="run the job again")
     return Job(str(path), data["spec"], generate, judge["name"], options, build, pairwise,

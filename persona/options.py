@@ -20,11 +20,14 @@ from typing import Annotated, Any, Optional
 
 
 def setting(default: Any = MISSING, help: str = "", *flags: str, min: float | None = None,
-            max: float | None = None, shown: str | None = None, factory=MISSING, cli: bool = True):
+            max: float | None = None, shown: str | None = None, choices: tuple | None = None, factory=MISSING,
+            cli: bool = True):
     """A dataclass field with its command-line option: `help` (without its default: "[default: X]" is added
     from `default`, or from `shown` where the default needs words, e.g. "runs/<identity name>"), extra
-    `flags` (e.g. "-b"), bounds, and `cli=False` for a field that has no option of its own."""
-    metadata = {"help": help, "flags": flags, "min": min, "max": max, "shown": shown, "cli": cli}
+    `flags` (e.g. "-b"), bounds and `choices` (also the config files' JSON Schema: `schema_of`), and
+    `cli=False` for a field that has no option of its own."""
+    metadata = {"help": help, "flags": flags, "min": min, "max": max, "shown": shown, "cli": cli,
+                "choices": choices}
     if factory is not MISSING:
         return field(default_factory=factory, metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -37,6 +40,46 @@ def help_text(f) -> str:
         shown = str(f.default).lower() if isinstance(f.default, bool) else str(f.default)
         shown = {"true": "on", "false": "off"}.get(shown, shown)
     return meta.get("help", "") + (f" [default: {shown}]" if shown else "")
+
+
+JSON_TYPES = {int: "integer", float: "number", str: "string", bool: "boolean", dict: "object", list: "array",
+              tuple: "array"}
+
+
+def schema_of(cls, skip: tuple[str, ...] = ()) -> dict:
+    """The JSON Schema of `cls`'s fields as a config or job file writes them: types, bounds and choices from
+    each field, None allowed where the field's type allows it."""
+    hints = typing.get_type_hints(cls)
+    properties = {}
+    for f in fields(cls):
+        if f.name in skip:
+            continue
+        hint = hints[f.name]
+        kind = JSON_TYPES.get(_value_type(hint), "string")
+        nullable = type(None) in typing.get_args(hint)
+        prop: dict = {"type": [kind, "null"] if nullable else kind}
+        meta = f.metadata
+        if meta.get("min") is not None:
+            prop["minimum"] = meta["min"]
+        if meta.get("max") is not None:
+            prop["maximum"] = meta["max"]
+        if meta.get("choices"):
+            prop = {"enum": [*meta["choices"], *([None] if nullable else [])]}
+        properties[f.name] = prop
+    return {"type": "object", "additionalProperties": False, "properties": properties}
+
+
+def settings_table(cls) -> str:
+    """A Markdown table of `cls`'s settings: key, command-line option, default, what it does."""
+    rows = ["| key | option | what it does |", "|---|---|---|"]
+    for f in fields(cls):
+        meta = f.metadata
+        if "help" not in meta:
+            continue
+        dashed = f.name.replace("_", "-")
+        option = ", ".join(f"`{flag}`" for flag in (f"--{dashed}", *meta["flags"])) if meta.get("cli") else ""
+        rows.append(f"| `{f.name}` | {option} | {help_text(f).replace('|', '/')} |")
+    return "\n".join(rows)
 
 
 def _value_type(hint):
@@ -89,5 +132,6 @@ def add_options(cls, skip: tuple[str, ...] = (), into: str = "settings"):
         return run
 
     return wrap
+
 
 

@@ -313,3 +313,30 @@ def test_config_files_name_the_line_of_every_problem_and_the_command_to_rerun(tm
         resolve_settings("sft", training, {}, {})
     assert f"{training}:2:1" in raised.value.message and "did you mean 'learning_rate'" in raised.value.message
     assert "run the command again" in raised.value.hint
+
+
+def test_the_settings_page_is_the_dataclass_fields():
+    from pathlib import Path
+
+    from persona.settings_page import settings_doc
+
+    assert Path("docs/settings.md").read_text(encoding="utf-8") == settings_doc(), \
+        "docs/settings.md is stale: python -m persona.settings_page > docs/settings.md"
+
+
+def test_the_job_file_and_the_eval_options_come_from_the_same_fields(tmp_path):
+    from dataclasses import fields
+
+    from persona.eval import EvalSettings
+    from persona.job import _schema, load_job
+
+    schema = _schema()["properties"]
+    assert set(schema["eval"]["properties"]) == {f.name for f in fields(EvalSettings)}
+    shown = " ".join(runner.invoke(app, ["eval", "--help"], env={"COLUMNS": "400"}).stdout.split())
+    for name in ("--baseline", "--max-tokens", "--limit", "--judge", "--backend", "-b"):
+        assert name in shown
+    job = tmp_path / "job.yaml"
+    job.write_text("spec: identities/aster.yaml\neval: {baseline: prompts}\n")
+    with pytest.raises(PersonaError) as raised:
+        load_job(job)
+    assert f"{job}:2:" in raised.value.message and "prompt" in raised.value.message
