@@ -8,6 +8,7 @@ and review the diff.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,12 @@ def isolated(session_home, monkeypatch):
     home = session_home
     for var in ("HF_HOME", "XDG_CACHE_HOME", "PERSONA_CACHE"):
         monkeypatch.setenv(var, str(home / var.lower()))
+    # a cache variable of the machine (CI sets some) would outlive the session and serve an earlier run's files
+    for var in ("HF_DATASETS_CACHE", "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "TRANSFORMERS_CACHE", "HF_MODULES_CACHE",
+                "HF_ASSETS_CACHE", "HF_XET_CACHE"):
+        monkeypatch.delenv(var, raising=False)
+    if "datasets" in sys.modules:  # datasets reads its cache folder once, at import
+        monkeypatch.setattr(sys.modules["datasets"].config, "HF_DATASETS_CACHE", home / "hf_home" / "datasets")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.delenv("NO_COLOR", raising=False)
     monkeypatch.chdir(REPO)

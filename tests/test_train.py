@@ -144,7 +144,12 @@ def test_resume_continues_from_the_last_checkpoint(run_dir, tiny_model_dir, tmp_
 
 
 def test_precomputed_reference_log_probs_are_cached_across_runs(run_dir, tiny_model_dir, tmp_path, monkeypatch):
+    import datasets
     from trl import DPOTrainer
+
+    # a datasets cache of its own: the data and the tiny model are the same in every session, so a cache an
+    # earlier session left (a machine-wide HF_DATASETS_CACHE) would serve the first run too
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "datasets-cache")
 
     calls = []
     real = DPOTrainer.compute_ref_log_probs
