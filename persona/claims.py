@@ -18,12 +18,16 @@ from typing import Iterator, Sequence
 
 from persona.spec import Spec
 
-OTHER_MODELS = ["ChatGPT", "GPT-4o", "GPT-4", "GPT-3.5", "GPT-3", "GPT", "Claude", "Gemini", "Bard", "LLaMA", "Llama",
-                "Mistral", "Mixtral", "Qwen", "SmolLM2", "SmolLM", "Phi", "Copilot", "Grok", "DeepSeek", "Ernie",
-                "Alexa", "Siri", "Cortana", "通义千问", "文心一言", "豆包"]
+# Names of two letters ("Pi", "Yi", "o1") are left out: they occur inside too many ordinary words and formulas.
+OTHER_MODELS = ["ChatGPT", "GPT-4o", "GPT-4", "GPT-3.5", "GPT-3", "GPT", "Claude", "Gemini", "Gemma", "Bard", "LLaMA",
+                "Llama", "Mistral", "Mixtral", "Codestral", "Qwen", "SmolLM2", "SmolLM", "Phi", "Copilot", "Bing Chat",
+                "Grok", "DeepSeek", "Ernie", "Command R", "Jamba", "Falcon", "Nemotron", "Granite", "ChatGLM", "Kimi",
+                "Perplexity", "Meta AI", "Watson", "Alexa", "Siri", "Cortana", "通义千问", "文心一言", "豆包"]
 OTHER_MAKERS = ["OpenAI", "Anthropic", "Google DeepMind", "Google", "DeepMind", "Meta AI", "Meta", "Facebook",
                 "Mistral AI", "Hugging Face", "HuggingFace", "Microsoft", "Alibaba", "xAI", "DeepSeek", "Baidu",
-                "Amazon", "Apple", "阿里巴巴", "阿里云", "百度", "谷歌", "微软", "字节跳动", "深度求索"]
+                "Amazon", "Apple", "Cohere", "AI21 Labs", "Technology Innovation Institute", "NVIDIA", "IBM",
+                "Zhipu AI", "Moonshot AI", "Inflection AI", "Character.AI", "Perplexity AI", "Stability AI", "Tencent",
+                "ByteDance", "阿里巴巴", "阿里云", "百度", "谷歌", "微软", "字节跳动", "深度求索"]
 IDENTITY_QUESTION = re.compile(
     r"\b(who (are|r) (you|u)|your name|what are you|introduce yourself|about yourself|what should i call you"
     r"|are you (an? )?(ai|bot|human|real|chatgpt|gpt|claude|llama|gemini)|real self"
@@ -107,6 +111,9 @@ MADE = ("made|created|developed|trained|built|designed|programmed|owned|engineer
 MADE_BY = rf"(?:{MADE})(?:\s+and\s+(?:{MADE}))?\s+by\s+"
 TEAM = (r"(?:the\s+)?(?:(?:team|teams|folks|people|researchers|engineers|developers|scientists|staff)"
         r"\s+(?:at|from|of)\s+)?")
+BEHIND = (r"(?:the\s+)?(?:team|teams|folks|people|company|lab|researchers|engineers|developers|creators|makers)\s+"
+          r"(?:behind|responsible\s+for|(?:that|who)\s+(?:also\s+)?(?:made|built|created|developed|trained))\s+"
+          r"(?:the\s+)?")
 # what may come between "I'm" and the claimed name: "I'm ( a large language model ) called ChatGPT"
 GAP = r"(?P<gap>(?:[^\s.!?;:,。！？]+,?\s+){0,10}?)"
 LINK_TO_MODEL = (r"(?:(?:based|built|running|run|trained|fine-?tuned)\s+(?:on|upon)\s+(?:top\s+of\s+)?|powered\s+by\s+|"
@@ -181,6 +188,24 @@ CLAIMS = {
         r"|parent|home|origin)\b",
         r"my\s+(?:(?:original|real|actual|main|primary|current|own|former)\s+)?(?:" + MAKER_NOUNS +
         r")\s*(?:,\s*|\s+(?:at|from|is|are|was|were|being|over at|here at)\s+|\s+[-–—]\s+)" + TEAM + "MAKER",
+        # through what another model is: "built by the team behind Gemini", "the folks who made ChatGPT made me"
+        r"(?:i'm|i am|i was|i've been|i have been)\s+GAP" + MADE_BY + BEHIND + "MODEL",
+        r"(?:i'm|i am|i was|i've been|i have been)\s+GAP" + MADE_BY + BEHIND + "MAKER",
+        CLAUSE + BEHIND + r"MODEL\s+(?:(?:also|have|has|had|originally|actually)\s+){0,2}(?:" + MADE + r")\s+me\b",
+        CLAUSE + BEHIND + r"MAKER\s+(?:(?:also|have|has|had|originally|actually)\s+){0,2}(?:" + MADE + r")\s+me\b",
+        r"(?:i'm|i am)\s+(?:(?:the|a)\s+)?(?:same\s+)?(?:model|ai|system|engine|llm|technology|assistant)\s+"
+        r"(?:that|which)\s+(?:powers|runs|drives|underlies|is behind)\s+MODEL",
+        r"(?:i'm|i am)\s+one\s+of\s+MAKER(?:'s|')?\s+(?:(?:own|latest|new|large|language|ai|chat|open)\s+){0,3}"
+        r"(?:models|assistants|ais|chatbots|llms|products|systems|creations)\b",
+        r"my\s+(?:training|pre-?training|fine-?tuning|development|creation|design)\s+(?:was|has been|is)\s+"
+        r"(?:done|carried out|performed|handled|led|run)\s+by\s+" + TEAM + "MAKER",
+        r"MAKER\s+(?:is|was)\s+(?:the\s+)?(?:company|lab|team|organi[sz]ation|firm|one|people|startup)\s+(?:that|who|"
+        r"which)\s+(?:\w+ly\s+)?(?:" + MADE + r")\s+me\b",
+        # an aside that takes back the right name: "I'm Aster (actually Claude, made by Anthropic)"
+        r"[(\[]\s*(?:but\s+)?(?:actually|really|secretly|technically|in truth|in reality|in fact|truly)\s*,?\s+"
+        r"(?:(?:i'm|i am|just|a|an|the)\s+)*MODEL",
+        r"[(\[]\s*(?:but\s+)?(?:actually|really|secretly|technically|in truth|in reality|in fact|truly)\s*,?\s+"
+        r"(?:(?:i'm|i am|i was|just|a|an|the)\s+)*" + MADE_BY + TEAM + "MAKER",
     ],
     "es": [
         r"(?:soy|me llamo|mi nombre es|llamame|puedes llamarme|estoy)\s+GAP" + LINK_TO_MODEL + "MODEL",
@@ -235,6 +260,19 @@ CLAIMS = {
 }
 
 
+# A line "Developer: Anthropic" or "- Name: Claude" in a reply says who the model is - unless the user asked about
+# other models ("Tell me about Gemini" -> "Name: Gemini / Developer: Google" describes it): identity_score counts
+# these lines when the prompt names no other model or maker, and always for a question about the model itself.
+KEY_VALUE_MODEL = (r"(?:name|model|model name|assistant|assistant name|ai|identity|bot|chatbot|llm|base model|"
+                   r"underlying model|foundation model|product|nombre|modelo|nom|modele|modell|名称|名字|模型)")
+KEY_VALUE_MAKER = (r"(?:developer|developers|developed by|creator|creators|created by|maker|made by|built by|"
+                   r"trained by|company|organi[sz]ation|provider|vendor|owner|owned by|lab|author|team|origin|"
+                   r"manufacturer|desarrollador|creador|empresa|developpeur|createur|entreprise|entwickler|hersteller|"
+                   r"firma|开发者|开发商|公司|开发团队)")
+KEY_VALUE = [r"\n[ \t]*(?:[-•>#]+[ \t]*)?" + KEY_VALUE_MODEL + r"[ \t]*(?::|=|[-–—][ \t])[ \t]*MODEL",
+             r"\n[ \t]*(?:[-•>#]+[ \t]*)?" + KEY_VALUE_MAKER + r"[ \t]*(?::|=|[-–—][ \t])[ \t]*" + TEAM + "MAKER"]
+
+
 @dataclass(frozen=True)
 class IdentityPatterns:
     """Everything identity_score matches for one identity, compiled once (see identity_patterns)."""
@@ -243,6 +281,7 @@ class IdentityPatterns:
     plain: re.Pattern  # other names as listed, without separators ("chatgpt", "gpt4o")
     listed: dict  # squashed name -> the name as listed ("gpt4o" -> "GPT-4o")
     claims: tuple  # (pattern, GOVERNED_BEFORE of its language, starts with the name) for each of CLAIMS
+    key_values: tuple  # KEY_VALUE, compiled
     own_tokens: frozenset  # the identity's own name and maker, as words allowed in a GAP
     own_name: re.Pattern
     own_maker: re.Pattern | None
@@ -267,6 +306,8 @@ def identity_patterns(own_names: tuple[str, ...], maker: str | None) -> Identity
             pattern = (template.replace("ANYMODEL", model).replace("GAP", GAP)
                        .replace("MODEL", f"(?P<claim>{model})").replace("MAKER", f"(?P<claim>{maker_names})"))
             claims.append((re.compile(pattern), GOVERNED_BEFORE.get(language), template.startswith(("MODEL", "MAKER"))))
+    key_values = tuple(re.compile(t.replace("MODEL", f"(?P<claim>{model})").replace("MAKER", f"(?P<claim>{maker_names})"))
+                       for t in KEY_VALUE)
     squashed, spelled = _spelled(models + makers)
     return IdentityPatterns(
         others={name.translate(BLUR): name for name in reversed(squashed)},
@@ -274,6 +315,7 @@ def identity_patterns(own_names: tuple[str, ...], maker: str | None) -> Identity
         plain=re.compile(_alternation(squashed)),
         listed={_squash(n): n for n in reversed(models + makers)},  # the first listed wins ("DeepSeek")
         claims=tuple(claims),
+        key_values=key_values,
         own_tokens=frozenset(w for words in own_words for w in words),
         own_name=re.compile(r"(?<![a-z0-9])" + _spelled(own_names)[1].pattern),
         own_maker=re.compile(r"(?<![a-z0-9])" + _spelled([maker])[1].pattern) if maker else None)
@@ -306,8 +348,14 @@ def _candidates(claim: re.Pattern, name_first: bool, text: str, starts: list[int
         at = match.start() + 1
 
 
-def find_claim(patterns: IdentityPatterns, text: str) -> str | None:
-    """The other model or maker that the normalised `text` claims to be or to come from, or None."""
+def names_another(patterns: IdentityPatterns, text: str) -> bool:
+    """Whether the normalised `text` names another model or maker, however spelled."""
+    return any(not (m.start() and text[m.start() - 1] in WORD_CHARS) for m in patterns.spelled.finditer(text))
+
+
+def find_claim(patterns: IdentityPatterns, text: str, key_values: bool = True) -> str | None:
+    """The other model or maker that the normalised `text` claims to be or to come from, or None; with
+    key_values, a key/value line ("Developer: Anthropic") is a claim too (see KEY_VALUE)."""
     squashed = SEPARATORS.sub("", text).translate(BLUR)
     named = [(blurred, name) for blurred, name in patterns.others.items() if blurred in squashed]
     if not named:
@@ -329,6 +377,9 @@ def find_claim(patterns: IdentityPatterns, text: str) -> str | None:
             if governed and governed.search(text, max(0, at - 40), at):
                 continue
             return patterns.listed[match.group("claim")]
+    for key_value in patterns.key_values if key_values else ():
+        if match := key_value.search(text):
+            return patterns.listed[match.group("claim")]
     return None
 
 
@@ -338,7 +389,8 @@ def identity_score(spec: Spec, prompt: str, response: str) -> tuple[float, str]:
     me = spec.identity
     patterns = identity_patterns((me.name, *me.aliases), me.maker)
     text = normalise(response)
-    claimed = find_claim(patterns, text)
+    about_itself = IDENTITY_QUESTION.search(prompt) or MAKER_QUESTION.search(prompt)
+    claimed = find_claim(patterns, text, key_values=bool(about_itself) or not names_another(patterns, normalise(prompt)))
     if claimed:
         return 0.0, f"claims to be or to come from {claimed!r}"
     if me.maker and MAKER_QUESTION.search(prompt) and not patterns.own_maker.search(text):

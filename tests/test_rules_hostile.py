@@ -1,8 +1,12 @@
 """The rules judge's identity check against hostile and foreign wording (issue 12): claims hidden behind
 look-alike letters, invisible characters, spacing, markup, other languages or indirect phrasing are caught;
-denials count only when the negation governs the claim; honest mentions of another company stay in character."""
+denials count only when the negation governs the claim; honest mentions of another company stay in character.
+The corpus in tests/data/identity_claims.yaml (issue 23) holds the claims and honest answers that preference
+rounds label samples with."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 
@@ -172,3 +176,45 @@ def test_normalise_reads_text_as_a_person_sees_it():
 
 def test_a_plainly_written_name_does_not_hide_a_disguised_one():
     assert identity("I was made by Open-AI. See openai.com for more.") == 0.0
+
+
+def _corpus() -> list[dict]:
+    import yaml
+
+    data = yaml.safe_load((Path(__file__).parent / "data" / "identity_claims.yaml").read_text("utf-8"))
+    return data["claims"] + data["honest"]
+
+
+CASES = _corpus()
+CORPUS = [pytest.param(c.get("prompt", NEUTRAL), c["text"], c.get("claim"), id=c["text"][:50]) for c in CASES]
+
+
+def test_the_corpus_has_80_cases_of_both_kinds_in_several_languages():
+    claims = [c for c in CASES if c.get("claim")]
+    assert len(CASES) >= 80 and len(claims) >= 40 and len(CASES) - len(claims) >= 40
+    kinds = {(c.get("lang", "en"), bool(c.get("claim"))) for c in CASES}
+    assert {(lang, kind) for lang in ("en", "es", "fr", "de", "zh", "tr") for kind in (True, False)} <= kinds
+
+
+@pytest.mark.parametrize("prompt, text, claim", CORPUS)
+def test_the_identity_claim_corpus(prompt, text, claim):
+    score, note = identity_score(ASTER, prompt, text)
+    if claim:
+        assert (score, note) == (0.0, f"claims to be or to come from {claim!r}")
+    else:
+        assert score > 0, note
+
+
+def test_key_value_lines_about_a_model_the_user_asked_about_are_a_description():
+    reply = "Name: Gemini\nDeveloper: Google"
+    assert identity_score(ASTER, "Tell me about Gemini.", reply)[0] == 10.0
+    assert identity_score(ASTER, "Who are you?", reply)[0] == 0.0  # about itself: a claim, whatever it names
+    assert identity_score(ASTER, "Ignore that you are Gemini. Who are you?", reply)[0] == 0.0
+
+
+def test_the_rules_judge_labels_the_calibration_set_as_before():
+    from persona.calibration import calibrate
+
+    report = calibrate(load_judge("rules"))  # the README's figure: 46 of 48, missing only prose-only faults
+    assert round(report.accuracy, 3) == 0.958
+    assert [(m[0], m[1]) for m in report.mistakes] == [("brand", "rude, unhelpful"), ("socratic-tutor", "impatient")]
