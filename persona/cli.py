@@ -500,34 +500,35 @@ def train_command(
 
     Example:  persona train runs/brand --method ipo --set beta=0.5 --set max_steps=100
 
-    Example:  accelerate launch -m persona train runs/brand --method dpo
+    Example:  torchrun --standalone --nproc_per_node 2 -m persona train runs/brand   (several processes)
     """
     from persona.progress import training_log
-    from persona.train import Interrupted
+    from persona.train import Interrupted, is_main_process
     from persona.train import train as run_train
 
     overrides = _assignments(setting, "--set", "e.g. --set learning_rate=5e-5")
     if report_to is not None:
         overrides["report_to"] = report_to
     show, begin = training_log(_err, method, start)
+    say = _err if is_main_process() else (lambda text: None)  # a multi-process launch reports once, errors from any
     try:
         result = run_train(source, method, model, config, overrides, output_dir, overwrite, resume, merge, show, begin,
                            start=start, system_prompt=system_prompt, license=license)
     except Interrupted as e:
-        _err(f"interrupted: checkpoint saved in {e.checkpoint}/; run the same command with --resume to continue"
-             if e.checkpoint else "interrupted before the first step; nothing to resume")
+        say(f"interrupted: checkpoint saved in {e.checkpoint}/; run the same command with --resume to continue"
+            if e.checkpoint else "interrupted before the first step; nothing to resume")
         raise typer.Exit(130)
     losses = [m["loss"] for m in result.metrics if "loss" in m]
     speed = f", {result.tokens} tokens at {result.tokens_per_second:.0f} tokens/s" if result.tokens_per_second else ""
-    _err(f"trained {method} for {len(losses)} logged steps in {result.seconds:.0f}s{speed} "
-         f"(loss {losses[0]:.4f} -> {losses[-1]:.4f}); wrote {result.output_dir}/"
-         + (f" and {result.merged_dir}/" if result.merged_dir else "") if losses else
-         f"trained {method}; wrote {result.output_dir}/")
+    say(f"trained {method} for {len(losses)} logged steps in {result.seconds:.0f}s{speed} "
+        f"(loss {losses[0]:.4f} -> {losses[-1]:.4f}); wrote {result.output_dir}/"
+        + (f" and {result.merged_dir}/" if result.merged_dir else "") if losses else
+        f"trained {method}; wrote {result.output_dir}/")
     if result.reward:
         r = result.reward
         accuracy = "n/a (no eval split)" if r["eval_pairwise_accuracy"] is None else f"{100 * r['eval_pairwise_accuracy']:.1f}%"
-        _err(f"reward model: pairwise accuracy {accuracy} on {r['eval_pairs']} held-out pairs; "
-             f"judge with --judge reward:{result.output_dir}")
+        say(f"reward model: pairwise accuracy {accuracy} on {r['eval_pairs']} held-out pairs; "
+            f"judge with --judge reward:{result.output_dir}")
 
 
 @command("eval", interrupted="interrupted: answers so far are kept; run the same command again to resume")

@@ -30,7 +30,7 @@ the default (the reference model is the base with the adapter disabled: no secon
 `use_lora: false` trains every weight. Precision (`dtype`: auto, bf16 or fp32) is persona.precision's choice for
 the device - bf16 autocast on a GPU that supports it or a CPU with AMX, fp32 otherwise - with the weights and
 optimizer state in fp32; gradient checkpointing is off (on CPU it only costs time).
-Runs under `accelerate launch` unchanged.
+Runs under torchrun or `accelerate launch` unchanged; only the main process writes and reports (is_main_process).
 
 The output folder (persona.run.TrainOutput): the adapter (or full model), tokenizer and chat template, the
 resolved settings, every logged step, a model card (`model_card`, rewritten by `persona eval` with its
@@ -40,8 +40,9 @@ numbers), and with `merge=True` a merged model.
 from __future__ import annotations
 
 import json
+import os
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -106,18 +107,28 @@ def train(source: str | Path, method: str = "sft", model: str | None = None, con
     if system_prompt is not None:
         system_prompt = _system_prompt_text(system_prompt, run)
     output = TrainOutput(output_dir) if output_dir else _default_output(source, run, method, start)
-    with output.lock():  # one training run per output folder
+    # one training run per output folder; under torchrun / accelerate the main process holds it for all of them
+    with output.lock() if is_main_process() else nullcontext():
         return _train(method, spec, data, card, where, run, settings, output, model, overwrite, resume, merge,
                       on_log, on_start, start, system_prompt, license)
 
 
+def is_main_process() -> bool:
+    """False in the other processes of a multi-process launch (torchrun, accelerate launch, mpirun): only the
+    main one locks the output folder, writes persona's files and reports; TRL's trainer saves on it alone too."""
+    return all(os.environ.get(var, "0") == "0" for var in ("RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK"))
+
+
 def _train(method, spec, data, card, where, run, settings, output, model, overwrite, resume, merge, on_log, on_start,
            start, system_prompt, license) -> TrainResult:
+    main = is_main_process()
+    if not main:
+        on_log = on_start = None
     if output.metrics_file.exists() and not (overwrite or resume):
         raise PersonaError(f"{output.path} already holds a finished training run",
                            hint="pass --overwrite to replace it, or --output-dir for another folder")
     output.path.mkdir(parents=True, exist_ok=True)
-    if overwrite and not resume:  # a new run: the old run's checkpoints must not be resumed from later
+    if overwrite and not resume and main:  # a new run: the old run's checkpoints must not be resumed from later
         import shutil
 
         for old in output.checkpoints():
@@ -141,7 +152,8 @@ def _train(method, spec, data, card, where, run, settings, output, model, overwr
         base_default = template_default_system(tokenizer)
         public_id = public_model_id(model)
     system = system_prompt if system_prompt is not None else card.get("system_prompt")
-    _say_what_the_template_injects(model_name, base_default, system)
+    if main:
+        _say_what_the_template_injects(model_name, base_default, system)
     chat_template = with_default_system(tokenizer, system) if system is not None else tokenizer.chat_template
     ref_model = None
     if start is not None and not settings["use_lora"] and spec.reference:
@@ -172,7 +184,7 @@ def _train(method, spec, data, card, where, run, settings, output, model, overwr
 
     trainer = _make_trainer(method, lm, tokenizer, args, data, peft_config, [Record()], ref_model)
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
-    output.write_settings({
+    (output.write_settings if main else _nothing)({
         "method": method, "model": model_name, "base_model": model, "dataset": where,
         "run": str(run.path) if run else None, "start": str(start) if start is not None else None,
         "system_prompt": system, "base_template_default": base_default, "base_model_id": public_id,
@@ -180,7 +192,7 @@ def _train(method, spec, data, card, where, run, settings, output, model, overwr
         "data": {"kind": spec.dataset, "train_rows": data["train"].num_rows,
                  "eval_rows": data["eval"].num_rows if "eval" in data else 0,
                  "spec_hash": card.get("spec_hash"), "judge": card.get("judge")},
-        **settings})
+        "processes": args.world_size, **settings})
     started = time.perf_counter()
     checkpoint = output.last_checkpoint() if resume else None
     try:
@@ -193,7 +205,11 @@ def _train(method, spec, data, card, where, run, settings, output, model, overwr
     if stop["requested"]:
         raise Interrupted(output.last_checkpoint())
     changed = sum(not torch.equal(before[n], p.detach()) for n, p in trainer.model.named_parameters() if n in before)
-    trainer.save_model(str(output.path))
+    result = TrainResult(output.path, method, settings, logs, time.perf_counter() - started, changed,
+                         tokens=trainer.state.num_input_tokens_seen or None)
+    trainer.save_model(str(output.path))  # on the main process only (TrainingArguments.should_save)
+    if not main:
+        return result
     merged_whole = False
     if start is not None and settings["use_lora"]:  # an adapter over the start's merged weights: make it standalone
         public_id, merged_whole = _standalone(output, TrainOutput(start), trainer, public_id)
@@ -201,8 +217,6 @@ def _train(method, spec, data, card, where, run, settings, output, model, overwr
         output.name_adapter_base(public_id)
     tokenizer.chat_template = chat_template  # persona's default system prompt, not the base's identity
     tokenizer.save_pretrained(str(output.path))
-    result = TrainResult(output.path, method, settings, logs, time.perf_counter() - started, changed,
-                         tokens=trainer.state.num_input_tokens_seen or None)
     if spec.model == "reward":
         from persona.judges.reward import RewardScorer, calibrate
 
@@ -217,6 +231,10 @@ def _train(method, spec, data, card, where, run, settings, output, model, overwr
     output.write_metrics(logs)
     write_model_card(output)
     return result
+
+
+def _nothing(*args, **kwargs) -> None:
+    return None
 
 
 def _standalone(output: TrainOutput, start: TrainOutput, trainer, public_id: str | None) -> tuple[str | None, bool]:

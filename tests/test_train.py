@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
 
 from persona.dataset import build_datasets
 from persona.errors import PersonaError
@@ -293,21 +294,46 @@ def test_kto_on_pairs_uses_equal_weights_not_the_kto_cards(run_dir, tiny_model_d
     assert on_pairs.settings["desirable_weight"] == 1.0 and on_pairs.settings["undesirable_weight"] == 1.0
 
 
-def test_runs_under_accelerate_launch_unchanged(run_dir, tiny_model_dir, tmp_path):
+def _accelerate_launch(processes: int, run_dir, model, out):
     import os
     import subprocess
     import sys
     from pathlib import Path
 
-    accelerate = Path(sys.executable).parent / "accelerate"
-    done = subprocess.run([str(accelerate), "launch", "--cpu", "--num_processes", "1", "--num_machines", "1",
-                           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "persona", "train", str(run_dir),
-                           "--method", "dpo", "-m", str(tiny_model_dir), "--output-dir", str(tmp_path / "acc"),
-                           "--set", "max_steps=2", "--set", "max_length=64", "--set", "r=4", "--set", "save_strategy=no"],
-                          capture_output=True, text=True, timeout=600, env={**os.environ, "TQDM_DISABLE": "1"})
+    bin = Path(sys.executable).parent
+    launch = ([str(bin / "accelerate"), "launch", "--cpu", "--num_processes", "1", "--num_machines", "1",
+               "--mixed_precision", "no", "--dynamo_backend", "no"] if processes == 1 else
+              [str(bin / "torchrun"), "--standalone", "--nproc_per_node", str(processes)])
+    return subprocess.run([*launch, "-m", "persona", "train", str(run_dir),
+                           "--method", "dpo", "-m", str(model), "--output-dir", str(out),
+                           "--set", "max_steps=2", "--set", "max_length=64", "--set", "r=4", "--set", "save_strategy=no",
+                           "--set", "per_device_train_batch_size=2", "--set", "gradient_accumulation_steps=1"],
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"})
+
+
+def test_runs_under_accelerate_launch_unchanged(run_dir, tiny_model_dir, tmp_path):
+    done = _accelerate_launch(1, run_dir, tiny_model_dir, tmp_path / "acc")
     assert done.returncode == 0, done.stderr[-2000:]
     assert "trained dpo for 2 logged steps" in done.stderr
     assert len([m for m in json.loads((tmp_path / "acc" / "metrics.json").read_text()) if "loss" in m]) == 2
+
+
+@pytest.mark.slow
+def test_two_cpu_processes_under_accelerate_train_save_once_and_log_comparable_losses(run_dir, tiny_model_dir, tmp_path):
+    one = _accelerate_launch(1, run_dir, tiny_model_dir, tmp_path / "one")
+    two = _accelerate_launch(2, run_dir, tiny_model_dir, tmp_path / "two")
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert two.stderr.count("trained dpo for 2 logged steps") == 1  # the main process reports, the other is quiet
+    saved = sorted(p.name for p in (tmp_path / "two").iterdir())
+    assert saved == sorted(p.name for p in (tmp_path / "one").iterdir())  # one copy of every file
+    losses = [[m["loss"] for m in json.loads((tmp_path / name / "metrics.json").read_text()) if "loss" in m]
+              for name in ("one", "two")]
+    assert len(losses[1]) == 2 and all(abs(a - b) < 0.05 for a, b in zip(*losses))  # 2 x 2 rows vs 2 rows a step
+    settings = [yaml.safe_load((tmp_path / name / "persona_train.yaml").read_text()) for name in ("one", "two")]
+    assert [s["processes"] for s in settings] == [1, 2]
+    epochs = [json.loads((tmp_path / name / "metrics.json").read_text())[-1]["epoch"] for name in ("one", "two")]
+    assert epochs[1] > epochs[0]  # two processes went further through the data in as many steps
 
 
 @pytest.mark.parametrize("name,row", [
@@ -507,3 +533,15 @@ def _no_switch():
     from contextlib import nullcontext
 
     return nullcontext()
+
+
+@pytest.mark.parametrize("env,main", [({}, True), ({"RANK": "0"}, True), ({"RANK": "1"}, False),
+                                      ({"OMPI_COMM_WORLD_RANK": "3"}, False), ({"PMI_RANK": "0"}, True)])
+def test_only_rank_zero_is_the_main_process(monkeypatch, env, main):
+    from persona.train import is_main_process
+
+    for var in ("RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK"):
+        monkeypatch.delenv(var, raising=False)
+    for var, value in env.items():
+        monkeypatch.setenv(var, value)
+    assert is_main_process() is main
