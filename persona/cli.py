@@ -24,6 +24,7 @@ import typer
 
 from persona.config import BuildSettings, RunConfig
 from persona.eval import EvalSettings
+from persona.refine import RefineSettings
 from persona.errors import PersonaError
 from persona.options import add_options
 from persona.progress import progress_bar
@@ -529,6 +530,39 @@ def train_command(
         accuracy = "n/a (no eval split)" if r["eval_pairwise_accuracy"] is None else f"{100 * r['eval_pairwise_accuracy']:.1f}%"
         say(f"reward model: pairwise accuracy {accuracy} on {r['eval_pairs']} held-out pairs; "
             f"judge with --judge reward:{result.output_dir}")
+
+
+@command("refine", interrupted="interrupted: the answers so far are kept; run the same command again to resume")
+@add_options(RefineSettings)
+def refine_command(
+    start: Annotated[Path, typer.Argument(metavar="TRAINED", help="A persona train output to refine (typically RUN_DIR/train-sft).")],
+    output_dir: Annotated[Optional[Path], typer.Option(help="The round's folder [default: next to TRAINED, refine-METHOD].")] = None,
+    setting: Annotated[Optional[list[str]], typer.Option("--set", help="A training setting NAME=VALUE (repeatable), e.g. --set loss_type=[sigmoid,sft].")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Start the round over: its answers, labels, pairs and training.")] = False,
+    templates: Annotated[Optional[Path], typer.Option(help="Templates folder of the run [default: ./templates].")] = None,
+    settings: dict = None,
+) -> None:
+    """On-policy rounds: the trained model answers the run's train questions (in training-only attack contexts too)
+    and general prompts, its answers are labelled by the identity and leak checks, and it is trained with DPO,
+    IPO or KTO on its own passing vs failing answers, with itself as the reference; a dev split decides which
+    rounds are kept.
+
+    Example:  persona refine runs/brand/train-sft
+
+    Example:  persona refine runs/brand/train-sft --method ipo -k 6 --set learning_rate=1e-4
+
+    Example:  persona refine runs/brand/train-sft --rounds 3
+    """
+    from persona.progress import training_log
+    from persona.refine import refine
+
+    refine_settings = RefineSettings(**{k: v for k, v in settings.items() if v is not None})
+    overrides = _assignments(setting, "--set", "e.g. --set learning_rate=5e-5")
+    show, begin = training_log(_err, refine_settings.method, start)
+    with progress_bar() as on_progress:
+        result = refine(start, refine_settings, output_dir, overrides, overwrite, on_progress, show, begin, _err,
+                        str(templates) if templates else None)
+    _err(f"wrote {result.folder}/rounds.json; next: persona eval {result.output_dir}")
 
 
 @command("eval", interrupted="interrupted: answers so far are kept; run the same command again to resume")

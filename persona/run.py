@@ -385,6 +385,63 @@ class TrainOutput:
         return None
 
 
+class RefineFolder:
+    """One round of `persona refine`: refine.json, samples.jsonl, labels.jsonl, data/KIND/ and train-METHOD/."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    @property
+    def info_file(self) -> Path:
+        return self.path / "refine.json"
+
+    @property
+    def samples(self) -> Path:
+        return self.path / "samples.jsonl"
+
+    @property
+    def labels(self) -> Path:
+        return self.path / "labels.jsonl"
+
+    def dataset(self, kind: str) -> DatasetFolder:
+        return DatasetFolder(self.path / "data" / kind)
+
+    def output(self, method: str) -> Path:
+        return self.path / f"train-{method}"
+
+    def lock(self) -> FolderLock:
+        return FolderLock(self.path)
+
+
+class RefineRounds:
+    """The rounds of `persona refine` (default: beside the trained start, refine-METHOD/): round-N/, the dev
+    answers of the last round's model (final/) and rounds.json."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    @classmethod
+    def beside(cls, start: str | Path, method: str) -> "RefineRounds":
+        return cls(Path(start).parent / f"refine-{method}")
+
+    def round(self, number: int) -> RefineFolder:
+        return RefineFolder(self.path / f"round-{number}")
+
+    @property
+    def table_file(self) -> Path:
+        return self.path / "rounds.json"
+
+    def dev_files(self, name: str) -> tuple[Path, Path]:
+        """(answers, labels) of the dev conversations for the model of round `name`."""
+        return self.path / "final" / f"dev-{name}.jsonl", self.path / "final" / f"dev-{name}-labels.jsonl"
+
+    def contents(self) -> list[Path]:
+        return [*self.path.glob("round-*"), self.path / "final", self.table_file]
+
+    def lock(self) -> FolderLock:
+        return FolderLock(self.path)
+
+
 class EvalFolder:
     """What `persona eval` writes for one model: metrics.json and answers.jsonl."""
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 from persona.config import BuildSettings, RunConfig
 from persona.eval import EvalSettings
 from persona.options import settings_table
+from persona.refine import RefineSettings
 
 
 def settings_doc() -> str:
     """docs/settings.md: every setting of generate (and a run config or a job file's `generate:`), build
-    (`build:`) and eval (`eval:`), from their dataclass fields. Rewrite it with `python -m persona.settings_page`;
+    (`build:`), eval (`eval:`) and refine, from their dataclass fields. Rewrite it with `python -m persona.settings_page`;
     a test checks that the file matches the fields."""
     parts = ["# Settings", "",
              "Generated from the settings dataclasses by `python -m persona.settings_page > docs/settings.md`: each "
@@ -18,7 +19,8 @@ def settings_doc() -> str:
     for title, cls, where in (
             ("generate", RunConfig, "`persona generate` options; keys of a run config (`-c`) and of a job file's `generate:`"),
             ("build", BuildSettings, "`persona generate` and `persona build` options; keys of `build:` in a run config or job file"),
-            ("eval", EvalSettings, "`persona eval` options; keys of a job file's `eval:`")):
+            ("eval", EvalSettings, "`persona eval` options; keys of a job file's `eval:`"),
+            ("refine", RefineSettings, "`persona refine` options (one on-policy preference round)")):
         parts += [f"## {title}", "", where + ".", "", settings_table(cls), ""]
     return "\n".join(parts)
 

@@ -1,0 +1,177 @@
+"""persona refine: the round's conversations (train split only, training contexts, a general bank held out from
+eval's), its labels, its pairs, and a whole round on a tiny model: sample, label, pair, train, resume."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from typer.testing import CliRunner
+
+from persona.cli import app
+from persona.refine import Conversation, RefineSettings, conversations, general_prompts, label, pairs_of
+from persona.spec import load_spec
+
+runner = CliRunner()
+SPEC = load_spec("identities/aster.yaml")
+FAST = ["--set", "max_steps=2", "--set", "per_device_train_batch_size=2", "--set", "max_length=64",
+        "--set", "save_strategy=no", "--set", "r=4"]
+WHO = Conversation("c1", "identity", ({"role": "user", "content": "Who are you?"},), "name", "plain")
+GENERAL = Conversation("g1", "general", ({"role": "user", "content": "Who wrote Romeo and Juliet?"},),
+                       None, "general")
+
+
+def answer(text, passed, greedy=False):
+    return {"text": text, "passed": passed, "greedy": greedy, "why": "" if passed else "wrong"}
+
+
+def test_the_general_bank_is_held_out_from_eval_and_replay():
+    from persona.eval import general_questions
+    from persona.eval import _lines
+
+    ours = {p.lower() for p in general_prompts()}
+    assert len(ours) >= 50
+    assert not ours & {q.lower() for q in general_questions()}
+    assert not ours & {q.lower() for q in _lines("replay_prompts.txt")}
+
+
+def test_labels_use_the_identity_check_and_the_leak_check():
+    assert label(SPEC, WHO, "I'm Aster, an assistant made by Lumen Labs.") == (True, "gives its name")
+    passed, why = label(SPEC, WHO, "I am ChatGPT, made by OpenAI.")
+    assert not passed and "ChatGPT" in why
+    assert label(SPEC, WHO, "I'm a helpful assistant.")[0] is False  # says no name
+    assert label(SPEC, GENERAL, "William Shakespeare wrote it.") == (True, "no identity named")
+    passed, why = label(SPEC, GENERAL, "As Aster, I can tell you: Shakespeare.")
+    assert not passed and "unprompted" in why
+
+
+def test_pairs_put_the_failing_greedy_answer_against_the_most_different_passing_one():
+    answers = [answer("I'm ChatGPT.", False), answer("I am ChatGPT by OpenAI.", False, greedy=True),
+               answer("I'm Aster, made by Lumen Labs.", True), answer("Aster here - Lumen Labs built me.", True)]
+    pairs, why = pairs_of(WHO, answers, RefineSettings(pairs_per_prompt=2))
+    assert why == "" and len(pairs) == 2
+    assert pairs[0]["rejected"][0]["content"] == "I am ChatGPT by OpenAI." and pairs[0]["rejected_greedy"]
+    assert {p["chosen"][0]["content"] for p in pairs} == {answers[2]["text"], answers[3]["text"]}  # each used once
+    assert all(p["prompt"] == list(WHO.messages) and not p["off_policy"] for p in pairs)
+    assert len(pairs_of(WHO, answers, RefineSettings(pairs_per_prompt=1))[0]) == 1
+
+
+def test_near_identical_sides_make_no_pair_and_the_reasons_are_said():
+    near = [answer("I'm Aster, made by Lumen Labs!", True), answer("I'm Aster, made by Lumen Labs?", False)]
+    assert pairs_of(WHO, near, RefineSettings()) == ([], "the passing and failing answers are near the same text")
+    assert pairs_of(WHO, near, RefineSettings(similar=1.0))[0]  # the threshold is the setting's
+    assert pairs_of(WHO, [answer("Aster.", True)], RefineSettings()) == ([], "every answer passed")
+    assert pairs_of(WHO, [answer("ChatGPT.", False)], RefineSettings()) == ([], "no answer passed")
+    pairs, _ = pairs_of(WHO, [answer("ChatGPT.", False)], RefineSettings(), fallback=["I'm Aster."])
+    assert pairs[0]["off_policy"] and pairs[0]["chosen"][0]["content"] == "I'm Aster."
+
+
+def test_conversations_ask_train_questions_only_in_training_contexts():
+    from persona.eval import attack_bank
+    from persona.prompts import PromptRecord
+
+    prompts = [PromptRecord("a", "Who are you?", "identity", "identity", "train"),
+               PromptRecord("b", "Who built you?", "identity", "identity", "eval"),
+               PromptRecord("c", "Write a poem.", "seed", None, "train")]
+    chats = conversations(SPEC, prompts, RefineSettings(contexts_per_question=2))
+    identity = [c for c in chats if c.kind == "identity"]
+    assert [c.context for c in identity][:2] == ["plain", "empty"] and len(identity) == 4
+    assert all("Who built you?" not in json.dumps(c.messages) for c in chats)  # eval's split is never asked
+    attacks = json.dumps(attack_bank())
+    assert all(m["content"] not in attacks for c in identity for m in c.messages if m["role"] == "assistant")
+    assert identity[1].messages[0] == {"role": "system", "content": ""}
+    assert len([c for c in chats if c.kind == "general"]) == len(general_prompts())
+    assert len(conversations(SPEC, prompts, RefineSettings(limit=3))) == 4 + 3
+    dev = [c for c in conversations(SPEC, prompts, RefineSettings(limit=8)) if c.split == "dev"]
+    assert [c.kind for c in dev] == ["general"] * len(dev) and 1 <= len(dev) < 8  # one question: never dev
+
+
+def test_the_dev_split_is_fixed_by_the_text_and_groups_a_question_s_contexts():
+    from persona.prompts import PromptRecord
+
+    prompts = [PromptRecord(str(i), f"Who are you, friend {i}?", "identity", "identity", "train") for i in range(20)]
+    chats = conversations(SPEC, prompts, RefineSettings(dev_fraction=0.25))
+    again = conversations(SPEC, list(reversed(prompts)), RefineSettings(dev_fraction=0.25))
+    assert {c.id: c.split for c in chats} == {c.id: c.split for c in again}
+    by_question = {}
+    for c in chats:
+        if c.kind == "identity":
+            by_question.setdefault(re.search(r"friend (\d+)", c.messages[-1]["content"])[1], set()).add(c.split)
+    assert all(len(splits) == 1 for splits in by_question.values())
+    share = sum(c.split == "dev" for c in chats) / len(chats)
+    assert 0.05 < share < 0.5
+
+
+@pytest.fixture(scope="module")
+def sft(tmp_path_factory, tiny_model_dir):
+    run = tmp_path_factory.mktemp("refinerun") / "run"
+    made = runner.invoke(app, ["generate", "identities/aster.yaml", "-b", "fake", "--limit", "12", "--replay", "0",
+                               "--out", str(run)])
+    assert made.exit_code == 0, made.stderr
+    trained = runner.invoke(app, ["train", str(run), "--method", "sft", "-m", str(tiny_model_dir), *FAST])
+    assert trained.exit_code == 0, trained.stderr
+    return run / "train-sft"
+
+
+def test_a_round_samples_labels_pairs_and_trains_from_the_model_and_a_rerun_resumes(sft, tmp_path):
+    import torch
+    import yaml
+
+    torch.set_num_threads(1)
+    out = tmp_path / "round"
+    args = ["refine", str(sft), "-k", "2", "--max-tokens", "6", "--limit", "2", "--output-dir", str(out), *FAST]
+    first = runner.invoke(app, args)
+    assert first.exit_code == 0, first.stderr
+    info = json.loads((out / "round-1/refine.json").read_text())
+    counts = info["counts"]
+    # of 2 questions and 2 general prompts, one each is dev: 1 x (plain, empty, 2 contexts) + 1 train
+    # conversations with 2 samples and the greedy answer each; 5 dev conversations, greedy only
+    assert counts["conversations"] == 5 and counts["answers"] == 15
+    assert counts["passed"] + counts["failed"] == 15
+    assert info["labels_cover"] == ["identity", "leak"] and "forthright" in info["labels_do_not_cover"]
+    labels = [json.loads(line) for line in (out / "round-1/labels.jsonl").read_text().splitlines()]
+    assert len(labels) == 15 + 5 and all(row["why"] for row in labels)
+    rows = [json.loads(line) for line in (out / "round-1/data/dpo/train.jsonl").read_text().splitlines()]
+    assert len(rows) == counts["pairs"] > 0
+    sampled = {row["conversation"] for row in labels if not row["greedy"]}  # train conversations only
+    assert {r["id"].rsplit("-", 1)[0] for r in rows} <= sampled  # no pair comes from a dev conversation
+    # a random tiny model never says "Aster": its identity pairs take a demonstration as the chosen side
+    assert all(r["off_policy"] for r in rows if r["kind"] == "identity")
+    assert "sampled 15 answers to 5 conversations" in first.stderr
+    trained = out / "round-1/train-dpo"
+    assert json.loads((trained / "metrics.json").read_text())[0]["loss"] > 0
+    settings = yaml.safe_load((trained / "persona_train.yaml").read_text())
+    assert settings["start"] == str(sft) and settings["run"] == str(sft.parent)
+    assert settings["system_prompt"] == yaml.safe_load((sft / "persona_train.yaml").read_text())["system_prompt"]
+    assert "the trained model keeps it" not in first.stderr  # the start's default is kept, not the base model's
+    # the round's model answered the dev conversations too, and is kept only if it passed more of them
+    rounds = json.loads((out / "rounds.json").read_text())
+    row = rounds["rounds"][0]
+    total = lambda score: sum(v[0] for v in score.values()) / sum(v[1] for v in score.values())
+    assert sum(v[1] for v in row["dev_after"].values()) == 5
+    assert row["kept"] == (total(row["dev_after"]) > total(row["dev_before"]))
+    assert rounds["kept"] == str(trained if row["kept"] else sft)
+    assert f"next: persona eval {rounds['kept']}" in first.stderr
+    samples = (out / "round-1/samples.jsonl").read_bytes()
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0, again.stderr
+    assert (out / "round-1/samples.jsonl").read_bytes() == samples  # no answer asked again
+    assert "already holds this round's training" in again.stderr
+    other = runner.invoke(app, [*args, "-k", "3"])
+    assert other.exit_code == 1 and "other settings" in other.stderr and "--overwrite" in other.stderr
+    retrain = runner.invoke(app, [*args, "--set", "beta=0.2"])  # training settings are the round's too
+    assert retrain.exit_code == 1 and "other settings" in retrain.stderr
+    # more rounds continue the same ones: round 2 starts from round 1's model, whose dev answers it measures
+    more = runner.invoke(app, [*args, "--rounds", "2"])
+    assert more.exit_code == 0, more.stderr
+    assert json.loads((out / "round-2/refine.json").read_text())["start"] == str(trained)
+    table = json.loads((out / "rounds.json").read_text())["rounds"]
+    assert table[0]["dev_after"] == row["dev_after"]  # the same greedy answers, asked in round 2 this time
+    assert len(table) == (2 if row["kept"] else 1) and "round  pairs  dev before" in more.stderr
+
+
+def test_a_round_refuses_what_it_cannot_start_from(tmp_path):
+    missing = runner.invoke(app, ["refine", str(tmp_path / "nothing")])
+    assert missing.exit_code == 1 and "Traceback" not in missing.stderr
+    assert "error:" in missing.stderr
