@@ -30,6 +30,7 @@ class Method:
     reference: bool = True  # trains against a reference model (log-probs can be precomputed and cached)
     options: tuple[str, ...] = ()  # persona's own settings this method takes, beyond LoRA's
     about: str = ""
+    unset: tuple[str, ...] = ()  # persona's defaults (DEFAULTS) that its TRL config does not take
 
 
 METHODS: dict[str, Method] = {
@@ -46,11 +47,21 @@ METHODS: dict[str, Method] = {
     "kto": Method("KTOTrainer", "KTOConfig", "kto", {"beta": 0.1}, about="thumbs-up/down rows (pairs are unpaired)"),
     "reward": Method("RewardTrainer", "RewardConfig", "dpo", {"learning_rate": 1e-4}, model="reward", reference=False,
                      about="a reward model on the pairs, usable as --judge reward:PATH"),
+    # RL: the model's own samples, scored by reward functions (persona refine --method grpo: the identity and
+    # leak checks); beta > 0 keeps a KL term to the start (with LoRA the reference is the adapter switched off)
+    "grpo": Method("GRPOTrainer", "GRPOConfig", "prompts", {"beta": 0.04, "num_generations": 4,
+                                                           "max_completion_length": 64, "per_device_train_batch_size": 8},
+                   reference=False, unset=("max_length",),
+                   about="RL on prompts with a reward function (GRPO), KL to the start; run by persona refine"),
+    "rloo": Method("RLOOTrainer", "RLOOConfig", "prompts", {"beta": 0.05, "num_generations": 4,
+                                                           "max_completion_length": 64, "per_device_train_batch_size": 8},
+                   reference=False, unset=("max_length",),
+                   about="RL on prompts with a reward function (RLOO), KL to the start; run by persona refine"),
 }
 
 
 COLUMNS = {"dpo": ("prompt", "chosen", "rejected"), "kto": ("prompt", "completion", "label"),
-           "sft": ("prompt", "completion")}
+           "sft": ("prompt", "completion"), "prompts": ("prompt",)}
 
 
 # persona's defaults for every method; any other TRL config or PEFT LoraConfig field can be set the same way
@@ -98,7 +109,7 @@ def resolve_settings(name: str, config_path: str | Path | None, overrides: dict 
     import torch
 
     method = method_named(name)
-    settings = {**DEFAULTS, **method.defaults}
+    settings = {k: v for k, v in {**DEFAULTS, **method.defaults}.items() if k not in method.unset}
     if method.dataset == "kto":  # the card's weights put the weighted ratio in TRL's recommended range
         weights = card.get("kto_weights") or {}
         settings["desirable_weight"] = weights.get("desirable_weight", 1.0)

@@ -48,11 +48,13 @@ from persona.errors import PersonaError
 from persona.options import setting
 
 DATA = Path(__file__).parent / "data"
-ROUND_METHODS = ("dpo", "ipo", "kto")
+ROUND_METHODS = ("dpo", "ipo", "kto", "grpo", "rloo")
+RL_METHODS = ("grpo", "rloo")  # sample inside training, scored by `reward_function`: no pairs
 FORMAT = 1
 # a round's training unless --set says otherwise: the issue's feasibility run (batch 4, 2 epochs, DPO's other
 # defaults: beta 0.1, lr 5e-5, LoRA r16); chosen before this code's first measured round, not tuned on eval
 ROUND_TRAINING = {"per_device_train_batch_size": 4, "num_train_epochs": 2}
+RL_ROUND_TRAINING = {"max_steps": 40}  # 80 prompts x 4 samples a round (GRPO/RLOO's defaults in persona.methods)
 
 
 @dataclass
@@ -222,7 +224,8 @@ def refine(start: str | Path, settings: RefineSettings = RefineSettings(), outpu
     rounds = RefineRounds(output_dir) if output_dir else RefineRounds.beside(start, settings.method)
     base = rounds.path
     base.mkdir(parents=True, exist_ok=True)
-    training = {**ROUND_TRAINING, **(overrides or {})}
+    rl = settings.method in RL_METHODS
+    training = {**(RL_ROUND_TRAINING if rl else ROUND_TRAINING), **(overrides or {})}
     with rounds.lock():
         if overwrite:
             import shutil
@@ -246,10 +249,11 @@ def refine(start: str | Path, settings: RefineSettings = RefineSettings(), outpu
                         "labels_do_not_cover": [t.id for t in spec.targets() if t.id != "identity"]}
                 write_atomic(folder.info_file, json.dumps(info, indent=2) + "\n")
                 say(f"round {number}: {model} answers {sum(c.split == 'train' for c in chats)} conversations "
-                    f"({settings.k} samples and the greedy answer each) and {sum(c.split == 'dev' for c in chats)} "
-                    f"dev ones (greedy)")
+                    + ("(the greedy answer each; RL samples in training)" if rl else
+                       f"({settings.k} samples and the greedy answer each)")
+                    + f" and {sum(c.split == 'dev' for c in chats)} dev ones (greedy)")
                 labelled = _label(spec, chats, _sample(TrainOutput(model), chats, settings, folder.samples,
-                                                       on_progress), folder.labels)
+                                                       on_progress, greedy_only=rl), folder.labels)
                 dev = _dev_score(chats, labelled)
                 if table:
                     table[-1]["dev_after"] = dev
@@ -260,10 +264,10 @@ def refine(start: str | Path, settings: RefineSettings = RefineSettings(), outpu
                             f"({_rate(table[-1]['dev_before'])} -> {_rate(dev)}): kept {model}")
                         break
                     table[-1]["kept"] = True
-                counts, rows = _pairs(spec, chats, labelled, settings, templates)
+                counts, rows = _pairs(spec, chats, labelled, settings, templates, rl)
                 info["counts"] = counts
                 write_atomic(folder.info_file, json.dumps(info, indent=2) + "\n")
-                say(_summary(counts))
+                say(_summary(counts, settings.method if rl else None))
                 try:
                     result = _train_round(folder, settings, training, model, run, counts, rows, chats, labelled,
                                           on_log, on_start, say)
@@ -279,7 +283,8 @@ def refine(start: str | Path, settings: RefineSettings = RefineSettings(), outpu
             dev_chats = [c for c in chats if c.split == "dev"]
             answers, labels = rounds.dev_files(model.parent.name)
             after = _dev_score(dev_chats, _label(spec, dev_chats, _sample(TrainOutput(model), dev_chats, settings,
-                                                                        answers, on_progress, greedy_only=True),
+                                                                        answers, on_progress, greedy_only=True,
+                                                                        stage="dev answers"),
                                                  labels))
             table[-1]["dev_after"], table[-1]["kept"] = after, _better(after, table[-1]["dev_before"])
             if not table[-1]["kept"]:
@@ -300,13 +305,16 @@ def _train_round(folder, settings, training, model, run, counts, rows, chats, la
     from persona.store import write_atomic
     from persona.train import train
 
-    data_rows = rows if settings.method != "kto" else _kto_rows([c for c in chats if c.split == "train"], labelled)
+    train_chats = [c for c in chats if c.split == "train"]
+    rl = settings.method in RL_METHODS
+    data_rows = _kto_rows(train_chats, labelled) if settings.method == "kto" else rows if not rl else \
+        [{"prompt": list(c.messages), "kind": c.kind, "asks": c.asks or "", "context": c.context} for c in train_chats]
     if not data_rows:
         reason = "every answer passed: nothing to learn" if not counts["failed"] else \
             "no pair could be made (" + ", ".join(f"{n} conversations: {w}" for w, n in counts["no_pair"].items()) + ")"
         raise PersonaError(f"{folder.path}: {reason}; no training was run",
                            hint="raise -k or --temperature for more varied answers, or refine from another model")
-    kind = "kto" if settings.method == "kto" else "dpo"
+    kind = "prompts" if rl else "kto" if settings.method == "kto" else "dpo"
     data = folder.dataset(kind)
     write_atomic(data.split("train"), "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in data_rows))
     out = TrainOutput(folder.output(settings.method))
@@ -316,19 +324,48 @@ def _train_round(folder, settings, training, model, run, counts, rows, chats, la
     system = TrainOutput(model).settings().get("system_prompt")  # the start's template keeps its default
     result = train(data.path, settings.method, overrides=training, output_dir=out.path, overwrite=True,
                    on_log=on_log, on_start=on_start, start=model,
-                   system_prompt=f"text:{system}" if system is not None else None)
+                   system_prompt=f"text:{system}" if system is not None else None,
+                   reward_funcs=[reward_function(run_spec(run))] if rl else None)
     # the round's rows came from the run's prompts: eval and the next round find the run (and its spec) there
     out.write_settings({**out.settings(), "run": str(run.path), "refine": str(folder.path)})
     return _Trained(out.path, result)
 
 
-def _pairs(spec, chats, labelled, settings, templates) -> tuple[dict, list[dict]]:
+def run_spec(run):
+    from persona.spec import load_spec
+
+    return load_spec(run.info()["spec_path"])
+
+
+def reward_function(spec) -> Callable:
+    """GRPO's and RLOO's reward, from the same checks as a round's labels: on identity questions the identity
+    check's score / 10 (1 gives its own name or maker and claims no other, 0.3 gives none, 0 claims another),
+    on general prompts 1 unless the answer names the identity or maker unprompted (then 0). TRL passes the
+    rows' `kind` and `asks` columns."""
+    from persona.claims import identity_score
+    from persona.eval import mentions
+
+    def identity_and_leak(prompts, completions, kind, asks, **kwargs) -> list[float]:
+        scores = []
+        for what, asked, completion in zip(kind, asks, completions):
+            text = completion[-1]["content"] if isinstance(completion, list) else str(completion)
+            if what == "general":
+                scores.append(0.0 if any(mentions(spec, text).values()) else 1.0)
+            else:
+                question = "Who made you?" if asked == "maker" else "Who are you?"
+                scores.append(identity_score(spec, question, text)[0] / 10.0)
+        return scores
+
+    return identity_and_leak
+
+
+def _pairs(spec, chats, labelled, settings, templates, rl: bool = False) -> tuple[dict, list[dict]]:
     from persona.responses import identity_answers
 
     demos = identity_answers(spec, templates)
     rows, why_none = [], {}
     train = [c for c in chats if c.split == "train"]
-    for chat in train:
+    for chat in train if not rl else ():  # RL samples and scores inside training
         fallback = demos.get(chat.asks or "", []) if chat.kind == "identity" else []
         made, why = pairs_of(chat, labelled[chat.id], settings, fallback)
         rows += made
@@ -367,11 +404,11 @@ def _rate(score: dict | None) -> str:
 
 def rounds_table(table: list[dict]) -> str:
     """One line per round: pairs, the dev pass rate of its start and of its model, kept or not."""
-    lines = ["round  pairs  dev before                      dev after                       kept"]
+    lines = [f"round  pairs  {'dev before':<38}  {'dev after':<38}  kept"]
     for row in table:
         kept = {True: "yes", False: "no", None: "-"}[row["kept"]]
-        lines.append(f"{row['round']:>5}  {row['pairs']:>5}  {_rate(row['dev_before']):<30}  "
-                     f"{_rate(row['dev_after']):<30}  {kept}")
+        lines.append(f"{row['round']:>5}  {row['pairs']:>5}  {_rate(row['dev_before']):<38}  "
+                     f"{_rate(row['dev_after']):<38}  {kept}")
     return "\n".join(lines)
 
 
@@ -391,7 +428,7 @@ def _check_same_round(folder, start, settings: RefineSettings, training: dict) -
 
 
 def _sample(output, chats: list[Conversation], settings: RefineSettings, path: Path, on_progress,
-            greedy_only: bool = False) -> dict[str, list]:
+            greedy_only: bool = False, stage: str = "samples") -> dict[str, list]:
     """{conversation id: [(text, greedy)]}: the greedy answer of every conversation and k samples of every
     train one, from the model in `output`, kept in the store at `path` (keyed by the model, the conversation
     and the sampling settings: a rerun asks nothing twice)."""
@@ -424,7 +461,7 @@ def _sample(output, chats: list[Conversation], settings: RefineSettings, path: P
                  "completion_tokens": sum(c.completion_tokens for c in result.completions), "created": now()}]
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    done, _ = append_missing(JsonlStore(path), requests, run, to_records, stage="samples",
+    done, _ = append_missing(JsonlStore(path), requests, run, to_records, stage=stage,
                              on_progress=on_progress)
     if "hf" in backend:
         backend["hf"].close()
@@ -480,9 +517,12 @@ def _counts(chats, labelled, rows, why_none) -> dict:
             "off_policy_pairs": sum(r["off_policy"] for r in rows), "no_pair": why_none}
 
 
-def _summary(counts: dict) -> str:
+def _summary(counts: dict, rl: str | None = None) -> str:
     greedy = ", ".join(f"{c} {g['passed']}/{g['n']}" for c, g in counts["greedy"].items())
+    made = (f"{rl.upper()} trains on these {counts['conversations']} conversations, sampling and scoring its own "
+            "answers" if rl else
+            f"{counts['pairs']} pairs ({counts['general_pairs']} on general prompts, "
+            f"{counts['off_policy_pairs']} with a demonstration as the chosen side)")
     return (f"sampled {counts['answers']} answers to {counts['conversations']} conversations: {counts['passed']} "
             f"passed, {counts['failed']} failed (greedy answers passing, on the round's own train prompts: "
-            f"{greedy}); {counts['pairs']} pairs ({counts['general_pairs']} on general prompts, "
-            f"{counts['off_policy_pairs']} with a demonstration as the chosen side)")
+            f"{greedy}); {made}")

@@ -15,6 +15,8 @@ TRL's own trainer and loss; adding one is a row (plus, at most, one function for
   ipo     DPOTrainer, loss_type ["ipo"], beta is IPO's tau (the loss starts near (1/(2*beta))^2: 25 at 0.1)
   kto     KTOTrainer, desirable/undesirable weights from the dataset card; paired rows are unpaired first
   reward  RewardTrainer on the pairs: a reward model usable as `--judge reward:PATH`
+  grpo    GRPOTrainer on prompt rows with `reward_funcs`, beta 0.04 (KL to the start); persona refine runs it
+  rloo    RLOOTrainer, the same way, beta 0.05
 
 `start=PATH` (--from) starts from a trained output, e.g. an SFT one: its weights (adapter merged in) are the
 model that trains, and the reference of DPO/IPO/KTO (the natural SFT -> preference sequence). The output is
@@ -83,15 +85,20 @@ def train(source: str | Path, method: str = "sft", model: str | None = None, con
           overrides: dict | None = None, output_dir: str | Path | None = None, overwrite: bool = False,
           resume: bool = False, merge: bool = False, on_log: Callable[[dict], None] | None = None,
           on_start: Callable[[dict, Path], None] | None = None, start: str | Path | None = None,
-          system_prompt: str | None = None, license: str | None = None) -> TrainResult:
+          system_prompt: str | None = None, license: str | None = None, reward_funcs: list | None = None) -> TrainResult:
     """Train `method` on `source` (a run folder, a dataset folder or a JSONL file). `start`: a trained output
     to start from (e.g. SFT before DPO); `system_prompt`: the default the saved chat template injects
     [default: the one the dataset's rows carry, from its build]; `license`: the model card's license (a Hub
-    license id) [default: the dataset's, from its build]."""
+    license id) [default: the dataset's, from its build]; `reward_funcs`: GRPO's and RLOO's reward functions
+    (TRL's `f(prompts, completions, **columns) -> list[float]`; persona refine passes its labels' own)."""
     from persona.dataset import check_license
 
     check_license(license)
     spec = method_named(method)
+    if spec.dataset == "prompts" and not reward_funcs:
+        raise PersonaError(f"--method {method} needs a reward function to score the model's samples",
+                           hint=f"run it as a round: persona refine TRAINED --method {method} (the identity and "
+                                "leak checks are its reward)")
     data, card, where, run = find_dataset(source, method)
     if start is not None:
         from persona.models import check_start
@@ -110,7 +117,7 @@ def train(source: str | Path, method: str = "sft", model: str | None = None, con
     # one training run per output folder; under torchrun / accelerate the main process holds it for all of them
     with output.lock() if is_main_process() else nullcontext():
         return _train(method, spec, data, card, where, run, settings, output, model, overwrite, resume, merge,
-                      on_log, on_start, start, system_prompt, license)
+                      on_log, on_start, start, system_prompt, license, reward_funcs)
 
 
 def is_main_process() -> bool:
@@ -120,7 +127,7 @@ def is_main_process() -> bool:
 
 
 def _train(method, spec, data, card, where, run, settings, output, model, overwrite, resume, merge, on_log, on_start,
-           start, system_prompt, license) -> TrainResult:
+           start, system_prompt, license, reward_funcs=None) -> TrainResult:
     main = is_main_process()
     if not main:
         on_log = on_start = None
@@ -182,7 +189,7 @@ def _train(method, spec, data, card, where, run, settings, output, model, overwr
                 control.should_training_stop = True
             return control
 
-    trainer = _make_trainer(method, lm, tokenizer, args, data, peft_config, [Record()], ref_model)
+    trainer = _make_trainer(method, lm, tokenizer, args, data, peft_config, [Record()], ref_model, reward_funcs)
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
     (output.write_settings if main else _nothing)({
         "method": method, "model": model_name, "base_model": model, "dataset": where,
@@ -292,10 +299,10 @@ def _fused_head_scores_answer_tokens_only():
         utils._use_triton = original
 
 
-def _make_trainer(name, lm, tokenizer, args, data, peft_config, callbacks, ref_model=None):
+def _make_trainer(name, lm, tokenizer, args, data, peft_config, callbacks, ref_model=None, reward_funcs=None):
     method = METHODS[name]
     cls = trl_class(method.trainer)
-    extra = {}
+    extra = {"reward_funcs": reward_funcs} if reward_funcs else {}
     if method.reference:
         cls = _with_reusable_reference_cache(cls)
         if ref_model is not None:

@@ -30,7 +30,7 @@ def find_dataset(source: str | Path, name: str) -> tuple[Any, dict, str, RunFold
     card = folder.build()
     run = run or folder.run()
     files = [path] if path.is_file() else [f for f in (folder.split("train"), folder.split("eval")) if f.is_file()]
-    check_rows(files)
+    check_rows(files, prompts_only=METHODS[name].dataset == "prompts")
     if path.is_dir():
         try:
             data = load_dataset(str(path))
@@ -60,11 +60,11 @@ TEXT_FIELDS = ("prompt", "chosen", "rejected", "completion", "messages")
 MAX_ROW_PROBLEMS = 20
 
 
-def check_rows(files: list[Path]) -> None:
+def check_rows(files: list[Path], prompts_only: bool = False) -> None:
     """Every row of the JSONL files, checked before any training, each problem as file:line: what is wrong.
 
     A row is a JSON object of one format throughout (pairs: prompt/chosen/rejected; thumbs: prompt/completion/
-    label; SFT: prompt/completion or messages); every text field is non-empty text or a list of messages with
+    label; SFT: prompt/completion or messages; RL, `prompts_only`: prompt); every text field is non-empty text or a list of messages with
     a known role and text content, the same kind in every row; chosen differs from rejected; a label is true or
     false."""
     problems: list[str] = []
@@ -78,7 +78,7 @@ def check_rows(files: list[Path]) -> None:
             if not raw.strip():
                 continue
             where = f"{file}:{number}"
-            problems += _row_problems(raw, where, first)
+            problems += _row_problems(raw, where, first, prompts_only)
             if len(problems) >= MAX_ROW_PROBLEMS:
                 break
     if problems:
@@ -87,7 +87,7 @@ def check_rows(files: list[Path]) -> None:
                            hint="fix or remove those rows; persona's own datasets (persona build) have this format")
 
 
-def _row_problems(raw: bytes, where: str, first: dict) -> list[str]:
+def _row_problems(raw: bytes, where: str, first: dict, prompts_only: bool = False) -> list[str]:
     import math
 
     try:
@@ -100,7 +100,8 @@ def _row_problems(raw: bytes, where: str, first: dict) -> list[str]:
         return [f"{where}: a row is a JSON object, got {type(row).__name__}"]
     out = []
     shape = "pairs" if {"chosen", "rejected"} <= set(row) else "thumbs" if "label" in row else \
-        "messages" if "messages" in row else "prompt-completion" if "completion" in row else None
+        "messages" if "messages" in row else "prompt-completion" if "completion" in row else \
+        "prompts" if prompts_only and "prompt" in row else None
     if shape is None and ({"chosen", "rejected"} & set(row)):
         missing = ", ".join(c for c in ("prompt", "chosen", "rejected") if c not in row)
         return [f"{where}: a preference pair needs prompt, chosen and rejected; missing {missing}"]
@@ -155,6 +156,10 @@ def check_columns(data, name: str, where: str):
     paired = {"chosen", "rejected"} <= columns
     unpaired = {"completion", "label"} <= columns
     needed = COLUMNS[method.dataset]
+    if method.dataset == "prompts":
+        if "prompt" not in columns:
+            raise PersonaError(f"{where}: {name.upper()} needs a prompt column", hint="rows like {\"prompt\": [...]}")
+        return data
     if method.dataset == "sft":
         return _sft_rows(data, columns, paired, where)
     if method.dataset == "kto":

@@ -175,3 +175,49 @@ def test_a_round_refuses_what_it_cannot_start_from(tmp_path):
     missing = runner.invoke(app, ["refine", str(tmp_path / "nothing")])
     assert missing.exit_code == 1 and "Traceback" not in missing.stderr
     assert "error:" in missing.stderr
+
+
+def test_the_reward_is_the_labels_checks_graded():
+    from persona.refine import reward_function
+
+    reward = reward_function(SPEC)
+    said = [[{"role": "assistant", "content": text}] for text in
+            ("I'm Aster, made by Lumen Labs.", "I'm a helpful assistant.", "I am ChatGPT.", "Shakespeare.",
+             "Aster here: Shakespeare.")]
+    scores = reward(prompts=[[]] * 5, completions=said, kind=["identity"] * 3 + ["general"] * 2,
+                    asks=["name"] * 3 + [""] * 2)
+    assert scores == [1.0, 0.3, 0.0, 1.0, 0.0]
+
+
+def test_rl_methods_need_a_reward_and_say_where_to_get_one(tmp_path):
+    from persona.errors import PersonaError
+    from persona.train import train
+
+    with pytest.raises(PersonaError, match="needs a reward function") as e:
+        train(tmp_path, "grpo")
+    assert "persona refine" in e.value.hint
+
+
+@pytest.mark.parametrize("method", ["grpo", "rloo"])
+def test_an_rl_round_trains_with_the_checks_as_reward_and_a_kl_term(method, sft, tmp_path):
+    import torch
+
+    torch.set_num_threads(1)
+    out = tmp_path / method
+    done = runner.invoke(app, ["refine", str(sft), "--method", method, "--max-tokens", "6", "--limit", "2",
+                               "--output-dir", str(out), "--set", "max_steps=2", "--set", "num_generations=2",
+                               "--set", "per_device_train_batch_size=2", "--set", "max_completion_length=6",
+                               "--set", "r=4", "--set", "save_strategy=no"])
+    assert done.exit_code == 0, done.stderr
+    rows = [json.loads(line) for line in (out / "round-1/data/prompts/train.jsonl").read_text().splitlines()]
+    assert len(rows) == 5 and {r["kind"] for r in rows} == {"identity", "general"}  # the train conversations
+    labels = (out / "round-1/labels.jsonl").read_text().splitlines()
+    assert len(labels) == 10 and all(json.loads(line)["greedy"] for line in labels)  # RL samples in training
+    metrics = json.loads((out / f"round-1/train-{method}/metrics.json").read_text())
+    logged = [m for m in metrics if "loss" in m]
+    assert len(logged) == 2 and all("reward" in m and "kl" in m for m in logged), logged
+    import yaml
+
+    settings = yaml.safe_load((out / f"round-1/train-{method}/persona_train.yaml").read_text())
+    assert settings["beta"] > 0 and settings["start"] == str(sft)
+    assert json.loads((out / "rounds.json").read_text())["rounds"][0]["dev_after"] is not None
