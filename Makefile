@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip
 
-.PHONY: demo test install clean experiment
+.PHONY: refine-experiment demo test install clean experiment
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,16 @@ experiment: install
 	$(BIN)/persona train runs/aster/datasets/dpo --method kto --from runs/aster/train-sft --output-dir runs/aster/train-sft-kto $(EXPERIMENT_PREF)
 	for m in sft dpo ipo kto sft-dpo sft-ipo sft-kto; do $(BIN)/persona eval runs/aster/train-$$m || exit 1; done
 	$(BIN)/persona report runs/aster --markdown
+
+# On-policy rounds from the demo's SFT model (docs/experiment.md, "On-policy rounds"): the demo, then one DPO round,
+# one GRPO round, and the DPO rounds continued (up to 3) until the dev split stops improving, each evaluated on the demo's held-out sets.
+refine-experiment: demo
+	$(BIN)/persona refine runs/brand/train-sft
+	$(BIN)/persona eval runs/brand/refine-dpo/round-1/train-dpo
+	$(BIN)/persona refine runs/brand/train-sft --method grpo
+	$(BIN)/persona eval runs/brand/refine-grpo/round-1/train-grpo
+	$(BIN)/persona refine runs/brand/train-sft --rounds 3
+	$(BIN)/persona eval $$($(BIN)/python -c "import json; print(json.load(open('runs/brand/refine-dpo/rounds.json'))['kept'])")
 
 test: install
 	OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q

@@ -9,6 +9,7 @@ method or a sequence, e.g. sft then dpo from it), eval, report.
     train:
       - method: sft
       - {method: dpo, from: sft, set: {beta: 0.1}}   # from: an earlier step's method, or an output folder
+      - {method: dpo, from: sft, refine: {k: 4}}     # on-policy rounds instead (persona refine; keys of RefineSettings)
     eval: {judge: rules}                 # persona.eval.EvalSettings; false: no eval
     report: true
 
@@ -48,8 +49,12 @@ def _schema() -> dict:
                     "properties": {k: {"type": ["string", "null"]}
                                    for k in ("name", "backend", "model", "base_url", "api_key_env")}}
     judge = {**judge_object, "type": ["string", "object"]}  # a name, or a mapping with the name and options
+    from persona.refine import RefineSettings
+
+    refine = schema_of(RefineSettings, skip=("method",))
+    refine["type"] = ["object", "boolean"]  # true: a round with the defaults
     step = {"type": "object", "additionalProperties": False, "required": ["method"],
-            "properties": {"method": {"enum": list(METHODS)}, "from": {"type": "string"},
+            "properties": {"method": {"enum": list(METHODS)}, "from": {"type": "string"}, "refine": refine,
                            "set": {"type": "object"}, "output_dir": {"type": "string"}, "merge": {"type": "boolean"},
                            "system_prompt": {"type": "string"}, "license": {"type": "string"},
                            "model": {"type": "string"}}}
@@ -136,6 +141,15 @@ def load_job(path: str | Path) -> Job:
                                         "name a method trained above, e.g. from: sft, or a folder of persona train"))
         for key, message, hint in check_settings(step["method"], step.get("set") or {}):
             problems.append(doc.problem(("train", i, "set", key), message, hint, key=True))
+        if step.get("refine") not in (None, False):
+            from persona.refine import ROUND_METHODS
+
+            if step["method"] not in ROUND_METHODS:
+                problems.append(doc.problem(("train", i, "method"), f"a refine step trains with one of "
+                                            f"{', '.join(ROUND_METHODS)}, not {step['method']}", "e.g. method: dpo"))
+            if start is None:
+                problems.append(doc.problem(("train", i), "a refine step needs from: the trained model it refines",
+                                            "e.g. from: sft"))
         labels.append(_label(step, labels))
     evaluation = data.get("eval", {})
     evaluation = {} if evaluation is True else evaluation
@@ -180,6 +194,13 @@ def run_job(job: Job, say: Callable[[str], None], on_progress=None) -> dict:
     keys: dict[str, str] = {}
     for i, step in enumerate(job.train):
         method, start = step["method"], step.get("from")
+        if step.get("refine") not in (None, False):
+            label = _label(step, outputs)
+            start_output = outputs.get(start) or TrainOutput(start)
+            outputs[label], keys[label] = _refine_step(step, start_output, keys.get(start) or str(start), stage,
+                                                       say, on_progress, config.templates)
+            done[f"train {label}"] = "refined"
+            continue
         start_output = outputs.get(start) if start in outputs else (TrainOutput(start) if start else None)
         label = _label(step, outputs)
         output = TrainOutput(step["output_dir"]) if step.get("output_dir") else run.train_output(
@@ -230,6 +251,28 @@ def run_job(job: Job, say: Callable[[str], None], on_progress=None) -> dict:
         stage("report")
         done["report"] = write_report(run.path, None)
     return done
+
+
+def _refine_step(step: dict, start, start_key: str, stage, say, on_progress, templates):
+    """A `refine:` step: persona refine from `start`; rounds already done are reused (refine resumes), a step
+    whose settings changed starts its rounds over. (the kept model, its key)"""
+    from persona.progress import training_log
+    from persona.refine import RefineSettings, refine
+    from persona.run import RefineRounds, TrainOutput
+
+    options = step["refine"] if isinstance(step["refine"], dict) else {}
+    settings = RefineSettings(method=step["method"], **options)
+    rounds = RefineRounds(step["output_dir"]) if step.get("output_dir") else RefineRounds.beside(start.path,
+                                                                                                 step["method"])
+    key = _key({"refine": options, "method": step["method"], "set": step.get("set") or {}, "start": start_key})
+    stage(f"refine {step['method']} from {step['from']} -> {rounds.path}/")
+    changed = any(rounds.path.glob("round-*")) and _mark(rounds.path) != key  # rounds made with other settings
+    _write_mark(rounds.path, key)
+    on_log, on_start = training_log(say, step["method"], start.path)
+    result = refine(start.path, settings, rounds.path, step.get("set") or {}, overwrite=changed,
+                    on_progress=on_progress, on_log=on_log, on_start=on_start, say=lambda text: say("  " + text),
+                    templates=templates)
+    return TrainOutput(result.output_dir), _key({"step": key, "kept": str(result.output_dir)})
 
 
 def _label(step: dict, earlier) -> str:

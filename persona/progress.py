@@ -126,7 +126,8 @@ def training_log(say: Callable[[str], None], method: str, start: str | Path | No
             return
         step, total = entry.get("step") or 0, entry.get("max_steps") or 0
         shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in entry.items()
-                 if k in ("loss", "rewards/margins", "rewards/accuracies", "kl", "accuracy", "mean_token_accuracy")}
+                 if k in ("loss", "rewards/margins", "rewards/accuracies", "reward", "kl", "accuracy",
+                          "mean_token_accuracy")}
         if not first:
             first.append((time.monotonic(), step))
         per_step = (time.monotonic() - first[0][0]) / (step - first[0][1]) if step > first[0][1] else 0

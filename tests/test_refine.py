@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -216,8 +217,37 @@ def test_an_rl_round_trains_with_the_checks_as_reward_and_a_kl_term(method, sft,
     metrics = json.loads((out / f"round-1/train-{method}/metrics.json").read_text())
     logged = [m for m in metrics if "loss" in m]
     assert len(logged) == 2 and all("reward" in m and "kl" in m for m in logged), logged
+    assert "  step 2/2  loss" in done.stderr and " reward " in done.stderr  # the reward is shown as it trains
     import yaml
 
     settings = yaml.safe_load((out / f"round-1/train-{method}/persona_train.yaml").read_text())
     assert settings["beta"] > 0 and settings["start"] == str(sft)
     assert json.loads((out / "rounds.json").read_text())["rounds"][0]["dev_after"] is not None
+
+
+def test_a_job_file_runs_a_round_after_sft_and_a_rerun_reuses_it(tmp_path, tiny_model_dir):
+    fast = "{max_steps: 2, per_device_train_batch_size: 2, max_length: 64, save_strategy: 'no', r: 4}"
+    job = tmp_path / "job.yaml"
+    job.write_text(f"""spec: identities/aster.yaml
+generate: {{backend: fake, limit: 12, replay: 0, out: {tmp_path / 'run'}}}
+train:
+  - {{method: sft, model: {tiny_model_dir}, set: {fast}}}
+  - {{method: dpo, from: sft, refine: {{k: 2, max_tokens: 6, limit: 2}}, set: {fast}}}
+eval: {{limit: 1, max_tokens: 4}}
+report: false
+""", encoding="utf-8")
+    first = runner.invoke(app, ["run", str(job)])
+    assert first.exit_code == 0, first.stderr
+    assert f"refine dpo from sft -> {tmp_path / 'run/train-sft'}".replace("train-sft", "refine-dpo") in first.stderr
+    kept = json.loads((tmp_path / "run/refine-dpo/rounds.json").read_text())["kept"]
+    assert (Path(kept) / "eval/metrics.json").is_file()  # the eval is of the model the rounds kept
+    samples = (tmp_path / "run/refine-dpo/round-1/samples.jsonl").read_bytes()
+    second = runner.invoke(app, ["run", str(job)])
+    assert second.exit_code == 0, second.stderr
+    assert "already holds this round's training" in second.stderr
+    assert (tmp_path / "run/refine-dpo/round-1/samples.jsonl").read_bytes() == samples  # nothing asked again
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(job.read_text().replace("method: dpo, from: sft, refine", "method: sft, refine"), encoding="utf-8")
+    refused = runner.invoke(app, ["run", str(bad)])
+    assert refused.exit_code == 1 and "a refine step trains with one of" in refused.stderr
+    assert "a refine step needs from" in refused.stderr and f"{bad}:5" in refused.stderr
