@@ -538,20 +538,22 @@ def refine_command(
     start: Annotated[Path, typer.Argument(metavar="TRAINED", help="A persona train output to refine (typically RUN_DIR/train-sft).")],
     output_dir: Annotated[Optional[Path], typer.Option(help="The round's folder [default: next to TRAINED, refine-METHOD].")] = None,
     setting: Annotated[Optional[list[str]], typer.Option("--set", help="A training setting NAME=VALUE (repeatable), e.g. --set loss_type=[sigmoid,sft].")] = None,
-    overwrite: Annotated[bool, typer.Option(help="Start the round over: its answers, labels, pairs and training.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Start the rounds over: their answers, labels, pairs and training.")] = False,
     templates: Annotated[Optional[Path], typer.Option(help="Templates folder of the run [default: ./templates].")] = None,
     settings: dict = None,
 ) -> None:
     """On-policy rounds: the trained model answers the run's train questions (in training-only attack contexts too)
     and general prompts, its answers are labelled by the identity and leak checks, and it is trained with DPO,
-    IPO or KTO on its own passing vs failing answers, with itself as the reference; a dev split decides which
-    rounds are kept.
+    IPO or KTO on its own passing vs failing answers (or GRPO / RLOO with those checks as the reward), with
+    itself as the reference; a dev split decides which rounds are kept.
 
     Example:  persona refine runs/brand/train-sft
 
     Example:  persona refine runs/brand/train-sft --method ipo -k 6 --set learning_rate=1e-4
 
     Example:  persona refine runs/brand/train-sft --rounds 3
+
+    Example:  persona refine runs/brand/train-sft --method grpo --set max_steps=80
     """
     from persona.progress import training_log
     from persona.refine import refine

@@ -22,7 +22,9 @@ A round instead asks the trained model itself, then trains it on its own best an
             side is one of the spec's demonstrations (templates/identity_answers.j2), marked off-policy.
             KTO rows: every distinct labelled answer, desirable when it passed.
   training  `method` (dpo, ipo or kto) from the trained model, which is also the reference, with LoRA;
-            settings as `persona train --set` takes them (e.g. loss_type=[sigmoid, sft]).
+            settings as `persona train --set` takes them (e.g. loss_type=[sigmoid, sft]). grpo / rloo make
+            no pairs: TRL's trainer samples the train conversations itself, `reward_function` (the same
+            checks, graded) scores them, with a KL term to the start.
 
   rounds    a dev share of the questions and general prompts (`dev_fraction`, never eval's) gets greedy
             answers only and makes no pairs; each round measures its start's dev pass rate, the last round's
@@ -61,7 +63,8 @@ RL_ROUND_TRAINING = {"max_steps": 40}  # 80 prompts x 4 samples a round (GRPO/RL
 class RefineSettings:
     """Every setting of `persona refine`, each with its command-line option."""
 
-    method: str = setting("dpo", "The preference method the round trains with.", choices=ROUND_METHODS)
+    method: str = setting("dpo", "How a round trains: dpo, ipo or kto on its pairs, or grpo or rloo (RL with the "
+                          "labels' checks as the reward).", choices=ROUND_METHODS)
     k: int = setting(4, "Sampled answers per conversation (the greedy answer comes on top).", "-k", min=1)
     temperature: float = setting(1.0, "Sampling temperature of the answers.", min=0.01)
     max_tokens: int = setting(64, "Longest answer, in tokens.", min=1)

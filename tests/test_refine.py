@@ -251,3 +251,19 @@ report: false
     refused = runner.invoke(app, ["run", str(bad)])
     assert refused.exit_code == 1 and "a refine step trains with one of" in refused.stderr
     assert "a refine step needs from" in refused.stderr and f"{bad}:5" in refused.stderr
+
+
+def test_a_round_with_nothing_to_learn_trains_nothing_and_says_why(tmp_path):
+    from persona.errors import PersonaError
+    from persona.refine import _train_round
+    from persona.run import RefineFolder
+
+    def round_of(counts):
+        return _train_round(RefineFolder(tmp_path), RefineSettings(), {}, None, None, counts, [], [], {},
+                            None, None, print)
+
+    with pytest.raises(PersonaError, match="every answer passed: nothing to learn; no training was run"):
+        round_of({"failed": 0, "no_pair": {"every answer passed": 5}})
+    with pytest.raises(PersonaError, match=r"no pair could be made \(3 conversations: no answer passed\)"):
+        round_of({"failed": 6, "no_pair": {"no answer passed": 3}})
+    assert not (tmp_path / "train-dpo").exists() and not (tmp_path / "data").exists()
