@@ -255,9 +255,11 @@ def refine(start: str | Path, settings: RefineSettings = RefineSettings(), outpu
                     + ("(the greedy answer each; RL samples in training)" if rl else
                        f"({settings.k} samples and the greedy answer each)")
                     + f" and {sum(c.split == 'dev' for c in chats)} dev ones (greedy)")
-                labelled = _label(spec, chats, _sample(TrainOutput(model), chats, settings, folder.samples,
-                                                       on_progress, greedy_only=rl), folder.labels)
-                dev = _dev_score(chats, labelled)
+                # the dev answers first: they decide whether the last round is kept, and whether to go on
+                dev_chats = [c for c in chats if c.split == "dev"]
+                samples = _sample(TrainOutput(model), dev_chats, settings, folder.samples, on_progress,
+                                  greedy_only=True, stage=f"round {number} dev")
+                dev = _dev_score(dev_chats, _label(spec, dev_chats, samples, folder.labels))
                 if table:
                     table[-1]["dev_after"] = dev
                     if not _better(dev, table[-1]["dev_before"]):  # the last round's model is not kept
@@ -267,6 +269,12 @@ def refine(start: str | Path, settings: RefineSettings = RefineSettings(), outpu
                             f"({_rate(table[-1]['dev_before'])} -> {_rate(dev)}): kept {model}")
                         break
                     table[-1]["kept"] = True
+                if _total(dev) == 1.0:
+                    say(f"{model} passes every dev answer ({_rate(dev)}): no round could raise it; kept {model}")
+                    break
+                samples.update(_sample(TrainOutput(model), [c for c in chats if c.split == "train"], settings,
+                                       folder.samples, on_progress, greedy_only=rl, stage=f"round {number}"))
+                labelled = _label(spec, chats, samples, folder.labels)
                 counts, rows = _pairs(spec, chats, labelled, settings, templates, rl)
                 info["counts"] = counts
                 write_atomic(folder.info_file, json.dumps(info, indent=2) + "\n")
@@ -287,13 +295,14 @@ def refine(start: str | Path, settings: RefineSettings = RefineSettings(), outpu
             answers, labels = rounds.dev_files(model.parent.name)
             after = _dev_score(dev_chats, _label(spec, dev_chats, _sample(TrainOutput(model), dev_chats, settings,
                                                                         answers, on_progress, greedy_only=True,
-                                                                        stage="dev answers"),
+                                                                        stage="last model dev"),
                                                  labels))
             table[-1]["dev_after"], table[-1]["kept"] = after, _better(after, table[-1]["dev_before"])
             if not table[-1]["kept"]:
                 model = Path(table[-1]["start"])
         write_atomic(rounds.table_file, json.dumps({"kept": str(model), "rounds": table}, indent=2) + "\n")
-        say(rounds_table(table))
+        if table:
+            say(rounds_table(table))
         say(f"kept: {model}" + ("" if model != Path(start) else " (no round raised the dev pass rate)"))
         return RefineResult(base, model, table, result.result if result else None)
 

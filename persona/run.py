@@ -150,6 +150,9 @@ class RunFolder:
     def trained(self) -> list["TrainOutput"]:
         """Every finished training output inside the run folder, by folder name."""
         found = [TrainOutput(p) for p in sorted(self.path.iterdir()) if p.is_dir()] if self.path.is_dir() else []
+        for rounds in sorted(self.path.glob("refine-*")):  # persona refine's rounds (RefineRounds), by round
+            found += [TrainOutput(p) for p in sorted(rounds.glob("round-*/train-*"),
+                                                      key=lambda p: int(p.parent.name.split("-")[-1]))]
         return [t for t in found if t.is_finished()]
 
     # ------------------------------------------------------------------ run.json
@@ -278,7 +281,11 @@ class TrainOutput:
 
     @property
     def label(self) -> str:
-        """The folder's name without the default "train-" prefix: "dpo" for train-dpo, "my-run" for my-run."""
+        """The folder's name without the default "train-" prefix: "dpo" for train-dpo, "my-run" for my-run;
+        "refine-dpo-r1" for round 1 of persona refine's refine-dpo rounds."""
+        parent = self.path.parent
+        if parent.name.startswith("round-") and (parent / "refine.json").is_file():
+            return f"{parent.parent.name}-r{parent.name.removeprefix('round-')}"
         return self.path.name.removeprefix("train-")
 
     @property

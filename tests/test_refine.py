@@ -241,6 +241,9 @@ report: false
     assert f"refine dpo from sft -> {tmp_path / 'run/train-sft'}".replace("train-sft", "refine-dpo") in first.stderr
     kept = json.loads((tmp_path / "run/refine-dpo/rounds.json").read_text())["kept"]
     assert (Path(kept) / "eval/metrics.json").is_file()  # the eval is of the model the rounds kept
+    from persona.run import RunFolder
+
+    assert [t.label for t in RunFolder(tmp_path / "run").trained()] == ["sft", "refine-dpo-r1"]  # the report's
     samples = (tmp_path / "run/refine-dpo/round-1/samples.jsonl").read_bytes()
     second = runner.invoke(app, ["run", str(job)])
     assert second.exit_code == 0, second.stderr
@@ -267,3 +270,17 @@ def test_a_round_with_nothing_to_learn_trains_nothing_and_says_why(tmp_path):
     with pytest.raises(PersonaError, match=r"no pair could be made \(3 conversations: no answer passed\)"):
         round_of({"failed": 6, "no_pair": {"no answer passed": 3}})
     assert not (tmp_path / "train-dpo").exists() and not (tmp_path / "data").exists()
+
+
+def test_a_start_that_passes_every_dev_answer_is_kept_without_training(sft, tmp_path, monkeypatch):
+    import persona.refine as refine_module
+
+    monkeypatch.setattr(refine_module, "label", lambda spec, chat, text: (True, "passes"))
+    said = []
+    result = refine_module.refine(sft, RefineSettings(k=2, max_tokens=4, limit=2, rounds=3), tmp_path / "r",
+                                  say=said.append)
+    assert result.output_dir == sft and result.rounds == [] and result.train is None
+    assert any("passes every dev answer" in line for line in said)
+    assert not (tmp_path / "r/round-1/train-dpo").exists() and not (tmp_path / "r/round-2").exists()
+    samples = [json.loads(line) for line in (tmp_path / "r/round-1/samples.jsonl").read_text().splitlines()]
+    assert samples and all(s["greedy"] for s in samples)  # only the dev answers were asked
