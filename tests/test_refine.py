@@ -284,3 +284,20 @@ def test_a_start_that_passes_every_dev_answer_is_kept_without_training(sft, tmp_
     assert not (tmp_path / "r/round-1/train-dpo").exists() and not (tmp_path / "r/round-2").exists()
     samples = [json.loads(line) for line in (tmp_path / "r/round-1/samples.jsonl").read_text().splitlines()]
     assert samples and all(s["greedy"] for s in samples)  # only the dev answers were asked
+
+
+def test_a_kto_round_trains_on_every_distinct_labelled_answer(sft, tmp_path):
+    import torch
+
+    torch.set_num_threads(1)
+    out = tmp_path / "kto"
+    done = runner.invoke(app, ["refine", str(sft), "--method", "kto", "-k", "2", "--max-tokens", "6", "--limit", "2",
+                               "--output-dir", str(out), *FAST])
+    assert done.exit_code == 0, done.stderr
+    rows = [json.loads(line) for line in (out / "round-1/data/kto/train.jsonl").read_text().splitlines()]
+    labels = [json.loads(line) for line in (out / "round-1/labels.jsonl").read_text().splitlines()]
+    sampled = {r["conversation"] for r in labels if not r["greedy"]}  # the train conversations
+    distinct = {(r["conversation"], r["text"]) for r in labels if r["conversation"] in sampled and r["text"].strip()}
+    assert len(rows) == len(distinct)  # one row per distinct answer, greedy ones included; none from dev
+    assert {r["label"] for r in rows} == {True, False}
+    assert json.loads((out / "round-1/train-kto/metrics.json").read_text())[0]["loss"] > 0
