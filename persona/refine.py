@@ -415,13 +415,25 @@ def _rate(score: dict | None) -> str:
 
 
 def rounds_table(table: list[dict]) -> str:
-    """One line per round: pairs, the dev pass rate of its start and of its model, kept or not."""
-    lines = [f"round  pairs  {'dev before':<38}  {'dev after':<38}  kept"]
+    """One line per round: pairs, the dev pass rate of its start and of its model, the change in passing dev
+    answers, kept or not; then a warning when a decision hung on one answer."""
+    lines = [f"round  pairs  {'dev before':<38}  {'dev after':<38}  change  kept"]
+    close = []
     for row in table:
         kept = {True: "yes", False: "no", None: "-"}[row["kept"]]
+        change = _passed(row["dev_after"]) - _passed(row["dev_before"]) if row["dev_after"] else None
+        if change is not None and abs(change) <= 1:
+            close.append(str(row["round"]))
         lines.append(f"{row['round']:>5}  {row['pairs']:>5}  {_rate(row['dev_before']):<38}  "
-                     f"{_rate(row['dev_after']):<38}  {kept}")
+                     f"{_rate(row['dev_after']):<38}  {'' if change is None else f'{change:+d}':>6}  {kept}")
+    if close:
+        lines.append(f"round {', '.join(close)}: kept or not by at most one dev answer - the dev split cannot tell "
+                     "these models apart; compare them on the held-out sets with persona eval")
     return "\n".join(lines)
+
+
+def _passed(score: dict) -> int:
+    return sum(v[0] for v in score.values())
 
 
 def _check_same_round(folder, start, settings: RefineSettings, training: dict) -> None:

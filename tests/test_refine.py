@@ -301,3 +301,17 @@ def test_a_kto_round_trains_on_every_distinct_labelled_answer(sft, tmp_path):
     assert len(rows) == len(distinct)  # one row per distinct answer, greedy ones included; none from dev
     assert {r["label"] for r in rows} == {True, False}
     assert json.loads((out / "round-1/train-kto/metrics.json").read_text())[0]["loss"] > 0
+
+
+def test_the_rounds_table_shows_the_change_and_warns_when_one_answer_decides():
+    from persona.refine import rounds_table
+
+    table = [{"round": 1, "pairs": 9, "dev_before": {"identity": [5, 8], "general": [2, 2]},
+              "dev_after": {"identity": [8, 8], "general": [2, 2]}, "kept": True},
+             {"round": 2, "pairs": 4, "dev_before": {"identity": [8, 8], "general": [2, 2]},
+              "dev_after": {"identity": [8, 8], "general": [1, 2]}, "kept": False}]
+    text = rounds_table(table)
+    lines = text.splitlines()
+    assert lines[1].split()[-2:] == ["+3", "yes"] and lines[2].split()[-2:] == ["-1", "no"]
+    assert lines[-1].startswith("round 2: kept or not by at most one dev answer")
+    assert "at most one" not in rounds_table(table[:1])
