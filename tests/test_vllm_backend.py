@@ -22,6 +22,7 @@ class StandInSamplingParams:
     max_tokens: int = 16
     seed: int | None = None
     stop: list | None = None
+    ignore_eos: bool = False
 
 
 @dataclass
@@ -72,10 +73,11 @@ def test_one_chat_call_for_the_whole_batch(vllm, tiny_model_dir):
     results = list(backend.complete(requests(5, n=2, temperature=0.7, max_tokens=33, seed=4, stop=("END",))))
     [llm] = StandInLLM.instances
     assert llm.options["tensor_parallel_size"] == 2 and llm.options["model"] == str(tiny_model_dir)
-    assert llm.options["enable_prefix_caching"] is True
+    assert llm.options["enable_prefix_caching"] is True and llm.options["enforce_eager"] is False
     assert len(llm.calls) == 1  # the whole batch in one call: vLLM's scheduler does the batching
     conversations, sampling = llm.calls[0]
     assert [c[-1]["content"] for c in conversations] == ["q0", "q1", "q2", "q3", "q4"]
+    assert not any(sp.ignore_eos for sp in sampling)  # answers end where the model ends them
     assert all(sp.n == 2 and sp.max_tokens == 33 and sp.temperature == 0.7 and sp.stop == ["END"] for sp in sampling)
     assert len({sp.seed for sp in sampling}) == 5  # distinct, reproducible seed per request
     assert [r.request.key for r in results] == ["r0", "r1", "r2", "r3", "r4"]
@@ -95,7 +97,7 @@ def test_missing_vllm_names_the_extra(monkeypatch):
     with pytest.raises(PersonaError) as e:
         load_backend("vllm")
     assert e.value.message == "backend 'vllm' needs the package 'vllm', which is not installed"
-    assert e.value.hint == "pip install 'persona-tune[vllm]' (GPU machines only)"
+    assert e.value.hint == "pip install 'persona-tune[vllm]' in its own environment: make vllm-env"
 
 
 def test_unknown_backend_and_option():

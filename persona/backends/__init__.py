@@ -98,4 +98,4 @@ def load_backend(name: str, **options) -> Backend:
 
     return construct(BACKENDS, name, "backend", options, hidden=("fake",),  # heavy packages load in the module
                      install=f"pip install 'persona-tune[{EXTRAS.get(name, 'dev')}]'"
-                     + (" (GPU machines only)" if name == "vllm" else ""))
+                     + (" in its own environment: make vllm-env" if name == "vllm" else ""))

