@@ -22,24 +22,25 @@ pytestmark = [pytest.mark.slow,
 
 
 def in_vllm_env(args: list[str], tmp_path: Path, timeout: int = 540) -> subprocess.CompletedProcess:
+    """`.venv-vllm/bin/python ARGS` in `tmp_path`, without this venv's variables."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "PYTHONPATH"))}
     env.update(VLLM_CPU_KVCACHE_SPACE="1", HF_HUB_OFFLINE="1", OMP_NUM_THREADS="2",
                VLLM_CACHE_ROOT=str(tmp_path / "vllm-cache"))  # no compile cache shared with other runs
-    return subprocess.run([str(VLLM_PYTHON), "-m", "persona", *args], cwd=tmp_path, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run([str(VLLM_PYTHON), *args], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=timeout)
 
 
 def test_generate_with_the_real_vllm_then_rerun_asks_nothing(tmp_path):
     args = ["generate", str(ROOT / "identities" / "brand.yaml"), "-b", "vllm", "--limit", "3", "-k", "1",
             "--prompts-per-target", "0", "--replay", "0", "--judge", "rules", "--out", str(tmp_path / "run"),
             "-o", "max_model_len=1024", "-o", "enforce_eager=true", "--dtype", "fp32"]
-    first = in_vllm_env(args, tmp_path)
+    first = in_vllm_env(["-m", "persona", *args], tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
     records = [json.loads(line) for line in (tmp_path / "run" / "responses.jsonl").read_text().splitlines()]
     generated = [r for r in records if r["backend"] == "vllm"]
     assert generated and all(r["text"].strip() for r in generated)
     assert all(r["model"] == "SmolLM2-135M-Instruct" for r in generated)
-    again = in_vllm_env(args, tmp_path)
+    again = in_vllm_env(["-m", "persona", *args], tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
     after = (tmp_path / "run" / "responses.jsonl").read_text().splitlines()
     assert len(after) == len(records)  # finished records are not asked again
@@ -60,10 +61,7 @@ def test_the_vllm_backend_is_reproducible_per_request(tmp_path):
         "    print('RESULT', json.dumps([alone['rain'], batch['rain'], batch['snow']]))\n"
         "if __name__ == '__main__':\n"
         "    main()\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "PYTHONPATH"))}
-    env.update(VLLM_CPU_KVCACHE_SPACE="1", HF_HUB_OFFLINE="1", VLLM_CACHE_ROOT=str(tmp_path / "vllm-cache"))
-    done = subprocess.run([str(VLLM_PYTHON), str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=540)
+    done = in_vllm_env([str(script)], tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     [line] = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]  # vLLM logs to stdout too
     alone, in_batch, other = json.loads(line.removeprefix("RESULT "))
