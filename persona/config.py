@@ -68,8 +68,11 @@ class RunConfig:
     system_prompt: str = setting("neutral", "persona's default system prompt in the training rows (half of them; the "
                                  "other half empty) and the trained model's chat template: neutral (\"You are a helpful "
                                  "assistant.\"), spec (templates/deployment.j2), none, or text:YOUR TEXT.")
-    target_model: str | None = setting(None, "The model to be trained (hf): it writes the replay answers and, with "
+    target_model: str | None = setting(None, "The model to be trained: it writes the replay answers and, with "
                                        "--violating plain, the rejected ones.", shown="embedded SmolLM2-135M-Instruct")
+    target_backend: str | None = setting(None, "Who runs the target model: hf, vllm, or openai (a served copy of it "
+                                         "on --base-url, named by --target-model; without one, the generator's model).",
+                                         choices=("hf", "vllm", "openai"), shown="vllm with -b vllm, else hf")
     demonstrations: bool = setting(True, "Identity answers filled from the spec (templates/identity_answers.j2), at "
                                    "least 2 per identity question, one of them inside a conversation.")
     conforming_for_demonstrated: bool = setting(True, "Also ask the generator for conforming answers to prompts that "
@@ -88,6 +91,10 @@ class RunConfig:
             raise PersonaError(f"violating {self.violating!r} is not 'targeted' or 'plain'",
                                hint="targeted: violating.j2 aimed at one item of the spec; plain: the target "
                                     "model's own answers without the persona prompt")
+        if self.target_backend == "openai" and self.backend not in ("openai", "fake"):
+            raise PersonaError("target_backend openai needs -b openai: the target model is served by the "
+                               "generator's server", hint="pass -b openai with --base-url, and --target-model NAME "
+                               "for the served copy of the model to be trained")
         # a key pasted where a variable name belongs must fail here, before anything prints or saves it
         options = self.backend_options if isinstance(self.backend_options, dict) else {}
         if "dtype" in options:  # -o dtype=bf16 is the same setting as dtype: one home for it

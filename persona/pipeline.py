@@ -40,8 +40,12 @@ def backend_label(config: RunConfig) -> str:
 
 
 def target_backend(config: RunConfig) -> str:
-    """The backend of the model to be trained: a local model (hf), or the scripted fake in tests."""
-    return "fake" if config.backend == "fake" else "hf"
+    """The backend that runs the model to be trained: target_backend when set, else vLLM when the generator
+    runs on it (the same engine, not a second copy of the model in transformers), else a local model (hf);
+    the scripted fake in tests."""
+    if config.backend == "fake":
+        return "fake"
+    return config.target_backend or ("vllm" if config.backend == "vllm" else "hf")
 
 
 def target_label(config: RunConfig) -> str:
@@ -50,6 +54,16 @@ def target_label(config: RunConfig) -> str:
     if backend == config.backend and config.target_model is None:
         return backend_label(config)  # the generator is the target model
     return f"{backend}:{model_name(backend, config.target_model) or 'default'}"
+
+
+def target_kwargs(config: RunConfig) -> dict:
+    """load_backend() options of the target model: the generator's settings when both run on one backend
+    (the same server, the same vLLM options), else the local model's batch size and dtype."""
+    backend = target_backend(config)
+    if backend == config.backend:
+        return {**config.backend_kwargs(), "model": config.target_model}
+    local = {"batch_size": config.batch_size} if backend == "hf" and config.batch_size else {}
+    return {"model": config.target_model, **local, **({"dtype": config.dtype} if config.dtype else {})}
 
 
 def judge_options_with_dtype(judge: str | None, options: dict | None, config: RunConfig) -> dict | None:
@@ -114,9 +128,7 @@ def _generate(spec: Spec, config: RunConfig, run: RunFolder, on_progress, judge,
             if role == TARGET and labels[TARGET] == labels[GENERATOR]:
                 backends[TARGET] = get_backend(GENERATOR)
             elif role == TARGET:
-                backends[TARGET] = load_backend(target_backend(config), model=config.target_model,
-                                                **({"batch_size": config.batch_size} if config.batch_size else {}),
-                                                **({"dtype": config.dtype} if config.dtype else {}))
+                backends[TARGET] = load_backend(target_backend(config), **target_kwargs(config))
             else:
                 backends[GENERATOR] = load_backend(config.backend, **config.backend_kwargs())
             if getattr(backends[role], "dtype", None):  # what the model computed in, for run.json

@@ -361,3 +361,52 @@ def test_replay_answers_stay_within_the_spec_s_word_limit(tmp_path):
     assert replay_max_tokens(aster, config(tmp_path)) == REPLAY_TOKENS == 256
     assert replay_max_tokens(aster, config(tmp_path, max_tokens=400)) == 400
     assert replay_max_tokens(brand, config(tmp_path, max_tokens=400)) == 150
+
+
+@pytest.mark.parametrize("settings,loads", [
+    # vLLM generates and runs the target model: one engine, not a second copy of the model in transformers
+    (dict(backend="vllm", dtype="fp32", backend_options={"max_model_len": 1024}),
+     [("vllm", {"dtype": "float32", "max_model_len": 1024})]),
+    # an API generates, the target model runs locally (the default) ...
+    (dict(backend="openai", model="gpt-x", base_url="http://127.0.0.1:9/v1", batch_size=4),
+     [("openai", {"model": "gpt-x", "base_url": "http://127.0.0.1:9/v1", "api_key_env": "OPENAI_API_KEY"}),
+      ("hf", {"model": None, "batch_size": 4})]),
+    # ... or on vLLM in process ...
+    (dict(backend="openai", model="gpt-x", base_url="http://127.0.0.1:9/v1", target_backend="vllm", dtype="bf16"),
+     [("openai", {"model": "gpt-x", "base_url": "http://127.0.0.1:9/v1", "api_key_env": "OPENAI_API_KEY"}),
+      ("vllm", {"model": None, "dtype": "bfloat16"})]),
+    # ... or as a served copy on the generator's server
+    (dict(backend="openai", model="gpt-x", base_url="http://127.0.0.1:9/v1", target_backend="openai",
+          target_model="my-target", concurrency=8),
+     [("openai", {"model": "gpt-x", "base_url": "http://127.0.0.1:9/v1", "api_key_env": "OPENAI_API_KEY",
+                  "concurrency": 8}),
+      ("openai", {"model": "my-target", "base_url": "http://127.0.0.1:9/v1", "api_key_env": "OPENAI_API_KEY",
+                  "concurrency": 8})]),
+    # the served generator is the target model when no other is named
+    (dict(backend="openai", model="gpt-x", base_url="http://127.0.0.1:9/v1", target_backend="openai"),
+     [("openai", {"model": "gpt-x", "base_url": "http://127.0.0.1:9/v1", "api_key_env": "OPENAI_API_KEY"})]),
+])
+def test_the_target_model_runs_on_the_backend_chosen_for_it(tmp_path, monkeypatch, settings, loads):
+    loaded = []
+
+    def fake_load(name, **kwargs):
+        loaded.append((name, kwargs))
+        backend = FakeBackend(model=kwargs.get("model") or "default")
+        backend.name = name  # records name the backend that answered
+        return backend
+
+    monkeypatch.setattr(generate_module, "load_backend", fake_load)
+    spec = load_spec("identities/aster.yaml")
+    run_config = RunConfig(out=str(tmp_path / "run"), replay=2, demonstrations=False, limit=3, synthesize=False,
+                           k=1, violating="plain", **settings)
+    generate(spec, run_config)
+    assert loaded == loads
+    records = lines(tmp_path / "run/responses.jsonl")
+    target = loads[-1][0]
+    assert {r["backend"] for r in records if r["kind"] in ("replay", "violating")} == {target}
+
+
+def test_target_backend_openai_needs_an_openai_generator():
+    with pytest.raises(PersonaError) as e:
+        RunConfig(backend="hf", target_backend="openai")
+    assert e.value.message.startswith("target_backend openai needs -b openai")

@@ -32,7 +32,7 @@ def in_vllm_env(args: list[str], tmp_path: Path, timeout: int = 540) -> subproce
 
 def test_generate_with_the_real_vllm_then_rerun_asks_nothing(tmp_path):
     args = ["generate", str(ROOT / "identities" / "brand.yaml"), "-b", "vllm", "--limit", "3", "-k", "1",
-            "--prompts-per-target", "0", "--replay", "0", "--judge", "rules", "--out", str(tmp_path / "run"),
+            "--prompts-per-target", "0", "--replay", "2", "--judge", "rules", "--out", str(tmp_path / "run"),
             "-o", "max_model_len=1024", "-o", "enforce_eager=true", "--dtype", "fp32"]
     first = in_vllm_env(["-m", "persona", *args], tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
@@ -40,6 +40,9 @@ def test_generate_with_the_real_vllm_then_rerun_asks_nothing(tmp_path):
     generated = [r for r in records if r["backend"] == "vllm"]
     assert generated and all(r["text"].strip() for r in generated)
     assert all(r["model"] == "SmolLM2-135M-Instruct" for r in generated)
+    # the target model's own answers (replay) come from the same vLLM engine, not from transformers
+    assert {r["backend"] for r in records if r["kind"] == "replay"} == {"vllm"}
+    assert sum(r["kind"] == "replay" for r in records) == 2
     again = in_vllm_env(["-m", "persona", *args], tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
     after = (tmp_path / "run" / "responses.jsonl").read_text().splitlines()
