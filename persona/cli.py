@@ -540,6 +540,7 @@ def refine_command(
     setting: Annotated[Optional[list[str]], typer.Option("--set", help="A training setting NAME=VALUE (repeatable), e.g. --set loss_type=[sigmoid,sft].")] = None,
     overwrite: Annotated[bool, typer.Option(help="Start the rounds over: their answers, labels, pairs and training.")] = False,
     templates: Annotated[Optional[Path], typer.Option(help="Templates folder of the run [default: ./templates].")] = None,
+    option: Annotated[Optional[list[str]], typer.Option("--backend-option", "-o", help="An option of the sampling backend KEY=VALUE (repeatable), e.g. -o max_model_len=2048.")] = None,
     settings: dict = None,
 ) -> None:
     """On-policy rounds: the trained model answers the run's train questions (in training-only attack contexts too)
@@ -554,11 +555,14 @@ def refine_command(
     Example:  persona refine runs/brand/train-sft --rounds 3
 
     Example:  persona refine runs/brand/train-sft --method grpo --set max_steps=80
+
+    Example:  persona refine runs/brand/train-sft -b vllm -o max_model_len=2048   (in the vLLM environment)
     """
     from persona.progress import training_log
     from persona.refine import refine
 
-    refine_settings = RefineSettings(**{k: v for k, v in settings.items() if v is not None})
+    options = _assignments(option, "--backend-option", "e.g. -o max_model_len=2048", word="KEY")
+    refine_settings = RefineSettings(**{k: v for k, v in settings.items() if v is not None}, backend_options=options)
     overrides = _assignments(setting, "--set", "e.g. --set learning_rate=5e-5")
     show, begin = training_log(_err, refine_settings.method, start)
     with progress_bar() as on_progress:

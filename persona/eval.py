@@ -285,18 +285,10 @@ def _backend(label: str, lm, tokenizer, name: str, settings: EvalSettings, outpu
         from persona.models import resolve_model
 
         model = str(resolve_model(base)[0])
-    elif output.has_model():
-        model = str(output.path)
-    else:  # an adapter: a folder of merged weights, written once
-        from persona.export import export_model
+    else:  # the trained model's folder, or its adapter merged into the eval folder (written once)
+        from persona.export import model_folder
 
-        from persona.models import trained_fingerprint
-
-        fingerprint = trained_fingerprint(output.path)
-        if not folder.exported.is_dir() or fingerprint != _exported_of(folder):
-            export_model(output.path, folder.exported, overwrite=True)
-            _mark_exported(folder, fingerprint)
-        model = str(folder.exported)
+        model = str(model_folder(output, folder.exported))
     options = {"batch_size": settings.batch_size, **settings.backend_options}
     backend = load_backend(settings.backend, model=model,
                            **{k: v for k, v in options.items() if k in _accepted(settings.backend)})
@@ -311,18 +303,6 @@ def _accepted(backend: str) -> set[str]:
 
     cls = load_class(BACKENDS, backend, "backend", "")
     return set(inspect.signature(cls.__init__).parameters) - {"self"}
-
-
-def _exported_of(folder) -> str | None:
-    from persona.run import read_json
-
-    return read_json(folder.exported_mark).get("fingerprint") if folder.exported_mark.is_file() else None
-
-
-def _mark_exported(folder, fingerprint: str) -> None:
-    from persona.store import write_atomic
-
-    write_atomic(folder.exported_mark, json.dumps({"fingerprint": fingerprint}) + "\n")
 
 
 def _requests(model: str, items: list[EvalItem], settings: EvalSettings):

@@ -41,3 +41,23 @@ def export_model(path: str | Path, out: str | Path, overwrite: bool = False) -> 
         shutil.rmtree(out)
     os.replace(staging, out)
     return out
+
+
+def model_folder(output, merged: Path) -> Path:
+    """A folder of full weights for a backend that loads one (vLLM, a server that loads folders): the output
+    itself when it holds a full model, else its adapter merged into `merged` - written once, and again only
+    when the trained model changed (its fingerprint is kept in `merged`/persona_export.json)."""
+    import json
+
+    from persona.models import trained_fingerprint
+    from persona.run import read_json
+    from persona.store import write_atomic
+
+    if output.has_model():
+        return Path(output.path)
+    mark = Path(merged) / "persona_export.json"
+    fingerprint = trained_fingerprint(output.path)
+    if not mark.is_file() or read_json(mark).get("fingerprint") != fingerprint:
+        export_model(output.path, merged, overwrite=True)
+        write_atomic(mark, json.dumps({"fingerprint": fingerprint}) + "\n")
+    return Path(merged)

@@ -82,6 +82,11 @@ class RefineSettings:
     seed: int = setting(0, "Sampling seed.")
     batch_size: int | None = setting(None, "Sequences per generation batch.", min=1,
                                      shown="what a quarter of the free memory holds, at most 64")
+    backend: str = setting("hf", "Who samples the answers: hf (the model in memory), vllm (its folder, an adapter "
+                           "merged first, in vLLM), or openai (a server that loads local folders, -o base_url=URL).",
+                           "-b")
+    backend_options: dict = setting(help="Other options of the sampling backend (-o KEY=VALUE).", factory=dict,
+                                    cli=False)
 
 
 @dataclass(frozen=True)
@@ -247,7 +252,7 @@ def refine(start: str | Path, settings: RefineSettings = RefineSettings(), outpu
             with folder.lock():
                 _check_same_round(folder, model, settings, training)
                 info = {"format": FORMAT, "round": number, "start": str(model), "run": str(run.path),
-                        "spec": str(spec.path), "settings": asdict(settings), "training": training,
+                        "spec": str(spec.path), "settings": settings_record(settings), "training": training,
                         "labels_cover": ["identity", "leak"],
                         "labels_do_not_cover": [t.id for t in spec.targets() if t.id != "identity"]}
                 write_atomic(folder.info_file, json.dumps(info, indent=2) + "\n")
@@ -445,7 +450,7 @@ def _check_same_round(folder, start, settings: RefineSettings, training: dict) -
     def same(s: dict) -> dict:  # more rounds continue the same ones
         return {k: v for k, v in (s or {}).items() if k != "rounds"}
 
-    now = json.loads(json.dumps([str(start), same(asdict(settings)), training]))  # as the file holds them
+    now = json.loads(json.dumps([str(start), same(settings_record(settings)), training]))  # as the file holds them
     if [before.get("start"), same(before.get("settings")), before.get("training")] != now:
         raise PersonaError(f"{folder.path} holds a round with other settings or another start",
                            hint="pass --overwrite to replace it, or --output-dir for another folder")
@@ -463,37 +468,66 @@ def _sample(output, chats: list[Conversation], settings: RefineSettings, path: P
                              max_tokens=settings.max_tokens, seed=settings.seed)
     greedy = SamplingParams(n=1, temperature=0.0, top_p=1.0, max_tokens=settings.max_tokens, seed=0)
     requests, chat_of = [], {}
+    engine = () if settings.backend == "hf" else (settings.backend,)  # hf keys as before: earlier answers reused
     for chat in chats:
         for params in (greedy,) if greedy_only or chat.split == "dev" else (greedy, sampled):
-            key = input_key(str(output.path), chat.id, params.to_dict())
+            key = input_key(str(output.path), chat.id, params.to_dict(), *engine)
             requests.append(Request(key, chat.messages, params))
             chat_of[key] = chat
     backend = {}
 
     def run(pending):
-        from persona.backends.hf import HFBackend
-        from persona.eval import _load
-
-        lm, tokenizer, name = _load("trained", output.path, None)
-        backend["hf"] = HFBackend.from_loaded(lm, tokenizer, name, settings.batch_size)
-        yield from backend["hf"].complete(pending)
+        backend["loaded"] = _sampling_backend(output, settings, path)  # only when something is left to ask
+        yield from backend["loaded"].complete(pending)
 
     def to_records(result):
         return [{"id": result.request.key, "conversation": chat_of[result.request.key].id,
-                 "greedy": result.request.params.temperature == 0.0,
+                 "backend": backend["loaded"].name, "greedy": result.request.params.temperature == 0.0,
                  "texts": [c.text for c in result.completions],
                  "completion_tokens": sum(c.completion_tokens for c in result.completions), "created": now()}]
 
     path.parent.mkdir(parents=True, exist_ok=True)
     done, _ = append_missing(JsonlStore(path), requests, run, to_records, stage=stage,
                              on_progress=on_progress)
-    if "hf" in backend:
-        backend["hf"].close()
+    if "loaded" in backend:
+        backend["loaded"].close()
     out: dict[str, list] = {chat.id: [] for chat in chats}
     for request in requests:
         record = done[request.key]
         out[record["conversation"]] += [(text, record["greedy"]) for text in record["texts"]]
     return out
+
+
+def _sampling_backend(output, settings: RefineSettings, path: Path):
+    """The backend that samples `output`'s answers (settings.backend): hf on the model loaded here, else the
+    model's folder (an adapter merged next to the samples in `path`, once) in vLLM or on a server."""
+    from persona.backends import BACKENDS, load_backend
+    from persona.registry import check_name
+
+    check_name(BACKENDS, settings.backend, "backend", hidden=("fake",))
+    if settings.backend == "hf":
+        from persona.backends.hf import HFBackend
+        from persona.eval import _load
+
+        lm, tokenizer, name = _load("trained", output.path, None)
+        return HFBackend.from_loaded(lm, tokenizer, name, settings.batch_size)
+    from persona.eval import _accepted
+    from persona.export import model_folder
+
+    options = dict(settings.backend_options)  # the user's: an option the backend does not take is named
+    if settings.batch_size and "batch_size" in _accepted(settings.backend):
+        options.setdefault("batch_size", settings.batch_size)
+    if "model" not in options:  # a served copy is named by -o model=NAME; else the folder is the model
+        merged = path.parent / f"merged-{hashlib.sha256(str(output.path).encode()).hexdigest()[:10]}"
+        options["model"] = str(model_folder(output, merged))
+    return load_backend(settings.backend, **options)
+
+
+def settings_record(settings: RefineSettings) -> dict:
+    """The settings as refine.json keeps them: no credentials in URLs, no option that holds a secret."""
+    from persona.config import _without_secrets
+
+    return {**asdict(settings), "backend_options": _without_secrets(settings.backend_options)}
 
 
 def _label(spec, chats, samples, path: Path) -> dict[str, list[dict]]:

@@ -472,10 +472,6 @@ class EvalFolder:
         """The trained adapter merged into full weights, for a backend that loads a model folder (eval -b vllm)."""
         return self.path / "model"
 
-    @property
-    def exported_mark(self) -> Path:
-        return self.exported / "persona_export.json"
-
     def lock(self) -> FolderLock:
         return FolderLock(self.path)
 

@@ -315,3 +315,44 @@ def test_the_rounds_table_shows_the_change_and_warns_when_one_answer_decides():
     assert lines[1].split()[-2:] == ["+3", "yes"] and lines[2].split()[-2:] == ["-1", "no"]
     assert lines[-1].startswith("round 2: kept or not by at most one dev answer")
     assert "at most one" not in rounds_table(table[:1])
+
+
+def test_a_round_can_sample_on_a_server_that_loads_the_merged_folder(sft, tmp_path, monkeypatch):
+    """-b openai: the adapter is merged once into the round folder and the server is asked for that folder
+    (transformers serve names a model by its folder); samples are keyed and recorded by backend."""
+    from openai_server import OpenAIServer
+
+    monkeypatch.setenv("OPENAI_API_KEY", "EMPTY")
+    out = tmp_path / "round"
+    with OpenAIServer(script=[("reply", "I'm Aster, made by Lumen Labs.")] * 4) as server:
+        args = ["refine", str(sft), "-k", "2", "--max-tokens", "6", "--limit", "2", "--output-dir", str(out),
+                "-b", "openai", "-o", f"base_url={server.base_url}", *FAST]
+        first = runner.invoke(app, args)
+        asked = len(server.requests)
+        models = {body["model"] for _, _, body in server.requests}
+        again = runner.invoke(app, args)  # the same round: nothing is asked again
+        asked_again = len(server.requests) - asked
+    assert first.exit_code == 0, first.stderr
+    [merged] = (out / "round-1").glob("merged-*")
+    assert models == {str(merged)} and (merged / "config.json").is_file()  # full weights, not the adapter
+    samples = [json.loads(line) for line in (out / "round-1/samples.jsonl").read_text().splitlines()]
+    assert len(samples) == asked and {s["backend"] for s in samples} == {"openai"}
+    info = json.loads((out / "round-1/refine.json").read_text())
+    assert info["settings"]["backend"] == "openai"
+    assert again.exit_code == 0, again.stderr
+    assert asked_again == 0
+
+
+def test_the_round_record_keeps_no_credentials():
+    from persona.refine import settings_record
+
+    record = settings_record(RefineSettings(backend="openai", backend_options={
+        "base_url": "http://user:hunter2hunter2@127.0.0.1:8000/v1", "api_key": "sk-abcdefghijklmnopqrstuvwx"}))
+    assert record["backend_options"] == {"base_url": "http://127.0.0.1:8000/v1"}
+
+
+def test_an_unknown_sampling_backend_option_is_named(sft, tmp_path):
+    result = runner.invoke(app, ["refine", str(sft), "--limit", "2", "--output-dir", str(tmp_path / "r"),
+                                 "-b", "openai", "-o", "base_url=http://127.0.0.1:9/v1", "-o", "colour=red", *FAST])
+    assert result.exit_code != 0
+    assert "backend 'openai' has no option 'colour'" in result.stderr
