@@ -733,7 +733,7 @@ def _spec_of_model(model_path: Path, run_dir: Path | None) -> str:
     if run is None:
         raise PersonaError(f"cannot tell which spec {model_path} was trained for",
                            hint="pass --spec identities/NAME.yaml")
-    return run.info()["spec_path"]
+    return run.spec_path()
 
 
 def _eval_table(m: dict) -> str:

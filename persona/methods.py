@@ -104,6 +104,17 @@ def persona_fields(method: Method) -> tuple[str, ...]:
     return ("use_lora", "dtype") + LORA_FIELDS + method.options
 
 
+def checkpointing_setting() -> str:
+    """transformers' name for activation checkpointing: activation_checkpointing since 5.2x, before that
+    gradient_checkpointing (vLLM's environment holds transformers < 5.20)."""
+    from dataclasses import fields
+
+    from transformers import TrainingArguments
+
+    names = {f.name for f in fields(TrainingArguments)}
+    return "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
+
+
 def resolve_settings(name: str, config_path: str | Path | None, overrides: dict | None, card: dict) -> dict:
     """persona defaults < method defaults < dataset card < YAML < overrides, as one flat dict."""
     import torch
@@ -115,9 +126,13 @@ def resolve_settings(name: str, config_path: str | Path | None, overrides: dict 
         settings["desirable_weight"] = weights.get("desirable_weight", 1.0)
         settings["undesirable_weight"] = weights.get("undesirable_weight", 1.0)
     gpu = torch.cuda.is_available()
-    settings.update(activation_checkpointing=False, use_cpu=not gpu)
+    checkpointing = checkpointing_setting()
+    settings.update({checkpointing: False, "use_cpu": not gpu})
     user = _read_yaml_settings(Path(config_path), name) if config_path is not None else {}
     user.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    for other in {"activation_checkpointing", "gradient_checkpointing"} - {checkpointing}:
+        if other in user:  # the same setting under the name this transformers does not know
+            user[checkpointing] = user.pop(other)
     settings.update(user)
     settings.update(training_precision(user, "cuda" if gpu else "cpu"))
     if "sft_weight" in method.options and settings.get("sft_weight"):  # TRL's SFT term beside the preference loss

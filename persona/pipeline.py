@@ -235,7 +235,7 @@ def load_run(run_dir: Path, spec_path: str | None = None) -> tuple[Spec, RunConf
     """The spec, settings, folder and run.json of an existing run folder."""
     run = RunFolder(run_dir)
     info = run.info()
-    spec = load_spec(spec_path or info.get("spec_path"))
+    spec = load_spec(spec_path or run.spec_path())
     if spec.name != info.get("identity"):
         raise PersonaError(f"{run_dir} holds a run of identity '{info.get('identity')}', not '{spec.name}'",
                            hint="pass the spec the run was generated from with --spec")

@@ -225,7 +225,7 @@ def refine(start: str | Path, settings: RefineSettings = RefineSettings(), outpu
     if run is None or "prompts" not in (run.info().get("current") or {}):
         raise PersonaError(f"{start}: its training run has no prompts to ask",
                            hint="refine a model trained on a persona run folder (persona generate, then train)")
-    spec = load_spec(run.info()["spec_path"])
+    spec = load_spec(run.spec_path())
     if spec.identity is None:
         raise PersonaError(f"{spec.path} has no identity (name and maker): a round has nothing to label",
                            hint="add identity: {name, maker} to the spec")

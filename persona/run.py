@@ -197,9 +197,20 @@ class RunFolder:
 
             self.path.mkdir(parents=True, exist_ok=True)
             info = {"format": FORMAT_VERSION, "identity": spec.name, "created": now(), "persona_version": __version__}
-        info.update(spec_hash=spec.spec_hash, spec_path=spec.path, updated=now(), **fields)
+        # spec_path as the user gave it (relative to where they ran persona), spec_file absolute: a later
+        # command run from another folder still finds the spec
+        info.update(spec_hash=spec.spec_hash, spec_path=spec.path, spec_file=os.path.abspath(spec.path),
+                    updated=now(), **fields)
         write_atomic(self.manifest, json.dumps(info, indent=2) + "\n")
         return self
+
+    def spec_path(self) -> str | None:
+        """The run's spec file: as recorded when it exists from here, else where it was (absolute)."""
+        info = self.info()
+        recorded, absolute = info.get("spec_path"), info.get("spec_file")
+        if recorded and not Path(recorded).exists() and absolute and Path(absolute).exists():
+            return absolute
+        return recorded
 
     # ------------------------------------------------------------------ the current records of each stage
 

@@ -410,3 +410,14 @@ def test_target_backend_openai_needs_an_openai_generator():
     with pytest.raises(PersonaError) as e:
         RunConfig(backend="hf", target_backend="openai")
     assert e.value.message.startswith("target_backend openai needs -b openai")
+
+
+def test_a_run_finds_its_spec_from_another_working_folder(tmp_path, backends, monkeypatch):
+    from persona.pipeline import load_run
+
+    generate(load_spec("identities/aster.yaml"), config(tmp_path, limit=3, synthesize=False, k=1))
+    info = json.loads((tmp_path / "run/run.json").read_text())
+    assert info["spec_path"] == "identities/aster.yaml"  # as the user wrote it
+    monkeypatch.chdir(tmp_path)  # where identities/aster.yaml is not
+    spec, *_ = load_run(tmp_path / "run")
+    assert spec.name == "aster" and Path(info["spec_file"]).is_absolute()

@@ -181,3 +181,19 @@ def test_the_cli_reports_a_broken_vllm_without_a_traceback(tmp_path):
     assert done.returncode != 0 and "Traceback" not in done.stderr
     assert "vLLM is installed but does not import: RuntimeError: operator torchvision::nms" in done.stderr
     assert "pip uninstall -y torchvision torchaudio torchcodec" in done.stderr
+
+
+def test_an_engine_that_dies_while_generating_is_a_clear_error(vllm, tiny_model_dir):
+    class EngineDeadError(Exception):
+        pass
+
+    def dead(*args, **kwargs):
+        raise EngineDeadError("EngineCore encountered an issue. See stack trace (above) for the root cause.")
+
+    backend = load_backend("vllm", model=str(tiny_model_dir), chunk_size=2)
+    backend.llm.chat = dead
+    with pytest.raises(PersonaError) as e:
+        list(backend.complete(requests(3)))
+    assert e.value.message == ("vLLM stopped while generating: EngineDeadError: EngineCore encountered an issue. "
+                               "See stack trace (above) for the root cause.")
+    assert "its log above names the cause" in e.value.hint

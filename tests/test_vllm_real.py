@@ -70,3 +70,60 @@ def test_the_vllm_backend_is_reproducible_per_request(tmp_path):
     alone, in_batch, other = json.loads(line.removeprefix("RESULT "))
     assert alone == in_batch  # a request's samples do not depend on what else is in the batch
     assert alone[0] != alone[1] and alone != other  # n samples differ, other requests differ
+
+
+@pytest.fixture
+def vllm_tiny_model_dir(smollm2_tokenizer_dir, tmp_path):
+    """A tiny random Llama vLLM's CPU attention runs: head size 64 (the usual tiny model's 16 is refused,
+    "Unsupported CPU attention configuration: head_dim=16")."""
+    import shutil
+
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_tokenizer_dir)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=1024,
+                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False, initializer_range=0.5)
+    folder = tmp_path / "tiny-llama-64"
+    LlamaForCausalLM(config).save_pretrained(folder)
+    for file in smollm2_tokenizer_dir.iterdir():
+        shutil.copy(file, folder / file.name)
+    return folder
+
+
+def test_refine_and_eval_sample_with_the_real_vllm(tmp_path, vllm_tiny_model_dir):
+    """The trained model's own answers through vLLM: a refine round's samples (the adapter merged into the
+    round folder first) and eval's answers, on a tiny model (trained here, in persona's own venv)."""
+    from typer.testing import CliRunner
+
+    from persona.cli import app
+
+    tiny_model_dir = vllm_tiny_model_dir
+
+    runner, run = CliRunner(), tmp_path / "run"
+    fast = ["--set", "max_steps=2", "--set", "per_device_train_batch_size=2", "--set", "max_length=64",
+            "--set", "save_strategy=no", "--set", "r=4"]
+    made = runner.invoke(app, ["generate", str(ROOT / "identities" / "aster.yaml"), "-b", "fake", "--limit", "12",
+                               "--replay", "0", "--out", str(run)])
+    assert made.exit_code == 0, made.stderr
+    trained = runner.invoke(app, ["train", str(run), "--method", "sft", "-m", str(tiny_model_dir), *fast])
+    assert trained.exit_code == 0, trained.stderr
+    engine = ["-b", "vllm", "-o", "max_model_len=512", "-o", "enforce_eager=true"]
+    refined = in_vllm_env(["-m", "persona", "refine", str(run / "train-sft"), "-k", "2", "--max-tokens", "6",
+                           "--limit", "2", "--output-dir", str(tmp_path / "round"), *engine, *fast], tmp_path)
+    assert refined.returncode == 0, refined.stderr[-3000:]
+    samples = [json.loads(line) for line in (tmp_path / "round/round-1/samples.jsonl").read_text().splitlines()]
+    assert samples and {s["backend"] for s in samples} == {"vllm"}
+    assert all(len(s["texts"]) == (1 if s["greedy"] else 2) for s in samples)
+    assert list((tmp_path / "round/round-1").glob("merged-*/config.json"))  # what vLLM loaded
+
+    evaluated = in_vllm_env(["-m", "persona", "eval", str(run / "train-sft"), "--base", str(tiny_model_dir),
+                             "--limit", "4", "--max-tokens", "8", "--out", str(tmp_path / "eval"), *engine], tmp_path)
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    answers = [json.loads(line) for line in (tmp_path / "eval/answers.jsonl").read_text().splitlines()]
+    assert answers and all(a["text"] is not None for a in answers)
+    metrics = json.loads((tmp_path / "eval/metrics.json").read_text())
+    assert json.dumps(metrics).count("vllm")  # the eval records which backend answered

@@ -56,7 +56,14 @@ class VLLMBackend:
             chunk = list(requests[start:start + self.chunk_size])
             sampling = [self._sampling_params(r) for r in chunk]
             started = time.perf_counter()
-            outputs = self.llm.chat([list(r.messages) for r in chunk], sampling_params=sampling, use_tqdm=False)
+            try:
+                outputs = self.llm.chat([list(r.messages) for r in chunk], sampling_params=sampling, use_tqdm=False)
+            except (KeyboardInterrupt, PersonaError):
+                raise
+            except Exception as e:  # the engine's own failure (EngineDeadError: the cause is in its log above)
+                raise PersonaError(f"vLLM stopped while generating: {_short(e)}",
+                                   hint="its log above names the cause (search it for 'Error'); the results "
+                                        "of earlier chunks are saved, so a rerun goes on from them") from None
             latency = time.perf_counter() - started
             for request, output in zip(chunk, outputs):
                 prompt_tokens = len(output.prompt_token_ids or [])
