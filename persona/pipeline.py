@@ -121,6 +121,13 @@ def _generate(spec: Spec, config: RunConfig, run: RunFolder, on_progress, judge,
     labels = {GENERATOR: backend_label(config), TARGET: target_label(config)}
     judge_options = judge_options_with_dtype(judge, judge_options, config)
 
+    def placed(name: str, options: dict):
+        """Backend `name`, here or replicated over the Ray cluster of --ray."""
+        if config.ray:
+            return load_backend("ray", backend=name, options=options, address=config.ray,
+                                replicas=config.ray_replicas)
+        return load_backend(name, **options)
+
     def get_backend(role: str = GENERATOR):
         """The generator's backend, or the target model's (the same one when they are the same model)."""
         if role not in backends:
@@ -128,9 +135,9 @@ def _generate(spec: Spec, config: RunConfig, run: RunFolder, on_progress, judge,
             if role == TARGET and labels[TARGET] == labels[GENERATOR]:
                 backends[TARGET] = get_backend(GENERATOR)
             elif role == TARGET:
-                backends[TARGET] = load_backend(target_backend(config), **target_kwargs(config))
+                backends[TARGET] = placed(target_backend(config), target_kwargs(config))
             else:
-                backends[GENERATOR] = load_backend(config.backend, **config.backend_kwargs())
+                backends[GENERATOR] = placed(config.backend, config.backend_kwargs())
             if getattr(backends[role], "dtype", None):  # what the model computed in, for run.json
                 from persona.precision import describe
 

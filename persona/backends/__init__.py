@@ -27,10 +27,11 @@ BACKENDS: dict[str, str] = {
     "hf": "persona.backends.hf:HFBackend",
     "openai": "persona.backends.openai_api:OpenAIBackend",
     "vllm": "persona.backends.vllm_local:VLLMBackend",
+    "ray": "persona.backends.ray_pool:RayBackend",  # another backend over a Ray cluster (--ray ADDRESS)
     "fake": "persona.backends.fake:FakeBackend",  # scripted, for tests only
 }
 # the pip extra that provides each backend's dependencies
-EXTRAS = {"hf": "train", "openai": "openai", "vllm": "vllm"}
+EXTRAS = {"hf": "train", "openai": "openai", "vllm": "vllm", "ray": "ray"}
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,6 @@ def load_backend(name: str, **options) -> Backend:
     """Instantiate backend `name` with `options` (None values are left to the backend's defaults)."""
     from persona.registry import construct
 
-    return construct(BACKENDS, name, "backend", options, hidden=("fake",),  # heavy packages load in the module
+    return construct(BACKENDS, name, "backend", options, hidden=("fake", "ray"),  # heavy packages load in the module
                      install=f"pip install 'persona-tune[{EXTRAS.get(name, 'dev')}]'"
                      + (" in its own environment: make vllm-env" if name == "vllm" else ""))
