@@ -3,11 +3,12 @@
     backend = RayBackend(backend="hf", options={"batch_size": 16}, address="127.0.0.1:6379", replicas=2)
 
 Each replica is a Ray actor holding one copy of the backend (hf on a CPU node, vllm on a GPU). Requests go
-out in shards of `shard_size` (64 for hf, 256 for vllm, else 8), at most two shards in flight per replica, and each shard's results come
-back to this process as soon as it finishes, so the caller saves them at once (the run's resumable store
-lives here, in the driver, never on the workers). A replica that dies (its node lost, its process killed)
-loses only its shards in flight: they are sent to the replicas still alive, and the run fails only when
-none is left. Records name the inner backend, so ids and records are those of a single-process run.
+out in shards of `shard_size` (64 for hf, 256 for vllm, else 8), at most two in flight per replica, and each
+shard's results come back to this process as soon as it finishes, so the caller saves them at once (the
+run's resumable store lives here, in the driver, never on the workers). A replica that dies (its node
+lost, its process killed) loses only its shards in flight: they are sent to the replicas still alive, and
+the run fails only when none is left. Records name the inner backend, so ids and records are those of a
+single-process run.
 
 Every node needs persona and the inner backend's dependencies installed (pip install 'persona-tune[ray,
 train]'); a cluster without them fails at the first replica, with that message.
