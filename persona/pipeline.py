@@ -67,8 +67,12 @@ def target_kwargs(config: RunConfig) -> dict:
 
 
 def judge_options_with_dtype(judge: str | None, options: dict | None, config: RunConfig) -> dict | None:
-    """The offline judge scores in the run's `dtype` when one is set (else in persona.precision's choice)."""
-    if judge is None or judge.partition(":")[0] != "offline" or config.dtype is None:
+    """The offline judge scores in the run's `dtype` when one is set (else in persona.precision's choice);
+    an llm judge on a local model runs on the run's Ray cluster too (--ray)."""
+    kind = judge.partition(":")[0] if judge else None
+    if kind == "llm" and config.ray and (options or {}).get("backend", "hf") in ("hf", "vllm", "fake"):
+        options = {"ray": config.ray, "ray_replicas": config.ray_replicas, **(options or {})}
+    if kind != "offline" or config.dtype is None:
         return options
     return {"dtype": config.dtype, **(options or {})}
 

@@ -87,6 +87,10 @@ class RefineSettings:
                            "-b")
     backend_options: dict = setting(help="Other options of the sampling backend (-o KEY=VALUE).", factory=dict,
                                     cli=False)
+    ray: str | None = setting(None, "Sample on a Ray cluster at HOST:PORT: the backend replicated on its workers, "
+                              "which load the model's folder (shared storage across nodes).")
+    ray_replicas: int | None = setting(None, "With --ray: copies of the backend.", min=1,
+                                       shown="one per CPU of the cluster")
 
 
 @dataclass(frozen=True)
@@ -447,8 +451,8 @@ def _check_same_round(folder, start, settings: RefineSettings, training: dict) -
     from persona.run import read_json
 
     before = read_json(folder.info_file)
-    def same(s: dict) -> dict:  # more rounds continue the same ones
-        return {k: v for k, v in (s or {}).items() if k != "rounds"}
+    def same(s: dict) -> dict:  # more rounds, or the same ones sampled elsewhere (--ray), continue them
+        return {k: v for k, v in (s or {}).items() if k not in ("rounds", "ray", "ray_replicas")}
 
     now = json.loads(json.dumps([str(start), same(settings_record(settings)), training]))  # as the file holds them
     if [before.get("start"), same(before.get("settings")), before.get("training")] != now:
@@ -505,7 +509,7 @@ def _sampling_backend(output, settings: RefineSettings, path: Path):
     from persona.registry import check_name
 
     check_name(BACKENDS, settings.backend, "backend", hidden=("fake",))
-    if settings.backend == "hf":
+    if settings.backend == "hf" and not settings.ray:
         from persona.backends.hf import HFBackend
         from persona.eval import _load
 
@@ -520,6 +524,9 @@ def _sampling_backend(output, settings: RefineSettings, path: Path):
     if "model" not in options:  # a served copy is named by -o model=NAME; else the folder is the model
         merged = path.parent / f"merged-{hashlib.sha256(str(output.path).encode()).hexdigest()[:10]}"
         options["model"] = str(model_folder(output, merged))
+    if settings.ray:
+        return load_backend("ray", backend=settings.backend, options=options, address=settings.ray,
+                            replicas=settings.ray_replicas)
     return load_backend(settings.backend, **options)
 
 

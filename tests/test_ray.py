@@ -57,7 +57,7 @@ def ray_cluster():
                 os.killpg(node.pid, signal.SIGTERM)
         for node in nodes:
             try:
-                node.wait(timeout=30)
+                node.wait(timeout=8)  # `ray start --block` stops its processes on SIGTERM; a slow stop is killed
             except subprocess.TimeoutExpired:
                 with _quiet():
                     os.killpg(node.pid, signal.SIGKILL)
@@ -167,3 +167,50 @@ def test_a_cluster_without_the_backend_s_dependencies_says_what_to_install(ray_c
     assert done.returncode != 0 and "Traceback" not in done.stderr
     assert "the Ray workers cannot run backend 'vllm'" in done.stderr
     assert "pip install 'persona-tune[ray,vllm]'" in done.stderr
+
+
+def test_the_llm_judge_runs_on_the_cluster_too(ray_cluster, tmp_path):
+    # the fake judge model's replies are no verdicts: every response ends unjudged, its raw reply kept, and
+    # the build then stops (nothing to train on) - after the judgements are saved
+    judged = [*GENERATE[:-2], "--judge", "llm", "--judge-backend", "fake"]
+    alone = persona(*judged, "--out", str(tmp_path / "alone"))
+    assert "nothing to train on" in alone.stderr, alone.stderr[-3000:]
+    responses = persona(*GENERATE, "--out", str(tmp_path / "ray"), "--ray", ray_cluster)
+    assert responses.returncode == 0, responses.stderr[-3000:]
+    # every response exists, so only the judge loads a backend: through --ray, which is unreachable here
+    nowhere = persona(*judged, "--out", str(tmp_path / "ray"), "--ray", f"127.0.0.1:{_free_port()}")
+    assert "cannot reach the Ray cluster" in nowhere.stderr, nowhere.stderr[-3000:]
+    spread = persona(*judged, "--out", str(tmp_path / "ray"), "--ray", ray_cluster, "--ray-replicas", "2")
+    assert "nothing to train on" in spread.stderr, spread.stderr[-3000:]
+
+    def judgements(run):
+        rows = [json.loads(line) for line in (tmp_path / run / "judgements.jsonl").read_text().splitlines()]
+        return sorted((r["response_id"], r["status"], r["raw"]) for r in rows)
+
+    assert judgements("ray") == judgements("alone") and len(judgements("ray")) > 0
+
+
+def test_refine_samples_on_the_cluster(ray_cluster, tmp_path, tiny_model_dir):
+    from typer.testing import CliRunner
+
+    from persona.cli import app
+
+    runner, run = CliRunner(), tmp_path / "run"
+    fast = ["--set", "max_steps=2", "--set", "per_device_train_batch_size=2", "--set", "max_length=64",
+            "--set", "save_strategy=no", "--set", "r=4"]
+    made = runner.invoke(app, ["generate", "identities/aster.yaml", "-b", "fake", "--limit", "12", "--replay", "0",
+                               "--out", str(run)])
+    assert made.exit_code == 0, made.stderr
+    trained = runner.invoke(app, ["train", str(run), "--method", "sft", "-m", str(tiny_model_dir), *fast])
+    assert trained.exit_code == 0, trained.stderr
+    refine = ["refine", str(run / "train-sft"), "-k", "2", "--max-tokens", "6", "--limit", "2", "--output-dir",
+              str(tmp_path / "round"), *fast]
+    done = persona(*refine, "--ray", ray_cluster, "--ray-replicas", "2")
+    assert done.returncode == 0, done.stderr[-3000:]
+    samples = [json.loads(line) for line in (tmp_path / "round/round-1/samples.jsonl").read_text().splitlines()]
+    assert samples and {s["backend"] for s in samples} == {"hf"}
+    assert list((tmp_path / "round/round-1").glob("merged-*/config.json"))  # the folder the workers loaded
+    again = persona(*refine)  # the same round without the cluster: nothing is sampled again
+    assert again.returncode == 0, again.stderr[-3000:]
+    after = (tmp_path / "round/round-1/samples.jsonl").read_text().splitlines()
+    assert len(after) == len(samples)

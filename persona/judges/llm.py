@@ -43,11 +43,13 @@ def verdict_schema(target_ids: list[str]) -> str:
 class LLMJudge:
     def __init__(self, backend: str = "hf", model: str | None = None, base_url: str | None = None,
                  api_key_env: str | None = None, concurrency: int | None = None, max_tokens: int = 400,
-                 structured_output: bool = True, templates: str | None = None):
+                 structured_output: bool = True, templates: str | None = None, ray: str | None = None,
+                 ray_replicas: int | None = None):
         options = dict(model=model, base_url=base_url, api_key_env=api_key_env, concurrency=concurrency)
         if backend in ("hf", "vllm", "fake"):
             options = {"model": model}
         self._backend_name, self._backend_options, self._backend = backend, options, None
+        self.ray, self.ray_replicas = ray, ray_replicas  # where the judge model runs: not part of the verdicts
         self.name = f"llm:{backend}:{model_name(backend, model) or 'default'}"
         self.max_tokens = int(max_tokens)
         self.structured_output = bool(structured_output)
@@ -58,7 +60,11 @@ class LLMJudge:
     @property
     def backend(self):
         """The judge model, loaded on first use (building datasets only needs the judge's name)."""
-        if self._backend is None:
+        if self._backend is None and self.ray:
+            self._backend = load_backend("ray", backend=self._backend_name, address=self.ray,
+                                         replicas=self.ray_replicas,
+                                         options={k: v for k, v in self._backend_options.items() if v is not None})
+        elif self._backend is None:
             self._backend = load_backend(self._backend_name, **self._backend_options)
         return self._backend
 
