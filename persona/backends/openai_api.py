@@ -200,7 +200,8 @@ class OpenAIBackend:
             log.warning("%s refused structured output (%s): asking without a JSON schema from now on, so the "
                         "judge reads its replies as text. For schema-constrained replies, serve the judge model "
                         "where response_format json_schema works (vLLM, OpenAI, llama.cpp); to not ask at all, "
-                        "set structured_output: false under judge_options: in the job file", url_without_credentials(self.base_url), why)
+                        "set structured_output: false under judge_options: in the job file",
+                        url_without_credentials(self.base_url), why)
 
     async def _call(self, client, request: Request, body: dict) -> tuple[Completion, ...]:
         """One HTTP request with retries; its choices as completions."""

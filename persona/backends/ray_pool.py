@@ -35,7 +35,8 @@ SHARD_SIZE = {"hf": 64, "vllm": 256}
 
 class RayBackend:
     def __init__(self, backend: str = "hf", options: dict | None = None, address: str = "auto",
-                 replicas: int | None = None, shard_size: int | None = None, num_cpus: float = 1.0, num_gpus: float = 0.0):
+                 replicas: int | None = None, shard_size: int | None = None, num_cpus: float = 1.0,
+                 num_gpus: float = 0.0):
         import ray
 
         if backend == "ray":
@@ -51,9 +52,9 @@ class RayBackend:
             except ConnectionError as e:
                 raise PersonaError(f"cannot connect to the Ray cluster at {self.address}: {e}",
                                    hint="start one with `ray start --head --port 6379`, or check --ray") from None
-        alive = int(ray.cluster_resources().get("CPU", 0) // max(num_cpus, 1e-9)) if not num_gpus else \
-            int(ray.cluster_resources().get("GPU", 0) // num_gpus)
-        self.replicas = int(replicas or max(1, alive))
+        resources = ray.cluster_resources()  # one replica per CPU (per GPU with num_gpus) unless told
+        fits = resources.get("GPU", 0) / num_gpus if num_gpus else resources.get("CPU", 0) / max(num_cpus, 1e-9)
+        self.replicas = int(replicas or max(1, int(fits)))
         actor = ray.remote(num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=0)(Replica)
         self._actors = [actor.remote(backend, self.options) for _ in range(self.replicas)]
         try:  # the first call on each replica loads its backend: a node without it fails here
