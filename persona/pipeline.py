@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Callable
 
-from persona.backends import load_backend, model_name
+from persona.backends import model_name, place_backend
 from persona.config import SYSTEM_PROMPT_MODES, SYSTEM_PROMPT_TEXT, RunConfig
 from persona.dataset import CHOSEN_KINDS, BuildReport, BuildSettings, build_datasets, nothing_to_train, system_prompt_text
 from persona.errors import PersonaError
@@ -66,7 +66,7 @@ def target_kwargs(config: RunConfig) -> dict:
     return {"model": config.target_model, **local, **({"dtype": config.dtype} if config.dtype else {})}
 
 
-def judge_options_with_dtype(judge: str | None, options: dict | None, config: RunConfig) -> dict | None:
+def judge_options_for_run(judge: str | None, options: dict | None, config: RunConfig) -> dict | None:
     """The offline judge scores in the run's `dtype` when one is set (else in persona.precision's choice);
     an llm judge on a local model runs on the run's Ray cluster too (--ray)."""
     kind = judge.partition(":")[0] if judge else None
@@ -123,14 +123,7 @@ def _generate(spec: Spec, config: RunConfig, run: RunFolder, on_progress, judge,
     backends: dict[str, object] = {}
     precision: dict[str, str] = {}  # role -> the dtype its model computes in (persona.precision)
     labels = {GENERATOR: backend_label(config), TARGET: target_label(config)}
-    judge_options = judge_options_with_dtype(judge, judge_options, config)
-
-    def placed(name: str, options: dict):
-        """Backend `name`, here or replicated over the Ray cluster of --ray."""
-        if config.ray:
-            return load_backend("ray", backend=name, options=options, address=config.ray,
-                                replicas=config.ray_replicas)
-        return load_backend(name, **options)
+    judge_options = judge_options_for_run(judge, judge_options, config)
 
     def get_backend(role: str = GENERATOR):
         """The generator's backend, or the target model's (the same one when they are the same model)."""
@@ -139,9 +132,11 @@ def _generate(spec: Spec, config: RunConfig, run: RunFolder, on_progress, judge,
             if role == TARGET and labels[TARGET] == labels[GENERATOR]:
                 backends[TARGET] = get_backend(GENERATOR)
             elif role == TARGET:
-                backends[TARGET] = placed(target_backend(config), target_kwargs(config))
+                backends[TARGET] = place_backend(target_backend(config), target_kwargs(config), config.ray,
+                                                 config.ray_replicas)
             else:
-                backends[GENERATOR] = placed(config.backend, config.backend_kwargs())
+                backends[GENERATOR] = place_backend(config.backend, config.backend_kwargs(), config.ray,
+                                                    config.ray_replicas)
             if getattr(backends[role], "dtype", None):  # what the model computed in, for run.json
                 from persona.precision import describe
 
@@ -275,7 +270,7 @@ def _judge_run(run_dir, judge_name, judge_options, spec_path, on_progress) -> tu
     spec, config, run, info = load_run(run_dir, spec_path)
     responses = current_responses(run)
     judge_name = judge_name or info.get("judge", {}).get("name", "rules")
-    judge_options = judge_options_with_dtype(judge_name, judge_options, config)
+    judge_options = judge_options_for_run(judge_name, judge_options, config)
     judge = make_judge(judge_name, judge_options, config.templates)
     try:
         judgements, made = _judge(spec, responses, run, judge, judge_name, judge_options, on_progress)

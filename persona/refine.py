@@ -505,7 +505,7 @@ def _sample(output, chats: list[Conversation], settings: RefineSettings, path: P
 def _sampling_backend(output, settings: RefineSettings, path: Path):
     """The backend that samples `output`'s answers (settings.backend): hf on the model loaded here, else the
     model's folder (an adapter merged next to the samples in `path`, once) in vLLM or on a server."""
-    from persona.backends import BACKENDS, load_backend
+    from persona.backends import BACKENDS, place_backend
     from persona.registry import check_name
 
     check_name(BACKENDS, settings.backend, "backend", hidden=("fake",))
@@ -524,10 +524,7 @@ def _sampling_backend(output, settings: RefineSettings, path: Path):
     if "model" not in options:  # a served copy is named by -o model=NAME; else the folder is the model
         merged = path.parent / f"merged-{hashlib.sha256(str(output.path).encode()).hexdigest()[:10]}"
         options["model"] = str(model_folder(output, merged))
-    if settings.ray:
-        return load_backend("ray", backend=settings.backend, options=options, address=settings.ray,
-                            replicas=settings.ray_replicas)
-    return load_backend(settings.backend, **options)
+    return place_backend(settings.backend, options, settings.ray, settings.ray_replicas)
 
 
 def settings_record(settings: RefineSettings) -> dict:

@@ -82,21 +82,26 @@ def smollm2_tokenizer_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_model_dir(smollm2_tokenizer_dir, tmp_path_factory):
     """A tiny random Llama (hidden 64, 2 layers) with the real SmolLM2 tokenizer: fast, real code paths."""
+    return tiny_llama(tmp_path_factory.mktemp("tiny-llama"), smollm2_tokenizer_dir)
+
+
+def tiny_llama(folder: Path, tokenizer_dir: Path, hidden: int = 64, heads: int = 4, kv_heads: int = 2) -> Path:
+    """A random 2-layer Llama with the tokenizer of `tokenizer_dir`, saved in `folder` (seeded: the same
+    weights every time; large weights, so greedy output varies with the prompt)."""
     import shutil
 
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    tokenizer = AutoTokenizer.from_pretrained(smollm2_tokenizer_dir)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False,
-                         initializer_range=0.5)  # large weights: greedy output varies with the prompt
-    folder = tmp_path_factory.mktemp("tiny-llama")
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=2 * hidden,
+                         num_hidden_layers=2, num_attention_heads=heads, num_key_value_heads=kv_heads,
+                         max_position_embeddings=1024, bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+                         tie_word_embeddings=False, initializer_range=0.5)
     LlamaForCausalLM(config).save_pretrained(folder)
-    for file in smollm2_tokenizer_dir.iterdir():
+    for file in tokenizer_dir.iterdir():
         shutil.copy(file, folder / file.name)
     return folder
 
@@ -114,3 +119,32 @@ def no_template_model_dir(tiny_model_dir, tmp_path):
     (folder / "tokenizer_config.json").write_text(json.dumps(config))
     (folder / "chat_template.jinja").unlink(missing_ok=True)
     return folder
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (for servers the tests start)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_health(server, port: int, seconds: float) -> str | None:
+    """Wait until the server process `server` answers GET /health on `port`: None, or why it did not (it
+    exited, or did not answer in `seconds`); the caller fails or skips with that."""
+    import time
+    import urllib.request
+
+    deadline = time.monotonic() + seconds
+    while True:
+        if server.poll() is not None:
+            return f"exited ({server.returncode})"
+        if time.monotonic() > deadline:
+            return f"did not answer /health in {seconds}s"
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as reply:
+                if reply.status == 200:
+                    return None
+        except OSError:
+            time.sleep(0.25)

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-import persona.pipeline as generate_module
 from persona.backends.fake import FakeBackend
 from persona.config import RunConfig
 from persona.errors import PersonaError
@@ -34,7 +33,7 @@ def backends(monkeypatch):
         made.append(backend)
         return backend
 
-    monkeypatch.setattr(generate_module, "load_backend", fake_load)
+    monkeypatch.setattr("persona.backends.load_backend", fake_load)  # what place_backend loads with
     return made
 
 
@@ -395,7 +394,7 @@ def test_the_target_model_runs_on_the_backend_chosen_for_it(tmp_path, monkeypatc
         backend.name = name  # records name the backend that answered
         return backend
 
-    monkeypatch.setattr(generate_module, "load_backend", fake_load)
+    monkeypatch.setattr("persona.backends.load_backend", fake_load)  # what place_backend loads with
     spec = load_spec("identities/aster.yaml")
     run_config = RunConfig(out=str(tmp_path / "run"), replay=2, demonstrations=False, limit=3, synthesize=False,
                            k=1, violating="plain", **settings)

@@ -127,7 +127,7 @@ def test_run_config_dtype_one_setting_with_file_line_col(tmp_path, flags):
 def test_generate_records_the_dtype_and_the_offline_judge_scores_in_it(tmp_path, flags, tiny_model_dir):
     from persona.config import RunConfig
     from persona.judges.offline import OfflineJudge
-    from persona.pipeline import generate, judge_options_with_dtype
+    from persona.pipeline import generate, judge_options_for_run
     from persona.spec import load_spec
 
     flags(AMX)
@@ -135,9 +135,9 @@ def test_generate_records_the_dtype_and_the_offline_judge_scores_in_it(tmp_path,
     bf16 = OfflineJudge(model=str(tiny_model_dir))  # auto: bf16 with AMX
     assert fp32.dtype == "float32" and not fp32.fingerprint.endswith("float32")  # the keys of before
     assert bf16.dtype == "bfloat16" and bf16.fingerprint == fp32.fingerprint + "|bfloat16"
-    assert judge_options_with_dtype("offline", {}, RunConfig(dtype="bf16")) == {"dtype": "bfloat16"}
-    assert judge_options_with_dtype("rules", {}, RunConfig(dtype="bf16")) == {}
-    assert judge_options_with_dtype("offline", None, RunConfig()) is None
+    assert judge_options_for_run("offline", {}, RunConfig(dtype="bf16")) == {"dtype": "bfloat16"}
+    assert judge_options_for_run("rules", {}, RunConfig(dtype="bf16")) == {}
+    assert judge_options_for_run("offline", None, RunConfig()) is None
     config = RunConfig(backend="hf", model=str(tiny_model_dir), limit=2, k=1, prompts_per_target=0, replay=1,
                        max_tokens=4, out=str(tmp_path / "run"), demonstrations=False)
     summary = generate(load_spec("identities/aster.yaml"), config, judge=None)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, free_port
 
 pytest.importorskip("ray", reason="pip install 'persona-tune[ray]'")
 pytestmark = pytest.mark.slow
@@ -27,16 +27,10 @@ pytestmark = pytest.mark.slow
 RAY = str(Path(sys.executable).with_name("ray"))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def ray_cluster():
     """HOST:PORT of a two-node cluster (head + worker node, 1 CPU each), stopped afterwards."""
-    port = _free_port()
+    port = free_port()
     temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # Ray's socket paths must stay short
     env = {**os.environ, "OMP_NUM_THREADS": "1", "RAY_USAGE_STATS_ENABLED": "0"}
     common = ["--num-cpus", "1", "--block", "--disable-usage-stats"]
@@ -152,7 +146,7 @@ def test_a_killed_replica_loses_only_its_requests_in_flight(ray_cluster, tmp_pat
 
 def test_an_unreachable_cluster_fails_fast_and_clearly(tmp_path):
     started = time.monotonic()
-    done = persona(*GENERATE, "--out", str(tmp_path / "run"), "--ray", f"127.0.0.1:{_free_port()}")
+    done = persona(*GENERATE, "--out", str(tmp_path / "run"), "--ray", f"127.0.0.1:{free_port()}")
     assert done.returncode != 0 and "Traceback" not in done.stderr
     assert "cannot reach the Ray cluster at 127.0.0.1:" in done.stderr and "ray start --head" in done.stderr
     assert time.monotonic() - started < 60
@@ -178,7 +172,7 @@ def test_the_llm_judge_runs_on_the_cluster_too(ray_cluster, tmp_path):
     responses = persona(*GENERATE, "--out", str(tmp_path / "ray"), "--ray", ray_cluster)
     assert responses.returncode == 0, responses.stderr[-3000:]
     # every response exists, so only the judge loads a backend: through --ray, which is unreachable here
-    nowhere = persona(*judged, "--out", str(tmp_path / "ray"), "--ray", f"127.0.0.1:{_free_port()}")
+    nowhere = persona(*judged, "--out", str(tmp_path / "ray"), "--ray", f"127.0.0.1:{free_port()}")
     assert "cannot reach the Ray cluster" in nowhere.stderr, nowhere.stderr[-3000:]
     spread = persona(*judged, "--out", str(tmp_path / "ray"), "--ray", ray_cluster, "--ray-replicas", "2")
     assert "nothing to train on" in spread.stderr, spread.stderr[-3000:]

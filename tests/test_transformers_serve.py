@@ -16,28 +16,19 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, free_port, wait_for_health
 
 pytestmark = pytest.mark.slow
 
 START_TIMEOUT_S = 60
 SERVE = "import sys; from transformers.cli.transformers import main; sys.argv[0] = 'transformers'; sys.exit(main())"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -56,26 +47,16 @@ def transformers_server(sampling_model_dir, tmp_path):
     missing = [name for name in ("fastapi", "uvicorn") if importlib.util.find_spec(name) is None]
     if missing:
         pytest.skip(f"transformers serve needs {', '.join(missing)}: pip install 'persona-tune[dev]'")
-    port = _free_port()
+    port = free_port()
     log_path = tmp_path / "serve.log"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     with open(log_path, "w") as log:
         server = subprocess.Popen([sys.executable, "-c", SERVE, "serve", str(sampling_model_dir), "--host", "127.0.0.1",
                                    "--port", str(port), "--device", "cpu"], stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            if server.poll() is not None:
-                pytest.skip(f"transformers serve exited ({server.returncode}): {log_path.read_text()[-500:]}")
-            if time.monotonic() > deadline:
-                pytest.skip(f"transformers serve did not answer /health in {START_TIMEOUT_S}s: "
-                            f"{log_path.read_text()[-500:]}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as reply:
-                    if reply.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.25)
+        problem = wait_for_health(server, port, START_TIMEOUT_S)
+        if problem:
+            pytest.skip(f"transformers serve {problem}: {log_path.read_text()[-500:]}")
         yield f"http://127.0.0.1:{port}/v1", log_path
     finally:
         server.terminate()

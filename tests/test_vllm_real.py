@@ -76,22 +76,9 @@ def test_the_vllm_backend_is_reproducible_per_request(tmp_path):
 def vllm_tiny_model_dir(smollm2_tokenizer_dir, tmp_path):
     """A tiny random Llama vLLM's CPU attention runs: head size 64 (the usual tiny model's 16 is refused,
     "Unsupported CPU attention configuration: head_dim=16")."""
-    import shutil
+    from conftest import tiny_llama
 
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    tokenizer = AutoTokenizer.from_pretrained(smollm2_tokenizer_dir)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=128, intermediate_size=256, num_hidden_layers=2,
-                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=1024,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False, initializer_range=0.5)
-    folder = tmp_path / "tiny-llama-64"
-    LlamaForCausalLM(config).save_pretrained(folder)
-    for file in smollm2_tokenizer_dir.iterdir():
-        shutil.copy(file, folder / file.name)
-    return folder
+    return tiny_llama(tmp_path / "tiny-llama-64", smollm2_tokenizer_dir, hidden=128, heads=2, kv_heads=1)
 
 
 def test_refine_and_eval_sample_with_the_real_vllm(tmp_path, vllm_tiny_model_dir):

@@ -12,17 +12,14 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, free_port, wait_for_health
 
 VLLM_PYTHON = REPO / ".venv-vllm" / "bin" / "python"
 START_TIMEOUT_S = 240
@@ -33,19 +30,13 @@ pytestmark = [pytest.mark.slow,
                                  reason="no vLLM environment: run `make vllm-env`")]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def vllm_server(tmp_path):
     """(base_url, log path) of vLLM's OpenAI-compatible server on the embedded model; stopped afterwards."""
     from persona.models import resolve_model
 
     folder, _ = resolve_model(None)  # the converted embedded model, in this test session's cache
-    port = _free_port()
+    port = free_port()
     log_path = tmp_path / "vllm-serve.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "PYTHONPATH"))}
     env.update(VLLM_CPU_KVCACHE_SPACE="1", HF_HUB_OFFLINE="1", OMP_NUM_THREADS="2",
@@ -57,16 +48,8 @@ def vllm_server(tmp_path):
              "--max-model-len", "2048", "--enforce-eager"],
             stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp_path, start_new_session=True)
     try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            assert server.poll() is None, f"vllm serve exited ({server.returncode}): {log_path.read_text()[-2000:]}"
-            assert time.monotonic() < deadline, f"no /health in {START_TIMEOUT_S}s: {log_path.read_text()[-2000:]}"
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as reply:
-                    if reply.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.5)
+        problem = wait_for_health(server, port, START_TIMEOUT_S)
+        assert problem is None, f"vllm serve {problem}: {log_path.read_text()[-2000:]}"
         yield f"http://127.0.0.1:{port}/v1", log_path
     finally:
         os.killpg(server.pid, 15)  # the engine core is a child process

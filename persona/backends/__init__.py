@@ -93,6 +93,13 @@ def model_name(backend: str, model: str | None) -> str | None:
     return "fake-model" if backend == "fake" else None
 
 
+def place_backend(name: str, options: dict, ray: str | None = None, replicas: int | None = None) -> Backend:
+    """Backend `name` with `options`, here, or replicated over the Ray cluster at `ray` (persona.backends.ray_pool)."""
+    if ray:
+        return load_backend("ray", backend=name, options=options, address=ray, replicas=replicas)
+    return load_backend(name, **options)
+
+
 def load_backend(name: str, **options) -> Backend:
     """Instantiate backend `name` with `options` (None values are left to the backend's defaults)."""
     from persona.registry import construct

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 from typing import Iterator, Sequence
 
-from persona.backends import Request, SamplingParams, load_backend, model_name
+from persona.backends import Request, SamplingParams, model_name, place_backend
 from persona.judges import JudgeItem, Judgement
 from persona.judges.parse import ParseError, parse_preference, parse_verdict
 from persona.spec import Spec
@@ -60,12 +60,9 @@ class LLMJudge:
     @property
     def backend(self):
         """The judge model, loaded on first use (building datasets only needs the judge's name)."""
-        if self._backend is None and self.ray:
-            self._backend = load_backend("ray", backend=self._backend_name, address=self.ray,
-                                         replicas=self.ray_replicas,
-                                         options={k: v for k, v in self._backend_options.items() if v is not None})
-        elif self._backend is None:
-            self._backend = load_backend(self._backend_name, **self._backend_options)
+        if self._backend is None:
+            options = {k: v for k, v in self._backend_options.items() if v is not None}
+            self._backend = place_backend(self._backend_name, options, self.ray, self.ray_replicas)
         return self._backend
 
     @backend.setter
