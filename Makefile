@@ -23,8 +23,9 @@ $(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/python
 install: $(VENV)/.installed
 
 # The main job end to end on identities/brand.yaml, from the job file jobs/demo.yaml: validate, generate (probe
-# prompts, conforming and violating answers, identity demonstrations, replay) + judge + build, SFT (LoRA), eval
-# (base vs trained), report. A rerun skips the stages whose output is current.
+# prompts, conforming and violating answers, identity demonstrations, replay) + judge + build, the recipe (SFT
+# with LoRA, then one on-policy DPO round from it), eval of both (base vs trained, then side by side), report.
+# A rerun skips the stages whose output is current.
 demo: install
 	$(BIN)/persona validate identities/
 	$(BIN)/persona run jobs/demo.yaml
@@ -45,11 +46,10 @@ experiment: install
 	for m in sft dpo ipo kto sft-dpo sft-ipo sft-kto; do $(BIN)/persona eval runs/aster/train-$$m || exit 1; done
 	$(BIN)/persona report runs/aster --markdown
 
-# On-policy rounds from the demo's SFT model (docs/experiment.md, "On-policy rounds"): the demo, then one DPO round,
-# one GRPO round, and the DPO rounds continued (up to 3) until the dev split stops improving, each evaluated on the demo's held-out sets.
+# On-policy rounds from the demo's SFT model (docs/experiment.md, "On-policy rounds"): the demo (SFT and its DPO
+# round), then one GRPO round, and the DPO rounds continued (up to 3) until the dev split stops improving, each
+# evaluated on the demo's held-out sets.
 refine-experiment: demo
-	$(BIN)/persona refine runs/brand/train-sft
-	$(BIN)/persona eval runs/brand/refine-dpo/round-1/train-dpo
 	$(BIN)/persona refine runs/brand/train-sft --method grpo
 	$(BIN)/persona eval runs/brand/refine-grpo/round-1/train-grpo
 	$(BIN)/persona refine runs/brand/train-sft --rounds 3

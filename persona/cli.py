@@ -484,7 +484,7 @@ def stats(
 @command("train", interrupted="interrupted (no checkpoint for the step in progress); --resume continues from the last one saved")
 def train_command(
     source: Annotated[Path, typer.Argument(metavar="RUN_DIR_OR_DATASET", help="A run folder, a dataset folder or a .jsonl file in TRL's format.")],
-    method: Annotated[str, typer.Option(help="One of: " + ", ".join(METHODS) + " [default: sft, the recipe that teaches the identity; then e.g. --method dpo --from RUN_DIR/train-sft].")] = "sft",
+    method: Annotated[Optional[str], typer.Option(help="One of: " + ", ".join(METHODS) + " [default: the recipe - on a run folder SFT, then one on-policy DPO round from it (persona refine's defaults); on a dataset SFT].")] = None,
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="Base model folder or .gguf [default: the run's --target-model, else embedded SmolLM2-135M-Instruct].")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Flat YAML of TRL / PEFT settings.")] = None,
     setting: Annotated[Optional[list[str]], typer.Option("--set", help="One setting NAME=VALUE (repeatable), e.g. --set beta=0.5.")] = None,
@@ -497,7 +497,11 @@ def train_command(
     system_prompt: Annotated[Optional[str], typer.Option(help="Default system prompt of the saved chat template: neutral, spec, none or text:YOUR TEXT [default: the one the dataset's rows carry].")] = None,
     license: Annotated[Optional[str], typer.Option(help="The model card's license, a Hugging Face Hub license id [default: the dataset's, from persona build --license].")] = None,
 ) -> None:
-    """Fine-tune a model on a run's datasets with TRL: SFT (the default), DPO, IPO, KTO, or a reward model (LoRA by default).
+    """Fine-tune a model on a run's datasets with TRL: SFT, DPO, IPO, KTO, or a reward model (LoRA by default).
+    Without --method, the recipe: SFT, then one on-policy DPO round from it (persona refine), whose model is the
+    one to evaluate; --set and -c apply to the SFT step.
+
+    Example:  persona train runs/brand            (SFT -> runs/brand/train-sft, then runs/brand/refine-dpo/)
 
     Example:  persona train runs/brand --method ipo --set beta=0.5 --set max_steps=100
 
@@ -510,15 +514,42 @@ def train_command(
     overrides = _assignments(setting, "--set", "e.g. --set learning_rate=5e-5")
     if report_to is not None:
         overrides["report_to"] = report_to
-    show, begin = training_log(_err, method, start)
     say = _err if is_main_process() else (lambda text: None)  # a multi-process launch reports once, errors from any
+    recipe = method is None and _recipe_applies(source, say)
+    method = method or "sft"
+    if recipe:
+        say("the recipe: SFT, then one on-policy DPO round from it (--method sft trains SFT alone)")
+    show, begin = training_log(_err, method, start)
+    recipe_key = _recipe_key(source, overrides, config, model, start, system_prompt, license, merge) if recipe else None
+    kept = recipe and not (overwrite or resume) and _finished_sft(source, output_dir, recipe_key, say)
     try:
-        result = run_train(source, method, model, config, overrides, output_dir, overwrite, resume, merge, show, begin,
-                           start=start, system_prompt=system_prompt, license=license)
+        result = None if kept else run_train(source, method, model, config, overrides, output_dir, overwrite, resume,
+                                             merge, show, begin, start=start, system_prompt=system_prompt,
+                                             license=license)
     except Interrupted as e:
         say(f"interrupted: checkpoint saved in {e.checkpoint}/; run the same command with --resume to continue"
             if e.checkpoint else "interrupted before the first step; nothing to resume")
         raise typer.Exit(130)
+    if result is not None:
+        _say_trained(result, method, say)
+        if recipe:
+            from persona.job import _write_mark
+
+            _write_mark(result.output_dir, recipe_key)  # a rerun of the same command goes on to the round
+    if recipe:
+        from persona.refine import refine
+
+        trained = kept or result.output_dir
+        say(f"the recipe's second step: one on-policy DPO round from {trained}/ (persona refine's defaults)")
+        show, begin = training_log(_err, "dpo", trained)
+        with progress_bar() as on_progress:
+            # an SFT trained just now makes any rounds beside it stale: they start over
+            rounds = refine(trained, RefineSettings(), None, None, overwrite or result is not None, on_progress, show,
+                            begin, _err)
+        _err(f"wrote {rounds.folder}/rounds.json; next: persona eval {rounds.output_dir}")
+
+
+def _say_trained(result, method: str, say) -> None:
     losses = [m["loss"] for m in result.metrics if "loss" in m]
     speed = f", {result.tokens} tokens at {result.tokens_per_second:.0f} tokens/s" if result.tokens_per_second else ""
     say(f"trained {method} for {len(losses)} logged steps in {result.seconds:.0f}s{speed} "
@@ -530,6 +561,44 @@ def train_command(
         accuracy = "n/a (no eval split)" if r["eval_pairwise_accuracy"] is None else f"{100 * r['eval_pairwise_accuracy']:.1f}%"
         say(f"reward model: pairwise accuracy {accuracy} on {r['eval_pairs']} held-out pairs; "
             f"judge with --judge reward:{result.output_dir}")
+
+
+def _recipe_applies(source: Path, say) -> bool:
+    """Whether `persona train SOURCE` without --method runs the recipe (SFT, then a refine round): on a run folder
+    in one process. A dataset has no questions for the round to ask; several processes would each sample it."""
+    from persona.run import RunFolder
+
+    if not RunFolder(source).exists():
+        return False
+    if os.environ.get("WORLD_SIZE", "1") != "1":
+        say("several processes: SFT only; run persona refine RUN_DIR/train-sft in one process for the recipe's round")
+        return False
+    return True
+
+
+def _recipe_key(source: Path, overrides: dict, config, model, start, system_prompt, license, merge) -> str:
+    """What the recipe's SFT step was asked (settings, the config file's text, start, data): its output is
+    reused by a rerun only when this is unchanged."""
+    from persona.job import _data_key, _key
+    from persona.run import RunFolder
+
+    text = Path(config).read_text(encoding="utf-8", errors="replace") if config and Path(config).is_file() else None
+    return _key({"recipe": "sft", "set": overrides, "config": text, "model": model, "start": str(start or ""),
+                 "system_prompt": system_prompt, "license": license, "merge": merge,
+                 "data": _data_key(RunFolder(source), "sft")})
+
+
+def _finished_sft(source: Path, output_dir: Path | None, key: str, say) -> Path | None:
+    """Rerunning the recipe goes on to its round: the SFT output when it is finished and was trained by the same
+    command (another setting, or a folder another command trained: persona train refuses it as always)."""
+    from persona.job import _mark
+    from persona.run import RunFolder, TrainOutput
+
+    output = TrainOutput(output_dir) if output_dir else RunFolder(source).train_output("sft")
+    if not output.is_finished() or _mark(output.path) != key:
+        return None
+    say(f"{output.path}/ holds this recipe's finished SFT run: kept (--overwrite trains it again)")
+    return output.path
 
 
 @command("refine", interrupted="interrupted: the answers so far are kept; run the same command again to resume")
@@ -636,6 +705,8 @@ def run_command(
         if stage.startswith("eval ") and isinstance(result, dict):
             typer.echo(f"{stage}:")
             typer.echo(_eval_table(result))
+    if len(done.get("evals") or {}) > 1:
+        typer.echo(_side_by_side(done["evals"]))
     if "report" in done:
         _err(f"wrote {done['report']}")
 
@@ -761,6 +832,23 @@ def _eval_table(m: dict) -> str:
                 if precision else "")
     lines.append(f"perplexity change {100 * m['retention']['perplexity_change']:+.1f}%; judge {m['judge']}; "
                  f"{m['items']} prompts per model{computed}")
+    return "\n".join(lines)
+
+
+def _side_by_side(evals: dict) -> str:
+    """Several trained models' evals in one table: the base's column (of the first), then each model's."""
+    from persona.metrics import format_value, metric_rows
+
+    rows = {name: {row.name: row for row in metric_rows(m)} for name, m in evals.items()}
+    first = metric_rows(next(iter(evals.values())))
+    width = max(10, *(len(name) for name in evals))
+    lines = ["side by side (held-out sets; each model's own n as above):",
+             f"{'':<46} {'n':>5} {'base':>{width}} " + " ".join(f"{name:>{width}}" for name in evals)]
+    for row in first:
+        cells = [format_value(rows[name][row.name].trained, row.unit) if row.name in rows[name] else "-"
+                 for name in evals]
+        lines.append(f"{row.label:<46} {row.n if row.n is not None else '':>5} "
+                     f"{format_value(row.base, row.unit):>{width}} " + " ".join(f"{c:>{width}}" for c in cells))
     return "\n".join(lines)
 
 

@@ -232,19 +232,26 @@ def run_job(job: Job, say: Callable[[str], None], on_progress=None) -> dict:
         from persona.eval import EvalSettings, evaluate
 
         settings = EvalSettings(**job.eval)
+        done["evals"] = {}  # every evaluated model's metrics, new or current, by the report's label
+        evaluated: set = set()
         for label, output in outputs.items():
             if output.settings().get("method") == "reward":
                 continue
             folder = output.eval
             key = _key({"model": keys[label], "eval": job.eval})
             stage(f"eval {output.path}/ (base vs trained)")
+            if output.path.resolve() in evaluated:  # rounds that kept their start: that model again
+                say("  the same model as a step above (its rounds kept their start); evaluated there")
+                continue
+            evaluated.add(output.path.resolve())
             if folder.metrics_file.exists() and _mark(folder.path) == key:
                 say("  current: same model and eval settings; not rerun")
                 done[f"eval {label}"] = "skipped"
-                continue
-            done[f"eval {label}"] = evaluate(output.path, job.spec, run.path, None, None, settings,
-                                             config.templates, on_progress)
-            _write_mark(folder.path, key)
+            else:
+                done[f"eval {label}"] = evaluate(output.path, job.spec, run.path, None, None, settings,
+                                                 config.templates, on_progress)
+                _write_mark(folder.path, key)
+            done["evals"][output.label] = folder.metrics()
     if job.report:
         from persona.report import write_report
 

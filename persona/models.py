@@ -219,7 +219,11 @@ def load_trained(path: str | Path, kind: str | None = None, base: str | None = N
         from peft import PeftModel
 
         if over_start(output):
-            lm, tokenizer, _, _ = load_start(settings["start"], kind)
+            start = output.start()
+            if start is None:
+                raise PersonaError(f"{path} was trained from {settings['start']}, which is not there any more",
+                                   hint="put that trained output back (or run from the folder it was trained in)")
+            lm, tokenizer, _, _ = load_start(start, kind)
         else:
             base = base if base is not None else adapter_base(output)
             try:

@@ -393,14 +393,32 @@ class TrainOutput:
     def write_reward(self, numbers: dict) -> None:
         write_atomic(self.reward_file, json.dumps(numbers, indent=2) + "\n")
 
+    def start(self) -> Path | None:
+        """The trained output this one started from (--from), found as `run()` finds the run."""
+        recorded = self.settings().get("start")
+        return recorded_path(recorded, self.path, lambda p: TrainOutput(p).is_finished()) if recorded else None
+
     def run(self) -> RunFolder | None:
         """The run folder the training data came from, when it came from one."""
         settings = self.settings()
-        if settings.get("run") and RunFolder(settings["run"]).exists():
-            return RunFolder(settings["run"])
+        found = recorded_path(settings["run"], self.path, lambda p: RunFolder(p).exists()) if settings.get("run") else None
+        if found is not None:
+            return RunFolder(found)
         if settings.get("dataset"):  # outputs of an earlier persona recorded only the dataset folder
             return DatasetFolder(settings["dataset"]).run()
         return None
+
+
+def recorded_path(recorded: str, output: Path, accept) -> Path | None:
+    """A folder a training output recorded as it was given when it trained (often relative to that working
+    folder): that path from here when `accept` takes it, else the same path under the nearest folder above the
+    output (the tree was trained from another working folder, or moved as a whole)."""
+    path = Path(recorded)
+    if accept(path):
+        return path
+    if path.is_absolute():
+        return None
+    return next((above / path for above in Path(output).resolve().parents if accept(above / path)), None)
 
 
 class RefineFolder:

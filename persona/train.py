@@ -203,7 +203,7 @@ def _train(method, spec, data, card, where, run, settings, output, model, overwr
     started = time.perf_counter()
     checkpoint = output.last_checkpoint() if resume else None
     try:
-        with _first_ctrl_c_stops_gently(stop), _fused_head_scores_answer_tokens_only():
+        with _first_ctrl_c_stops_gently(stop), _fused_head_scores_answer_tokens_only(), _no_tqdm_bars():
             trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     except torch.OutOfMemoryError:
         raise PersonaError("out of memory on the GPU",
@@ -297,6 +297,21 @@ def _fused_head_scores_answer_tokens_only():
         yield
     finally:
         utils._use_triton = original
+
+
+@contextmanager
+def _no_tqdm_bars():
+    """TRL's own tqdm bar (the reference log-probs pass) would fill a log file with carriage returns; persona's
+    step lines show the progress. TRL reads TQDM_DISABLE when the bar starts."""
+    before = os.environ.get("TQDM_DISABLE")
+    os.environ["TQDM_DISABLE"] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("TQDM_DISABLE", None)
+        else:
+            os.environ["TQDM_DISABLE"] = before
 
 
 def _make_trainer(name, lm, tokenizer, args, data, peft_config, callbacks, ref_model=None, reward_funcs=None):

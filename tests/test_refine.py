@@ -244,6 +244,10 @@ report: false
     from persona.run import RunFolder
 
     assert [t.label for t in RunFolder(tmp_path / "run").trained()] == ["sft", "refine-dpo-r1"]  # the report's
+    if kept.endswith("train-dpo"):  # both models evaluated: persona run prints them side by side
+        assert "side by side" in first.stdout and "refine-dpo-r1" in first.stdout.split("side by side")[1]
+    else:  # the round kept its start: that model is not evaluated twice
+        assert "evaluated there" in first.stderr
     samples = (tmp_path / "run/refine-dpo/round-1/samples.jsonl").read_bytes()
     second = runner.invoke(app, ["run", str(job)])
     assert second.exit_code == 0, second.stderr
@@ -356,3 +360,57 @@ def test_an_unknown_sampling_backend_option_is_named(sft, tmp_path):
                                  "-b", "openai", "-o", "base_url=http://127.0.0.1:9/v1", "-o", "colour=red", *FAST])
     assert result.exit_code != 0
     assert "backend 'openai' has no option 'colour'" in result.stderr
+
+
+def test_persona_train_without_a_method_runs_the_recipe_sft_then_a_round_and_a_rerun_goes_on(tmp_path, tiny_model_dir):
+    import torch
+
+    torch.set_num_threads(1)
+    run = tmp_path / "run"
+    made = runner.invoke(app, ["generate", "identities/aster.yaml", "-b", "fake", "--limit", "4", "--replay", "0",
+                               "--out", str(run)])
+    assert made.exit_code == 0, made.stderr
+    args = ["train", str(run), "-m", str(tiny_model_dir), *FAST]
+    first = runner.invoke(app, args)
+    assert first.exit_code == 0, first.stderr
+    assert "the recipe: SFT, then one on-policy DPO round" in first.stderr
+    assert (run / "train-sft/metrics.json").is_file()
+    info = json.loads((run / "refine-dpo/round-1/refine.json").read_text())
+    assert info["start"] == str(run / "train-sft") and info["settings"]["k"] == RefineSettings().k  # the defaults
+    assert info["training"]["precompute_ref_log_probs"] is True and "max_steps" not in info["training"]
+    kept = json.loads((run / "refine-dpo/rounds.json").read_text())["kept"]
+    assert f"next: persona eval {kept}" in first.stderr
+    sft_weights = (run / "train-sft/adapter_model.safetensors").read_bytes()
+    again = runner.invoke(app, args)  # the same command: SFT is kept, the round resumes (nothing asked again)
+    assert again.exit_code == 0, again.stderr
+    assert "holds this recipe's finished SFT run: kept" in again.stderr
+    assert "already holds this round's training" in again.stderr
+    assert (run / "train-sft/adapter_model.safetensors").read_bytes() == sft_weights
+    other = runner.invoke(app, [*args, "--set", "learning_rate=1e-3"])  # other settings: refused, as for any method
+    assert other.exit_code == 1 and "--overwrite" in other.stderr and "Traceback" not in other.stderr
+    alone = runner.invoke(app, ["train", str(run / "datasets/sft"), "-m", str(tiny_model_dir), *FAST,
+                                "--output-dir", str(tmp_path / "alone")])
+    assert alone.exit_code == 0 and "the recipe" not in alone.stderr  # a dataset: SFT, no round
+    assert not (tmp_path / "refine-dpo").exists()
+
+
+def test_a_training_output_finds_its_run_and_start_from_another_working_folder(tmp_path, monkeypatch):
+    from persona.run import TrainOutput
+
+    work = tmp_path / "work"
+    run = work / "runs/r"
+    for folder, start in ((run / "train-sft", None), (run / "refine-dpo/round-1/train-dpo", "runs/r/train-sft")):
+        folder.mkdir(parents=True)
+        (folder / "metrics.json").write_text("[]")
+        (folder / "persona_train.yaml").write_text(f"run: runs/r\nstart: {start or 'null'}\n")
+    (run / "run.json").write_text("{}")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    round_model = TrainOutput(run / "refine-dpo/round-1/train-dpo")
+    assert TrainOutput(run / "train-sft").run().path == run.resolve()
+    assert round_model.run().path == run.resolve() and round_model.start() == (run / "train-sft").resolve()
+    assert TrainOutput(run / "train-sft").start() is None
+    monkeypatch.chdir(work)  # where it was trained: the recorded paths as they are
+    assert str(round_model.start()) == "runs/r/train-sft"
+    (run / "run.json").unlink()
+    assert round_model.run() is None

@@ -17,14 +17,14 @@ runner = CliRunner()
 
 # --- defaults that work ----------------------------------------------------------------------------------
 
-def test_train_defaults_to_sft_and_generate_judges_with_rules():
+def test_train_defaults_to_the_recipe_and_generate_judges_with_rules():
     from persona.pipeline import generate
     from persona.train import train
 
-    assert inspect.signature(train).parameters["method"].default == "sft"
+    assert inspect.signature(train).parameters["method"].default == "sft"  # one training run: SFT
     assert inspect.signature(generate).parameters["judge"].default == "rules"
     result = runner.invoke(app, ["train", "--help"])
-    assert "[default: sft" in " ".join(result.stdout.split())
+    assert "[default: the recipe - on a run folder SFT, then one on-policy DPO round" in " ".join(result.stdout.split())
 
 
 def test_limit_scales_replay_too():
@@ -204,7 +204,8 @@ def test_the_shipped_demo_job_is_valid():
     from persona.job import load_job
 
     job = load_job("jobs/demo.yaml")
-    assert [step["method"] for step in job.train] == ["sft"] and job.judge == "rules"
+    assert [step["method"] for step in job.train] == ["sft", "dpo"] and job.judge == "rules"
+    assert job.train[1]["from"] == "sft" and job.train[1]["refine"] is True  # the recipe: SFT, then a round
 
 
 def test_a_job_runs_end_to_end_and_a_rerun_skips_what_is_current(tmp_path, tiny_model_dir):
