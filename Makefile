@@ -47,9 +47,13 @@ experiment: install
 	$(BIN)/persona report runs/aster --markdown
 
 # On-policy rounds from the demo's SFT model (docs/experiment.md, "On-policy rounds"): the demo (SFT and its DPO
-# round), then one GRPO round, and the DPO rounds continued (up to 3) until the dev split stops improving, each
-# evaluated on the demo's held-out sets.
+# round), then one IPO, one KTO and one GRPO round, and the DPO rounds continued (up to 3) until the dev split
+# stops improving, each evaluated on the demo's held-out sets.
 refine-experiment: demo
+	$(BIN)/persona refine runs/brand/train-sft --method ipo
+	$(BIN)/persona eval runs/brand/refine-ipo/round-1/train-ipo
+	$(BIN)/persona refine runs/brand/train-sft --method kto
+	$(BIN)/persona eval runs/brand/refine-kto/round-1/train-kto
 	$(BIN)/persona refine runs/brand/train-sft --method grpo
 	$(BIN)/persona eval runs/brand/refine-grpo/round-1/train-grpo
 	$(BIN)/persona refine runs/brand/train-sft --rounds 3

@@ -189,7 +189,8 @@ def _train(method, spec, data, card, where, run, settings, output, model, overwr
                 control.should_training_stop = True
             return control
 
-    trainer = _make_trainer(method, lm, tokenizer, args, data, peft_config, [Record()], ref_model, reward_funcs)
+    with _no_tqdm_bars():  # TRL computes precomputed reference log-probs when the trainer is made
+        trainer = _make_trainer(method, lm, tokenizer, args, data, peft_config, [Record()], ref_model, reward_funcs)
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
     (output.write_settings if main else _nothing)({
         "method": method, "model": model_name, "base_model": model, "dataset": where,

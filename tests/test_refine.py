@@ -378,6 +378,7 @@ def test_persona_train_without_a_method_runs_the_recipe_sft_then_a_round_and_a_r
     info = json.loads((run / "refine-dpo/round-1/refine.json").read_text())
     assert info["start"] == str(run / "train-sft") and info["settings"]["k"] == RefineSettings().k  # the defaults
     assert info["training"]["precompute_ref_log_probs"] is True and "max_steps" not in info["training"]
+    assert "Computing reference log probs" not in first.stderr  # TRL's tqdm bar stays out of logs
     kept = json.loads((run / "refine-dpo/rounds.json").read_text())["kept"]
     assert f"next: persona eval {kept}" in first.stderr
     sft_weights = (run / "train-sft/adapter_model.safetensors").read_bytes()
