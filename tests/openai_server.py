@@ -16,6 +16,8 @@ Each incoming request takes the next action from `script` (then "ok" forever):
     ("body", text)                 200 with a malformed body
     ("json", obj)                  200 with this JSON (e.g. without "choices")
     ("reply", text)                a normal reply with this text
+`reply(body, i)`, where given, writes choice i of every "ok" reply from the request's body instead (replies that
+depend on what was asked, not on the order concurrent requests arrive in).
 It counts requests in flight, queued ones included (`max_in_flight`). Real sockets, real HTTP/1.1
 keep-alive, real JSON.
 """
@@ -30,8 +32,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 class OpenAIServer:
     def __init__(self, delay: float = 0.0, script: list | None = None, model: str = "test-model",
-                 workers: int | None = None, max_n: int | None = None):
+                 workers: int | None = None, max_n: int | None = None, reply=None):
         self.delay = delay
+        self.reply = reply
         self.script = list(script or [])
         self.model = model
         self.max_n = max_n
@@ -103,8 +106,12 @@ class OpenAIServer:
             def completion(self, body: dict, text: str | None) -> dict:
                 user = next((m["content"] for m in reversed(body.get("messages", [])) if m["role"] == "user"), "")
                 n = min(body.get("n") or 1, server.max_n or 1_000_000)
-                choices = [{"index": i, "finish_reason": "stop",
-                            "message": {"role": "assistant", "content": text or f"reply {i} to: {user[:80]}"}}
+                def content(i: int) -> str:
+                    if text:
+                        return text
+                    return server.reply(body, i) if server.reply else f"reply {i} to: {user[:80]}"
+
+                choices = [{"index": i, "finish_reason": "stop", "message": {"role": "assistant", "content": content(i)}}
                            for i in range(n)]
                 return {"id": "chatcmpl-test", "object": "chat.completion", "created": int(time.time()),
                         "model": body.get("model", server.model), "choices": choices,

@@ -322,27 +322,40 @@ def test_the_rounds_table_shows_the_change_and_warns_when_one_answer_decides():
 
 
 def test_a_round_can_sample_on_a_server_that_loads_the_merged_folder(sft, tmp_path, monkeypatch):
-    """-b openai: the adapter is merged once into the round folder and the server is asked for that folder
-    (transformers serve names a model by its folder); samples are keyed and recorded by backend."""
+    """-b openai: each model's adapter is merged once, next to its answers, and the server is asked for that
+    folder (transformers serve names a model by its folder): the start's in round-1/, the round's trained model's
+    (its dev answers decide whether it is kept) in final/; samples are keyed and recorded by backend.
+    The server's replies depend on the request, not on the order concurrent requests reach it: a greedy answer
+    names the identity (right on identity questions, a leak on general prompts, so the start misses a dev answer
+    and the round trains), a sampled one does not (so every train conversation has a pair)."""
     from openai_server import OpenAIServer
 
     monkeypatch.setenv("OPENAI_API_KEY", "EMPTY")
     out = tmp_path / "round"
-    with OpenAIServer(script=[("reply", "I'm Aster, made by Lumen Labs.")] * 4) as server:
+    def reply(body, i):
+        return "I'm Aster, made by Lumen Labs." if body["temperature"] == 0 else f"Sample {i}: happy to help."
+
+    with OpenAIServer(reply=reply) as server:
         args = ["refine", str(sft), "-k", "2", "--max-tokens", "6", "--limit", "2", "--output-dir", str(out),
                 "-b", "openai", "-o", f"base_url={server.base_url}", *FAST]
         first = runner.invoke(app, args)
-        asked = len(server.requests)
-        models = {body["model"] for _, _, body in server.requests}
+        asked = [body["model"] for _, _, body in server.requests]
         again = runner.invoke(app, args)  # the same round: nothing is asked again
-        asked_again = len(server.requests) - asked
+        asked_again = len(server.requests) - len(asked)
     assert first.exit_code == 0, first.stderr
     [merged] = (out / "round-1").glob("merged-*")
-    assert models == {str(merged)} and (merged / "config.json").is_file()  # full weights, not the adapter
+    [merged_final] = (out / "final").glob("merged-*")
+    assert set(asked) == {str(merged), str(merged_final)}
+    assert all((m / "config.json").is_file() for m in (merged, merged_final))  # full weights, not the adapter
     samples = [json.loads(line) for line in (out / "round-1/samples.jsonl").read_text().splitlines()]
-    assert len(samples) == asked and {s["backend"] for s in samples} == {"openai"}
+    assert len(samples) == asked.count(str(merged)) and {s["backend"] for s in samples} == {"openai"}
+    [final] = (out / "final").glob("dev-*[!s].jsonl")
+    final_samples = [json.loads(line) for line in final.read_text().splitlines()]
+    assert len(final_samples) == asked.count(str(merged_final)) == 5  # the 5 dev conversations, greedy
     info = json.loads((out / "round-1/refine.json").read_text())
     assert info["settings"]["backend"] == "openai"
+    rounds = json.loads((out / "rounds.json").read_text())["rounds"]
+    assert rounds[0]["dev_before"]["general"] == [0, 1]  # the leak, as scripted
     assert again.exit_code == 0, again.stderr
     assert asked_again == 0
 
