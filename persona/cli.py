@@ -108,12 +108,25 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+# the commands that load models or train: an installed version known to break them is named before they start
+# (persona.versions); validate, render, schema, ls, init and report never import the ML stack
+ML_COMMANDS = {"generate", "judge", "build", "train", "refine", "eval", "run", "chat", "export"}
+
+
 @app.callback()
 def _root(
+    ctx: typer.Context,
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                           help="Print the version and exit.")] = False,
 ) -> None:
     _setup_logging()  # every command: persona's warnings on stderr, third-party progress bars off
+    if ctx.invoked_subcommand in ML_COMMANDS:
+        from persona.versions import check_versions
+
+        try:
+            check_versions()
+        except PersonaError as e:
+            _fail(e)
 
 
 @command(code=2)
@@ -941,6 +954,9 @@ def main() -> None:
     if os.environ.get("NO_COLOR"):
         os.environ.setdefault("TERM", "dumb")
     try:
+        from persona.versions import check_versions
+
+        check_versions(("typer",))  # an old typer cannot even build the command line
         app()
     except PersonaError as e:  # a command forgot to catch one: still no traceback
         _err(f"error: {e.message}")
