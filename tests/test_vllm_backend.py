@@ -4,6 +4,7 @@ mirrors the API persona uses: vllm.LLM(**options).chat(conversations, sampling_p
 
 from __future__ import annotations
 
+import os
 import sys
 import types
 from dataclasses import dataclass, field
@@ -84,6 +85,23 @@ def test_one_chat_call_for_the_whole_batch(vllm, tiny_model_dir):
     first = results[0].completions
     assert [c.text for c in first] == ["q0 #0", "q0 #1"]
     assert (first[1].prompt_tokens, first[1].completion_tokens, first[1].finish_reason) == (7, 4, "stop")
+
+
+def test_the_engine_runs_in_process_on_one_device_of_the_cpu_build(vllm, tiny_model_dir, monkeypatch):
+    import persona.backends.vllm_local as vllm_local
+
+    monkeypatch.delenv("VLLM_ENABLE_V1_MULTIPROCESSING", raising=False)
+    monkeypatch.setattr(vllm_local, "cpu_build", lambda: False)  # the CUDA build: vLLM's own processes
+    assert not load_backend("vllm", model=str(tiny_model_dir)).in_process
+    assert "distributed_executor_backend" not in StandInLLM.instances[-1].options
+    monkeypatch.setattr(vllm_local, "cpu_build", lambda: True)
+    assert not load_backend("vllm", model=str(tiny_model_dir), tensor_parallel_size=2).in_process
+    assert "VLLM_ENABLE_V1_MULTIPROCESSING" not in os.environ
+    backend = load_backend("vllm", model=str(tiny_model_dir))
+    assert backend.in_process and StandInLLM.instances[-1].options["distributed_executor_backend"] == "uni"
+    assert os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"
+    monkeypatch.setattr(vllm_local, "cpu_build", lambda: False)
+    assert load_backend("vllm", model=str(tiny_model_dir), in_process=True).in_process  # asked for: any build
 
 
 def test_chunks_bound_lost_work(vllm, tiny_model_dir):

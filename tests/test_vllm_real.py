@@ -61,13 +61,14 @@ def test_the_vllm_backend_is_reproducible_per_request(tmp_path):
         "    ask = lambda keys: {r.request.key: [c.text for c in r.completions] for r in b.complete(\n"
         "        [Request(k, ({'role': 'user', 'content': 'Tell me about ' + k},), p) for k in keys])}\n"
         "    alone, batch = ask(['rain']), ask(['snow', 'rain', 'wind'])\n"
-        "    print('RESULT', json.dumps([alone['rain'], batch['rain'], batch['snow']]))\n"
+        "    print('RESULT', json.dumps([alone['rain'], batch['rain'], batch['snow'], b.in_process]))\n"
         "if __name__ == '__main__':\n"
         "    main()\n")
     done = in_vllm_env([str(script)], tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     [line] = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]  # vLLM logs to stdout too
-    alone, in_batch, other = json.loads(line.removeprefix("RESULT "))
+    alone, in_batch, other, in_process = json.loads(line.removeprefix("RESULT "))
+    assert in_process  # the CPU build on one device: the engine in this process (persona.backends.vllm_local)
     assert alone == in_batch  # a request's samples do not depend on what else is in the batch
     assert alone[0] != alone[1] and alone != other  # n samples differ, other requests differ
 

