@@ -13,6 +13,8 @@ The functions behind the CLI, for notebooks and scripts (each imports its heavy 
     persona.judge_run("runs/brand", "rules")                        # judge again with another judge
     persona.build_run("runs/brand", persona.BuildSettings(margin=3))  # rebuild the datasets
     result = persona.train_model("runs/brand", "sft")               # TRL + LoRA -> runs/brand/train-sft
+    recipe = persona.train_recipe("runs/brand")                     # SFT, then an on-policy DPO round (recipe.model)
+    rounds = persona.refine_rounds(recipe.sft_dir, persona.RefineSettings(method="ipo"))  # more rounds, any method
     metrics = persona.evaluate(result.output_dir, "identities/brand.yaml")  # base vs trained
     persona.write_report("runs/brand")                              # runs/brand/report.html
 
@@ -32,9 +34,12 @@ _API = {
     "RunConfig": ("persona.config", "RunConfig"),
     "generate": ("persona.pipeline", "generate"),
     "judge_run": ("persona.pipeline", "judge_run"),
-    "BuildSettings": ("persona.dataset", "BuildSettings"),
+    "BuildSettings": ("persona.config", "BuildSettings"),
     "build_run": ("persona.pipeline", "build_run"),
     "train_model": ("persona.train", "train"),
+    "train_recipe": ("persona.recipe", "train_recipe"),
+    "RefineSettings": ("persona.refine", "RefineSettings"),
+    "refine_rounds": ("persona.refine", "refine"),
     "evaluate": ("persona.eval", "evaluate"),
     "EvalSettings": ("persona.eval", "EvalSettings"),
     "write_report": ("persona.report", "write_report"),

@@ -519,6 +519,7 @@ def train_command(
     Example:  torchrun --standalone --nproc_per_node 2 -m persona train runs/brand   (several processes)
     """
     from persona.progress import training_log
+    from persona.recipe import recipe_applies, train_recipe
     from persona.train import Interrupted, is_main_process
     from persona.train import train as run_train
 
@@ -526,38 +527,28 @@ def train_command(
     if report_to is not None:
         overrides["report_to"] = report_to
     say = _err if is_main_process() else (lambda text: None)  # a multi-process launch reports once, errors from any
-    recipe = method is None and _recipe_applies(source, say)
+    recipe, why_not = recipe_applies(source) if method is None else (False, "")
+    if why_not:
+        say(why_not)
     method = method or "sft"
-    if recipe:
-        say("the recipe: SFT, then one on-policy DPO round from it (--method sft trains SFT alone)")
-    show, begin = training_log(_err, method, start)
-    recipe_key = _recipe_key(source, overrides, config, model, start, system_prompt, license, merge) if recipe else None
-    kept = recipe and not (overwrite or resume) and _finished_sft(source, output_dir, recipe_key, say)
     try:
-        result = None if kept else run_train(source, method, model, config, overrides, output_dir, overwrite, resume,
-                                             merge, show, begin, start=start, system_prompt=system_prompt,
-                                             license=license)
+        if recipe:
+            say("the recipe: SFT, then one on-policy DPO round from it (--method sft trains SFT alone)")
+            with progress_bar() as on_progress:
+                done = train_recipe(source, model, config, overrides, output_dir, overwrite, resume, merge, start,
+                                    system_prompt, license, logs=lambda m, s: training_log(_err, m, s),
+                                    on_progress=on_progress, say=_err,
+                                    on_trained=lambda result: _say_trained(result, "sft", say))
+            _err(f"wrote {done.rounds.folder}/rounds.json; next: persona eval {done.model}")
+            return
+        show, begin = training_log(_err, method, start)
+        result = run_train(source, method, model, config, overrides, output_dir, overwrite, resume, merge, show,
+                           begin, start=start, system_prompt=system_prompt, license=license)
     except Interrupted as e:
         say(f"interrupted: checkpoint saved in {e.checkpoint}/; run the same command with --resume to continue"
             if e.checkpoint else "interrupted before the first step; nothing to resume")
         raise typer.Exit(130)
-    if result is not None:
-        _say_trained(result, method, say)
-        if recipe:
-            from persona.job import _write_mark
-
-            _write_mark(result.output_dir, recipe_key)  # a rerun of the same command goes on to the round
-    if recipe:
-        from persona.refine import refine
-
-        trained = kept or result.output_dir
-        say(f"the recipe's second step: one on-policy DPO round from {trained}/ (persona refine's defaults)")
-        show, begin = training_log(_err, "dpo", trained)
-        with progress_bar() as on_progress:
-            # an SFT trained just now makes any rounds beside it stale: they start over
-            rounds = refine(trained, RefineSettings(), None, None, overwrite or result is not None, on_progress, show,
-                            begin, _err)
-        _err(f"wrote {rounds.folder}/rounds.json; next: persona eval {rounds.output_dir}")
+    _say_trained(result, method, say)
 
 
 def _say_trained(result, method: str, say) -> None:
@@ -572,44 +563,6 @@ def _say_trained(result, method: str, say) -> None:
         accuracy = "n/a (no eval split)" if r["eval_pairwise_accuracy"] is None else f"{100 * r['eval_pairwise_accuracy']:.1f}%"
         say(f"reward model: pairwise accuracy {accuracy} on {r['eval_pairs']} held-out pairs; "
             f"judge with --judge reward:{result.output_dir}")
-
-
-def _recipe_applies(source: Path, say) -> bool:
-    """Whether `persona train SOURCE` without --method runs the recipe (SFT, then a refine round): on a run folder
-    in one process. A dataset has no questions for the round to ask; several processes would each sample it."""
-    from persona.run import RunFolder
-
-    if not RunFolder(source).exists():
-        return False
-    if os.environ.get("WORLD_SIZE", "1") != "1":
-        say("several processes: SFT only; run persona refine RUN_DIR/train-sft in one process for the recipe's round")
-        return False
-    return True
-
-
-def _recipe_key(source: Path, overrides: dict, config, model, start, system_prompt, license, merge) -> str:
-    """What the recipe's SFT step was asked (settings, the config file's text, start, data): its output is
-    reused by a rerun only when this is unchanged."""
-    from persona.job import _data_key, _key
-    from persona.run import RunFolder
-
-    text = Path(config).read_text(encoding="utf-8", errors="replace") if config and Path(config).is_file() else None
-    return _key({"recipe": "sft", "set": overrides, "config": text, "model": model, "start": str(start or ""),
-                 "system_prompt": system_prompt, "license": license, "merge": merge,
-                 "data": _data_key(RunFolder(source), "sft")})
-
-
-def _finished_sft(source: Path, output_dir: Path | None, key: str, say) -> Path | None:
-    """Rerunning the recipe goes on to its round: the SFT output when it is finished and was trained by the same
-    command (another setting, or a folder another command trained: persona train refuses it as always)."""
-    from persona.job import _mark
-    from persona.run import RunFolder, TrainOutput
-
-    output = TrainOutput(output_dir) if output_dir else RunFolder(source).train_output("sft")
-    if not output.is_finished() or _mark(output.path) != key:
-        return None
-    say(f"{output.path}/ holds this recipe's finished SFT run: kept (--overwrite trains it again)")
-    return output.path
 
 
 @command("refine", interrupted="interrupted: the answers so far are kept; run the same command again to resume")
@@ -869,7 +822,7 @@ def _assignments(items: list[str] | None, flag: str, example: str, parse=None, w
     for item in items or []:
         name, sep, value = item.partition("=")
         if not sep or not name.isidentifier():
-            from persona.config import KEY_SHAPED, url_without_credentials
+            from persona.secrets import KEY_SHAPED, url_without_credentials
 
             # the item may be a pasted key or a URL with a password: never echo those
             shown = KEY_SHAPED.sub("***", url_without_credentials(item) if "://" in item else item)[:80]

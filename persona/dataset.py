@@ -43,7 +43,7 @@ import re
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 
-from persona.config import LICENSE_ID, NEUTRAL_SYSTEM, BuildSettings, check_license  # noqa: F401  (re-exported)
+from persona.config import NEUTRAL_SYSTEM, BuildSettings
 from persona.judges import IN_CHARACTER, PairwiseJudge
 from persona.prompts import normalize
 from persona.responses import ResponseRecord
@@ -75,7 +75,7 @@ class BuildReport:
     paths: dict = field(default_factory=dict)
 
 
-def nothing_to_train(report: BuildReport, judge: str, responses: int) -> "PersonaError | None":
+def nothing_to_train(report: BuildReport, judge: str, responses: int):
     """The error for a build whose train split is empty in every dataset, saying what the judge dropped and
     why; None when there is something to train on."""
     from persona.errors import PersonaError

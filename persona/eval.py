@@ -38,7 +38,7 @@ import json
 import math
 import re
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -273,7 +273,7 @@ def answer(backend, label: str, items: list[EvalItem], settings: EvalSettings, s
 
 def _backend(label: str, lm, tokenizer, name: str, settings: EvalSettings, output, folder, base: str | None):
     """The backend that answers for `label`, from persona.backends' table (settings.backend)."""
-    from persona.backends import BACKENDS, EXTRAS, load_backend
+    from persona.backends import BACKENDS, load_backend
     from persona.registry import check_name, load_class
 
     check_name(BACKENDS, settings.backend, "backend", hidden=("fake",))
@@ -513,13 +513,10 @@ def _base_key(name: str, settings: EvalSettings) -> str:
 
 
 def _recorded(settings: EvalSettings) -> dict:
-    """The settings as metrics.json records them: a server URL without credentials."""
-    from persona.config import url_without_credentials
+    """The settings as metrics.json records them: no option that holds a secret, no credentials in a URL."""
+    from persona.secrets import without_secrets
 
-    recorded = asdict(settings)
-    recorded["backend_options"] = {k: url_without_credentials(v) if isinstance(v, str) and "://" in v else v
-                                   for k, v in settings.backend_options.items()}
-    return recorded
+    return {**asdict(settings), "backend_options": without_secrets(settings.backend_options)}
 
 
 BASELINES = ("base", "prompt")  # EvalSettings.baseline

@@ -21,8 +21,6 @@ unchanged model with unchanged settings is not rerun.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +30,7 @@ from persona.errors import PersonaError, SpecError
 from persona.validation import schema_problems
 from persona.yaml_source import read_yaml
 
-JOB_MARK = "persona_job.json"  # in a train output / eval folder: the key of the step that wrote it
+from persona.recipe import read_mark, step_key, train_key, write_mark
 
 
 def _schema() -> dict:
@@ -86,7 +84,7 @@ class Job:
 def load_job(path: str | Path) -> Job:
     """The job file, every key checked: a SpecError with each problem at its file:line:col."""
     from persona.config import RunConfig, check_applicable
-    from persona.dataset import BuildSettings
+    from persona.config import BuildSettings
     from persona.judges import judge_options
     from persona.methods import check_settings
 
@@ -168,7 +166,7 @@ def run_job(job: Job, say: Callable[[str], None], on_progress=None) -> dict:
     """Run every stage of `job`, skipping the current ones; returns {stage: what it did}. `say` gets a line per
     stage ([n/total]) and per logged training step; `on_progress` the generation and eval progress."""
     from persona.config import RunConfig
-    from persona.dataset import BuildSettings
+    from persona.config import BuildSettings
     from persona.pipeline import generate
     from persona.progress import training_log
     from persona.run import RunFolder, TrainOutput
@@ -205,23 +203,22 @@ def run_job(job: Job, say: Callable[[str], None], on_progress=None) -> dict:
         label = _label(step, outputs)
         output = TrainOutput(step["output_dir"]) if step.get("output_dir") else run.train_output(
             f"{start_output.label}-{method}" if start_output is not None else method)
-        key = _key({"method": method, "set": step.get("set") or {}, "model": step.get("model"),
-                    "start": keys.get(start) or (str(start) if start else None), "data": _data_key(run, method),
-                    "system_prompt": step.get("system_prompt"), "license": step.get("license"),
-                    "merge": bool(step.get("merge"))})
+        key = train_key(run, method, step.get("set") or {}, step.get("model"),
+                        keys.get(start) or (str(start) if start else None), step.get("system_prompt"),
+                        step.get("license"), bool(step.get("merge")))
         keys[label] = key
         outputs[label] = output
         stage(f"train {method}" + (f" from {start}" if start else "") + f" -> {output.path}/")
-        if output.is_finished() and _mark(output.path) == key:
+        if output.is_finished() and read_mark(output.path) == key:
             say("  current: same method, settings, start and data; not retrained")
             done[f"train {label}"] = "skipped"
             continue
         from persona.train import train
 
-        resume = (not output.is_finished() and output.last_checkpoint() is not None and _mark(output.path) == key)
+        resume = (not output.is_finished() and output.last_checkpoint() is not None and read_mark(output.path) == key)
         if not resume and output.metrics_file.exists():
             output.metrics_file.unlink()  # a stale finished run must not pass for this step's if it is interrupted
-        _write_mark(output.path, key)  # before training: an interrupted step resumes under the same key
+        write_mark(output.path, key)  # before training: an interrupted step resumes under the same key
         on_log, on_start = training_log(say, method, start)
         train(run.path, method, step.get("model"), None, step.get("set") or {}, output.path, overwrite=not resume,
               resume=resume, merge=bool(step.get("merge")), on_log=on_log, on_start=on_start,
@@ -238,19 +235,19 @@ def run_job(job: Job, say: Callable[[str], None], on_progress=None) -> dict:
             if output.settings().get("method") == "reward":
                 continue
             folder = output.eval
-            key = _key({"model": keys[label], "eval": job.eval})
+            key = step_key({"model": keys[label], "eval": job.eval})
             stage(f"eval {output.path}/ (base vs trained)")
             if output.path.resolve() in evaluated:  # rounds that kept their start: that model again
                 say("  the same model as a step above (its rounds kept their start); evaluated there")
                 continue
             evaluated.add(output.path.resolve())
-            if folder.metrics_file.exists() and _mark(folder.path) == key:
+            if folder.metrics_file.exists() and read_mark(folder.path) == key:
                 say("  current: same model and eval settings; not rerun")
                 done[f"eval {label}"] = "skipped"
             else:
                 done[f"eval {label}"] = evaluate(output.path, job.spec, run.path, None, None, settings,
                                                  config.templates, on_progress)
-                _write_mark(folder.path, key)
+                write_mark(folder.path, key)
             done["evals"][output.label] = folder.metrics()
     if job.report:
         from persona.report import write_report
@@ -271,48 +268,18 @@ def _refine_step(step: dict, start, start_key: str, stage, say, on_progress, tem
     settings = RefineSettings(method=step["method"], **options)
     rounds = RefineRounds(step["output_dir"]) if step.get("output_dir") else RefineRounds.beside(start.path,
                                                                                                  step["method"])
-    key = _key({"refine": options, "method": step["method"], "set": step.get("set") or {}, "start": start_key})
+    key = step_key({"refine": options, "method": step["method"], "set": step.get("set") or {}, "start": start_key})
     stage(f"refine {step['method']} from {step['from']} -> {rounds.path}/")
-    changed = any(rounds.path.glob("round-*")) and _mark(rounds.path) != key  # rounds made with other settings
-    _write_mark(rounds.path, key)
+    changed = any(rounds.path.glob("round-*")) and read_mark(rounds.path) != key  # rounds made with other settings
+    write_mark(rounds.path, key)
     on_log, on_start = training_log(say, step["method"], start.path)
     result = refine(start.path, settings, rounds.path, step.get("set") or {}, overwrite=changed,
                     on_progress=on_progress, on_log=on_log, on_start=on_start, say=lambda text: say("  " + text),
                     templates=templates)
-    return TrainOutput(result.output_dir), _key({"step": key, "kept": str(result.output_dir)})
+    return TrainOutput(result.output_dir), step_key({"step": key, "kept": str(result.output_dir)})
 
 
 def _label(step: dict, earlier) -> str:
     """A step's name for later `from:`: its method, after the earlier step it starts from (sft-dpo)."""
     start = step.get("from")
     return f"{start}-{step['method']}" if start in earlier else step["method"]
-
-
-def _key(value: dict) -> str:
-    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def _data_key(run, method: str) -> str:
-    """The training data of `method` in the run, by content."""
-    from persona.methods import METHODS
-
-    folder = run.dataset(METHODS[method].dataset)
-    digest = hashlib.sha256()
-    for split in ("train", "eval"):
-        path = folder.split(split)
-        digest.update(path.read_bytes() if path.is_file() else b"-")
-    return digest.hexdigest()[:16]
-
-
-def _mark(folder: Path) -> str | None:
-    try:
-        return json.loads((Path(folder) / JOB_MARK).read_text(encoding="utf-8")).get("key")
-    except (OSError, ValueError, AttributeError):
-        return None
-
-
-def _write_mark(folder: Path, key: str) -> None:
-    from persona.store import write_atomic
-
-    Path(folder).mkdir(parents=True, exist_ok=True)
-    write_atomic(Path(folder) / JOB_MARK, json.dumps({"key": key}) + "\n")

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Callable
 
 from persona.backends import model_name, place_backend
-from persona.config import SYSTEM_PROMPT_MODES, SYSTEM_PROMPT_TEXT, RunConfig
-from persona.dataset import CHOSEN_KINDS, BuildReport, BuildSettings, build_datasets, nothing_to_train, system_prompt_text
+from persona.config import SYSTEM_PROMPT_MODES, SYSTEM_PROMPT_TEXT, BuildSettings, RunConfig
+from persona.dataset import CHOSEN_KINDS, BuildReport, build_datasets, nothing_to_train, system_prompt_text
 from persona.errors import PersonaError
 from persona.judgements import judge_responses, saved_judgements
 from persona.judges import make_judge, pairwise as pairwise_judge

@@ -26,11 +26,10 @@ from typing import Callable
 
 from persona.backends import Request, SamplingParams
 from persona.config import RunConfig
-from persona.errors import PersonaError
 from persona.run import RunFolder
 from persona.spec import IDENTITY_TARGET, Spec
 from persona.store import append_missing, input_key, now
-from persona.templates import render_template, template_file, template_hash
+from persona.templates import render_template, tagged_lines, template_hash
 
 ADVERSARIAL_SOURCES = ("adversarial", "break", "origin", "constraint", "injection")
 REPLAY_SOURCE = "replay"  # general prompts the target model answers itself (persona/data/replay_prompts.txt)
@@ -73,16 +72,10 @@ def split_of(normalized: str, eval_fraction: float) -> str:
 
 def builtin_probes(spec: Spec, templates_dir) -> list[tuple[str, str, str | None]]:
     """(text, source, target) from templates/adversarial.j2."""
-    text = render_template("adversarial", templates_dir, spec=spec)
     probes = []
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        match = TEMPLATE_LINE.match(line.strip())
-        if not match:
-            raise PersonaError(f"{template_file('adversarial', templates_dir)}: rendered line {number} is not "
-                               f"'[category] prompt': {line.strip()[:60]!r}",
-                               hint="start every line with [identity], [break], [origin], [constraint] or [injection]")
+    for match in tagged_lines("adversarial", templates_dir, TEMPLATE_LINE, "'[category] prompt'",
+                              "start every line with [identity], [break], [origin], [constraint] or [injection]",
+                              spec=spec):
         target = match["target"]
         if target is None and spec.identity is not None and match["source"] in ("identity", "break", "origin"):
             target = IDENTITY_TARGET  # these probe the identity itself

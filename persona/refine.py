@@ -531,9 +531,9 @@ def _sampling_backend(output, settings: RefineSettings, path: Path):
 
 def settings_record(settings: RefineSettings) -> dict:
     """The settings as refine.json keeps them: no credentials in URLs, no option that holds a secret."""
-    from persona.config import _without_secrets
+    from persona.secrets import without_secrets
 
-    return {**asdict(settings), "backend_options": _without_secrets(settings.backend_options)}
+    return {**asdict(settings), "backend_options": without_secrets(settings.backend_options)}
 
 
 def _label(spec, chats, samples, path: Path) -> dict[str, list[dict]]:

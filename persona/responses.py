@@ -41,11 +41,10 @@ from persona.prompts import REPLAY_SOURCE, PromptRecord
 from persona.run import RunFolder
 from persona.spec import Spec, Target
 from persona.store import append_missing, input_key, now
-from persona.templates import render_template, template_file, template_hash
+from persona.templates import render_template, tagged_lines, template_hash
 
 log = logging.getLogger("persona")
 
-KINDS = ("conforming", "violating", "demonstration", "replay")
 GENERATOR, TARGET = "generator", "target"  # which model answers a request
 IDENTITY_SOURCES = ("identity", "break", "origin")  # built-in probes that ask who the assistant is
 DEMONSTRATIONS_PER_QUESTION = 2  # at least: one asked plainly, one in a conversation (identity_contexts.j2)
@@ -255,17 +254,8 @@ def identity_answers(spec: Spec, templates_dir=None) -> dict[str, list[str]]:
     answers: dict[str, list[str]] = {"name": [], "maker": []}
     if spec.identity is None:
         return answers
-    text = render_template("identity_answers", templates_dir, spec=spec)
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        match = ANSWER_LINE.match(line.strip())
-        if not match:
-            from persona.errors import PersonaError
-
-            raise PersonaError(f"{template_file('identity_answers', templates_dir)}: rendered line {number} is not "
-                               f"'[name] answer' or '[maker] answer': {line.strip()[:60]!r}",
-                               hint="start every line with [name] or [maker]")
+    for match in tagged_lines("identity_answers", templates_dir, ANSWER_LINE, "'[name] answer' or '[maker] answer'",
+                              "start every line with [name] or [maker]", spec=spec):
         answers[match["asks"]].append(match["text"])
     if not answers["maker"]:
         answers["maker"] = answers["name"]
@@ -274,23 +264,22 @@ def identity_answers(spec: Spec, templates_dir=None) -> dict[str, list[str]]:
 
 def identity_contexts(spec: Spec, templates_dir=None) -> list[tuple[str, object]]:
     """[("turns", [messages]) | ("prefix", text) | ("suffix", text)] from templates/identity_contexts.j2."""
-    from persona.errors import PersonaError
-
     if spec.identity is None:
         return []
+
+    def turns(match) -> list:
+        return [TURN.match(t.strip()) for t in match["text"].split("||")] if match["kind"] == "turns" else []
+
+    def valid(match) -> bool:  # a [turns] line: every turn "role: text", the last one the assistant's
+        found = turns(match)
+        return all(found) and not (found and found[-1]["role"] != "assistant")
+
     contexts: list[tuple[str, object]] = []
-    text = render_template("identity_contexts", templates_dir, spec=spec)
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        match = CONTEXT_LINE.match(line.strip())
-        turns = [TURN.match(t.strip()) for t in match["text"].split("||")] if match and match["kind"] == "turns" else []
-        if not match or not all(turns) or (turns and turns[-1]["role"] != "assistant"):
-            raise PersonaError(f"{template_file('identity_contexts', templates_dir)}: rendered line {number} is not "
-                               f"'[turns] user: ... || assistant: ...', '[prefix] ...' or '[suffix] ...': "
-                               f"{line.strip()[:60]!r}", hint="a [turns] line ends with an assistant turn")
+    for match in tagged_lines("identity_contexts", templates_dir, CONTEXT_LINE,
+                              "'[turns] user: ... || assistant: ...', '[prefix] ...' or '[suffix] ...'",
+                              "a [turns] line ends with an assistant turn", valid, spec=spec):
         if match["kind"] == "turns":
-            contexts.append(("turns", [{"role": t["role"], "content": t["text"]} for t in turns]))
+            contexts.append(("turns", [{"role": t["role"], "content": t["text"]} for t in turns(match)]))
         else:
             contexts.append((match["kind"], match["text"]))
     return contexts

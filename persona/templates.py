@@ -226,6 +226,24 @@ def render_template(name: str, templates_dir: str | Path | None = None, **variab
                            hint="check the template")
 
 
+def tagged_lines(name: str, templates_dir: str | Path | None, pattern: re.Pattern, expected: str, hint: str,
+                 valid=None, **variables) -> list[re.Match]:
+    """Render template `name` and match every non-empty line against `pattern` (the "[tag] text" templates:
+    adversarial.j2, identity_answers.j2, identity_contexts.j2). A line that does not match, or whose match
+    `valid(match)` refuses, is a PersonaError naming the template file, the rendered line and `expected`."""
+    text = render_template(name, templates_dir, **variables)
+    found = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        match = pattern.match(line.strip())
+        if not match or (valid is not None and not valid(match)):
+            raise PersonaError(f"{template_file(name, templates_dir)}: rendered line {number} is not {expected}: "
+                               f"{line.strip()[:60]!r}", hint=hint)
+        found.append(match)
+    return found
+
+
 def _render(template, variables: dict, shown: str) -> str:
     """template.render(), but the output is counted while it streams, so it stops at MAX_OUTPUT_CHARS."""
     parts: list[str] = []

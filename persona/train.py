@@ -41,7 +41,6 @@ numbers), and with `merge=True` a merged model.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from contextlib import contextmanager, nullcontext
@@ -51,7 +50,7 @@ from typing import Callable
 
 from persona.errors import PersonaError
 from persona.cards import write_model_card
-from persona.methods import LORA_FIELDS, METHODS, Method, method_named, resolve_settings, trl_class, trl_config  # noqa: F401
+from persona.methods import LORA_FIELDS, METHODS, method_named, resolve_settings, trl_class, trl_config
 from persona.run import RunFolder, TrainOutput
 from persona.train_data import check_columns, content_fingerprint, find_dataset
 
@@ -91,7 +90,7 @@ def train(source: str | Path, method: str = "sft", model: str | None = None, con
     [default: the one the dataset's rows carry, from its build]; `license`: the model card's license (a Hub
     license id) [default: the dataset's, from its build]; `reward_funcs`: GRPO's and RLOO's reward functions
     (TRL's `f(prompts, completions, **columns) -> list[float]`; persona refine passes its labels' own)."""
-    from persona.dataset import check_license
+    from persona.config import check_license
 
     check_license(license)
     spec = method_named(method)
@@ -419,9 +418,6 @@ class _first_ctrl_c_stops_gently:
         if self.previous is not None:
             signal.signal(signal.SIGINT, self.previous)
         return False
-
-
-# ---------------------------------------------------------------------------------------------- the model card
 
 
 def _same_precision_as_the_checkpoint(output: TrainOutput, settings: dict) -> None:

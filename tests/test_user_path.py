@@ -9,7 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from persona.cli import app
-from persona.config import RunConfig, api_key_env_problem, load_run_config
+from persona.config import RunConfig, load_run_config
+from persona.secrets import api_key_env_problem
 from persona.errors import PersonaError
 
 runner = CliRunner()

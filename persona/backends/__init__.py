@@ -20,7 +20,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Iterator, Protocol, Sequence
 
-from persona.errors import PersonaError
 
 # name -> "module:Class"; imported only when that backend is used.
 BACKENDS: dict[str, str] = {

@@ -93,7 +93,6 @@ class HFBackend:
 
     def __init__(self, model: str | None = None, batch_size: int | None = None, device: str | None = None,
                  dtype: str | None = None, max_context: int | None = None, repetition_penalty: float = 1.1):
-        import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
         from transformers.utils import logging as hf_logging
 

@@ -57,7 +57,7 @@ from typing import Iterator, Sequence
 from urllib.parse import urlsplit
 
 from persona.backends import Completion, Request, Result
-from persona.config import KEY_SHAPED, api_key_env_problem, url_credentials, url_without_credentials
+from persona.secrets import KEY_SHAPED, api_key_env_problem, url_credentials, url_without_credentials
 from persona.errors import PersonaError
 
 log = logging.getLogger("persona")
