@@ -272,37 +272,22 @@ def answer(backend, label: str, items: list[EvalItem], settings: EvalSettings, s
 
 
 def _backend(label: str, lm, tokenizer, name: str, settings: EvalSettings, output, folder, base: str | None):
-    """The backend that answers for `label`, from persona.backends' table (settings.backend)."""
-    from persona.backends import BACKENDS, load_backend
-    from persona.registry import check_name, load_class
+    """The backend that answers for `label` (persona.answering): hf with the model already loaded for the scores,
+    else the model's folder - the base's, or the trained model's (an adapter merged into the eval folder, once)."""
+    from persona.answering import answering_backend
 
-    check_name(BACKENDS, settings.backend, "backend", hidden=("fake",))
-    if settings.backend == "hf":  # the model in memory, already loaded for the scores
-        hf = load_class(BACKENDS, "hf", "backend", "pip install 'persona-tune[train]'")
-        return hf.from_loaded(lm, tokenizer, name, settings.batch_size, settings.repetition_penalty,
-                              dtype=settings.precision()["generation"])
-    if label == "base":
-        from persona.models import resolve_model
+    def model_folder() -> Path:
+        if label == "base":
+            from persona.models import resolve_model
 
-        model = str(resolve_model(base)[0])
-    else:  # the trained model's folder, or its adapter merged into the eval folder (written once)
-        from persona.export import model_folder
+            return resolve_model(base)[0]
+        from persona.export import model_folder as full_weights
 
-        model = str(model_folder(output, folder.exported))
-    options = {"batch_size": settings.batch_size, **settings.backend_options}
-    backend = load_backend(settings.backend, model=model,
-                           **{k: v for k, v in options.items() if k in _accepted(settings.backend)})
-    return backend
+        return full_weights(output, folder.exported)
 
-
-def _accepted(backend: str) -> set[str]:
-    import inspect
-
-    from persona.backends import BACKENDS
-    from persona.registry import load_class
-
-    cls = load_class(BACKENDS, backend, "backend", "")
-    return set(inspect.signature(cls.__init__).parameters) - {"self"}
+    return answering_backend(settings.backend, settings.backend_options, loaded=(lm, tokenizer, name),
+                             folder=model_folder, batch_size=settings.batch_size,
+                             repetition_penalty=settings.repetition_penalty, dtype=settings.precision()["generation"])
 
 
 def _requests(model: str, items: list[EvalItem], settings: EvalSettings):
@@ -424,6 +409,7 @@ def evaluate(model_path: str | Path, spec_path: str | Path, run_dir: str | Path 
 
 
 def _evaluate(output, spec, run, folder, base, settings, templates, on_progress, started) -> dict:
+    from persona.answering import load_model
     from persona.judges import IN_CHARACTER, JudgeItem, make_judge
     from persona.models import template_default_system
     from persona.cards import write_model_card
@@ -439,10 +425,9 @@ def _evaluate(output, spec, run, folder, base, settings, templates, on_progress,
 
     base_name = base if base is not None else trained_info.get("base_model")
     prompt = baseline_prompt(spec, settings, templates)
-    from persona.backends import BACKENDS
-    from persona.registry import check_name
+    from persona.answering import check_options
 
-    check_name(BACKENDS, settings.backend, "backend", hidden=("fake",))  # before any model loads
+    check_options(settings.backend, settings.backend_options)  # before any model loads
     precision = settings.precision()
     answers, retention, defaults, work = {}, {}, {}, {"base_generations": 0, "base_scoring_passes": 0}
     for label in ("base", "trained"):
@@ -453,7 +438,7 @@ def _evaluate(output, spec, run, folder, base, settings, templates, on_progress,
                 answers["base"] = {k: r["text"] for k, r in records.items()}
                 store.append([r for r in records.values() if r["id"] not in store.load(repair=True)])
                 continue
-        lm, tokenizer, name = _load(label, output.path, base_name, precision["device"])
+        lm, tokenizer, name = load_model(label, output.path, base_name, precision["device"])
         if label == "base" and prompt is not None:  # the prompted base: its template injects the deployment prompt
             from persona.models import with_default_system
 
@@ -637,16 +622,3 @@ def _win_rate(judge, spec, probes, answers, verdicts) -> dict:
             outcomes.append("win" if t > b else "loss" if t < b else "tie")
         method = "higher overall score (the judge has no pairwise mode)"
     return {"method": method, **{k: round(outcomes.count(k) / len(outcomes), 4) for k in ("win", "tie", "loss")}}
-
-
-def _load(label: str, model_path: Path, base: str | None, device: str = "cpu"):
-    """(fp32 model on `device`, tokenizer, name) of the base or the trained model."""
-    from persona.models import load_base, load_trained
-
-    if label == "base":
-        lm, tokenizer, name = load_base(base)
-        return lm.to(device).eval(), tokenizer, name
-    lm, tokenizer = load_trained(model_path, "causal", base)
-    if hasattr(lm, "merge_and_unload"):
-        lm = lm.merge_and_unload()  # plain weights generate faster than an adapter
-    return lm.to(device).eval(), tokenizer, str(model_path)

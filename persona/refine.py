@@ -235,6 +235,9 @@ def refine(start: str | Path, settings: RefineSettings = RefineSettings(), outpu
     if spec.identity is None:
         raise PersonaError(f"{spec.path} has no identity (name and maker): a round has nothing to label",
                            hint="add identity: {name, maker} to the spec")
+    from persona.answering import check_options
+
+    check_options(settings.backend, settings.backend_options, settings.ray)  # before any model loads
     rounds = RefineRounds(output_dir) if output_dir else RefineRounds.beside(start, settings.method)
     base = rounds.path
     base.mkdir(parents=True, exist_ok=True)
@@ -505,28 +508,16 @@ def _sample(output, chats: list[Conversation], settings: RefineSettings, path: P
 
 
 def _sampling_backend(output, settings: RefineSettings, path: Path):
-    """The backend that samples `output`'s answers (settings.backend): hf on the model loaded here, else the
-    model's folder (an adapter merged next to the samples in `path`, once) in vLLM or on a server."""
-    from persona.backends import BACKENDS, place_backend
-    from persona.registry import check_name
-
-    check_name(BACKENDS, settings.backend, "backend", hidden=("fake",))
-    if settings.backend == "hf" and not settings.ray:
-        from persona.backends.hf import HFBackend
-        from persona.eval import _load
-
-        lm, tokenizer, name = _load("trained", output.path, None)
-        return HFBackend.from_loaded(lm, tokenizer, name, settings.batch_size)
-    from persona.eval import _accepted
+    """The backend that samples `output`'s answers (persona.answering, settings.backend): hf on the model loaded
+    here, else the model's folder (an adapter merged next to the samples in `path`, once) in vLLM or on a server."""
+    from persona.answering import answering_backend, load_model
     from persona.export import model_folder
 
-    options = dict(settings.backend_options)  # the user's: an option the backend does not take is named
-    if settings.batch_size and "batch_size" in _accepted(settings.backend):
-        options.setdefault("batch_size", settings.batch_size)
-    if "model" not in options:  # a served copy is named by -o model=NAME; else the folder is the model
-        merged = path.parent / f"merged-{hashlib.sha256(str(output.path).encode()).hexdigest()[:10]}"
-        options["model"] = str(model_folder(output, merged))
-    return place_backend(settings.backend, options, settings.ray, settings.ray_replicas)
+    merged = path.parent / f"merged-{hashlib.sha256(str(output.path).encode()).hexdigest()[:10]}"
+    return answering_backend(settings.backend, settings.backend_options,
+                             loaded=lambda: load_model("trained", output.path),
+                             folder=lambda: model_folder(output, merged), batch_size=settings.batch_size,
+                             ray=settings.ray, ray_replicas=settings.ray_replicas)
 
 
 def settings_record(settings: RefineSettings) -> dict:

@@ -122,3 +122,17 @@ def test_eval_answers_through_another_backend_of_the_table(trained, tmp_path):
     assert (exported / "config.json").stat().st_mtime_ns == stamp  # the same adapter is not exported again
     bad = runner.invoke(app, ["eval", str(trained), "-b", "vlm", "--limit", "1", "--out", str(tmp_path / "x")])
     assert bad.exit_code == 1 and "did you mean 'vllm'" in bad.stderr
+
+
+def test_eval_names_a_backend_option_it_does_not_take_before_any_model_loads(trained, tmp_path, monkeypatch):
+    """The same rule as refine's (test_refine.py): an option the chosen backend does not take is an error that
+    names it - not dropped silently - and it comes before any model is loaded."""
+    import persona.answering as answering
+
+    loaded = []
+    monkeypatch.setattr(answering, "load_model", lambda *a, **k: loaded.append(a))
+    result = runner.invoke(app, ["eval", str(trained), "-b", "fake", "-o", "colour=red", "--limit", "1",
+                                 "--out", str(tmp_path / "x")])
+    assert result.exit_code == 1 and loaded == []
+    assert result.stderr.startswith("error: backend 'fake' has no option 'colour'\nhint: its options: ")
+

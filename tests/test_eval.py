@@ -145,11 +145,11 @@ def test_eval_writes_every_measurement_and_resumes(trained, tmp_path, monkeypatc
     assert again["trained"]["origin"] == m["trained"]["origin"]
     shared = trained.parent / "eval-base-answers.jsonl"
     before = len(shared.read_text().splitlines())
-    import persona.eval as eval_module
+    import persona.answering as answering
 
     loaded = []
-    real_load = eval_module._load
-    monkeypatch.setattr(eval_module, "_load", lambda label, *a: loaded.append(label) or real_load(label, *a))
+    real_load = answering.load_model
+    monkeypatch.setattr(answering, "load_model", lambda label, *a: loaded.append(label) or real_load(label, *a))
     other = evaluate(trained, "identities/aster.yaml", out=tmp_path / "other", settings=settings)
     assert len(shared.read_text().splitlines()) == before  # another eval of the run reuses the base answers
     assert len((tmp_path / "other" / "answers.jsonl").read_text().splitlines()) == 2 * m["items"]
