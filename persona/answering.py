@@ -35,20 +35,11 @@ def load_model(which: str, path: str | Path | None, base: str | None = None, dev
     return lm.to(device).eval(), tokenizer, str(path)
 
 
-def taken_options(backend: str) -> list[str]:
-    """The options backend `backend` takes (its constructor's parameters)."""
-    from persona.backends import BACKENDS, EXTRAS
-    from persona.registry import load_class
-
-    cls = load_class(BACKENDS, backend, "backend", f"pip install 'persona-tune[{EXTRAS.get(backend, 'dev')}]'")
-    return [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
-
-
 def check_options(backend: str, options: dict, ray: str | None = None) -> list[str]:
     """The options `backend` takes when it answers as one model (hf here: those of a model already in memory), after
     checking its name and that `options` holds no other: a PersonaError names the first one it does not take.
     Eval and refine call it before any model loads."""
-    from persona.backends import BACKENDS
+    from persona.backends import BACKENDS, options_of
     from persona.registry import check_name
 
     check_name(BACKENDS, backend, "backend", hidden=("fake",))
@@ -58,7 +49,7 @@ def check_options(backend: str, options: dict, ray: str | None = None) -> list[s
         taken = [p for p in inspect.signature(HFBackend.from_loaded).parameters
                  if p not in ("cls", "lm", "tokenizer", "name")]
     else:
-        taken = taken_options(backend)
+        taken = options_of(backend)
     unknown = [k for k in options if k not in taken]
     if unknown:
         raise PersonaError(f"backend '{backend}' has no option '{unknown[0]}'", hint=f"its options: {', '.join(taken)}")

@@ -26,9 +26,10 @@ from persona.config import BuildSettings, RunConfig
 from persona.eval import EvalSettings
 from persona.refine import RefineSettings
 from persona.errors import PersonaError
-from persona.options import add_options
+from persona.judges import JudgeSettings
+from persona.options import add_options, assignments
+from persona.train import TrainSettings
 from persona.progress import progress_bar
-from persona.methods import METHODS  # the table of training methods; heavy imports stay inside train()
 
 app = typer.Typer(
     name="persona",
@@ -57,14 +58,6 @@ TemplatesOption = Annotated[
     Optional[Path],
     typer.Option("--templates", help="Folder searched for templates before the built-ins [default: ./templates]."),
 ]
-
-
-JudgeOption = Annotated[Optional[str], typer.Option("--judge", help="rules (instant), offline (rules + the local model's likelihood ratio), llm, reward:PATH, or none [default: rules].")]
-JudgeBackendOption = Annotated[Optional[str], typer.Option(help="--judge llm: backend of the judge model (hf, openai, vllm) [default: hf].")]
-JudgeModelOption = Annotated[Optional[str], typer.Option(help="--judge llm: the judge model; --judge offline: the scoring model [default: embedded].")]
-JudgeBaseUrlOption = Annotated[Optional[str], typer.Option(help="--judge llm with openai: server URL.")]
-JudgeKeyOption = Annotated[Optional[str], typer.Option(help="--judge llm with openai: variable holding the API key.")]
-PairwiseOption = Annotated[Optional[bool], typer.Option("--pairwise", help="With --judge llm: keep a pair only if the judge prefers chosen in both orders.")]
 
 
 def _err(message: str) -> None:
@@ -190,7 +183,7 @@ def render(
     if template == "probes":
         variables["n"] = 5
         variables["topics"] = list(spec.probes.topics)
-    variables.update(_assignments(var, "--var", 'e.g. --var prompt="Who made you?"',
+    variables.update(assignments(var, "--var", 'e.g. --var prompt="Who made you?"',
                                   parse=lambda value: int(value) if value.isdigit() else value))
     typer.echo(render_template(template, templates_dir=templates, spec=spec, **variables), nl=False)
 
@@ -267,22 +260,16 @@ def init(
 
 
 @command(interrupted="interrupted: finished records are kept; run the same command again to resume")
+@add_options(JudgeSettings, into="judge_settings")
 @add_options(BuildSettings, into="build_settings")
-@add_options(RunConfig, skip=("templates",))
+@add_options(RunConfig)
 def generate(
     spec_path: Annotated[Path, typer.Argument(metavar="SPEC", help="The identity spec file.")],
     config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML run config (any setting below, and judge:, judge_options:, build:, pairwise:); flags override it.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the rendered prompts and the number of requests; call nothing.")] = False,
-    option: Annotated[Optional[list[str]], typer.Option("--backend-option", "-o", help="Other backend option KEY=VALUE (repeatable), e.g. -o timeout=120.")] = None,
-    judge: JudgeOption = None,
-    judge_backend: JudgeBackendOption = None,
-    judge_model: JudgeModelOption = None,
-    judge_base_url: JudgeBaseUrlOption = None,
-    judge_api_key_env: JudgeKeyOption = None,
-    pairwise: PairwiseOption = None,
-    templates: TemplatesOption = None,
     settings: dict = None,
     build_settings: dict = None,
+    judge_settings: dict = None,
 ) -> None:
     """Generate probe prompts, responses (conforming, violating, demonstrations, replay), judgements, and
     SFT / DPO / KTO datasets.
@@ -296,21 +283,21 @@ def generate(
     from persona.config import load_generate_config
     from persona.spec import load_spec
 
-    backend_options = _assignments(option, "--backend-option", "e.g. -o timeout=120", word="KEY")
+    backend_options = settings.pop("backend_options") or {}
     file = load_generate_config(config)  # every key checked at its line, before any work
-    run_config = file.run_config({**settings, "templates": str(templates) if templates else None})
+    run_config = file.run_config(settings)
     if backend_options:
         from dataclasses import replace
 
         run_config = replace(run_config, backend_options={**run_config.backend_options, **backend_options})
-    if judge is not None or any((judge_backend, judge_model, judge_base_url, judge_api_key_env)):
-        judge_name, judge_options = _judge_choice(judge or file.judge, judge_backend, judge_model, judge_base_url,
-                                                  judge_api_key_env)
+    chosen = _given(JudgeSettings, judge_settings)
+    if chosen.judge is not None or chosen.flags():
+        judge_name, judge_options = _judge_choice(chosen.judge or file.judge, chosen)
     else:
-        judge_name, judge_options = _judge_choice(file.judge, None, None, None, None)
+        judge_name, judge_options = _judge_choice(file.judge, chosen)
         judge_options = {**judge_options, **file.judge_options}
     build = file.build_settings(build_settings)
-    pairwise = file.pairwise if pairwise is None else pairwise
+    pairwise = file.pairwise if chosen.pairwise is None else chosen.pairwise
     spec = load_spec(spec_path)
     if dry_run:
         _print_dry_run(spec, run_config, judge_name or "none")
@@ -362,25 +349,27 @@ def _print_build(report, judged_now: int | None = None) -> None:
          "(load with datasets.load_dataset)")
 
 
-def _judge_choice(judge: str, backend, model, base_url, api_key_env) -> tuple[str | None, dict]:
+def _judge_choice(judge: str, settings: JudgeSettings) -> tuple[str | None, dict]:
     """--judge and its options -> (judge name or None for 'none', options for the judge)."""
     from persona.judges import judge_options
 
     if judge == "none":
         return None, {}
-    return judge, judge_options(judge, backend, model, base_url, api_key_env)
+    return judge, judge_options(judge, **settings.flags())
+
+
+def _given(cls, values: dict):
+    """The settings `cls` with the options given on the command line (None: not given, the field's default)."""
+    return cls(**{k: v for k, v in values.items() if v is not None})
 
 
 @command("judge")
+@add_options(JudgeSettings, skip=("pairwise",), into="judge_settings")
 def judge_command(
     run_dir: Annotated[Optional[Path], typer.Argument(metavar="RUN_DIR", help="A run folder from persona generate.")] = None,
-    judge: Annotated[str, typer.Option("--judge", help="rules (instant), offline (rules + the local model's likelihood ratio), llm or reward:PATH.")] = "rules",
-    judge_backend: JudgeBackendOption = None,
-    judge_model: JudgeModelOption = None,
-    judge_base_url: JudgeBaseUrlOption = None,
-    judge_api_key_env: JudgeKeyOption = None,
     calibrate: Annotated[bool, typer.Option("--calibrate", help="Measure the judge on persona's labelled calibration set instead.")] = False,
     spec: Annotated[Optional[Path], typer.Option(help="The run's spec, if it moved [default: from run.json].")] = None,
+    judge_settings: dict = None,
 ) -> None:
     """Score a run's responses with a judge (only what this judge has not scored yet), or calibrate a judge.
 
@@ -388,7 +377,8 @@ def judge_command(
 
     Example:  persona judge --calibrate --judge offline
     """
-    judge_name, options = _judge_choice(judge, judge_backend, judge_model, judge_base_url, judge_api_key_env)
+    chosen = _given(JudgeSettings, judge_settings)
+    judge_name, options = _judge_choice(chosen.judge or "rules", chosen)
     if judge_name is None:
         raise PersonaError("--judge none judges nothing", hint="pick offline, rules or llm")
     if calibrate:
@@ -420,29 +410,24 @@ def judge_command(
 
 
 @command()
+@add_options(JudgeSettings, into="judge_settings", shown={"judge": "the last judge run", "pairwise": "off"})
 @add_options(BuildSettings, into="build_settings")
 def build(
     run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="A run folder from persona generate.")],
-    judge: Annotated[Optional[str], typer.Option("--judge", help="Whose judgements to use [default: the last judge run].")] = None,
-    judge_model: JudgeModelOption = None,
-    judge_backend: JudgeBackendOption = None,
-    judge_base_url: JudgeBaseUrlOption = None,
-    judge_api_key_env: JudgeKeyOption = None,
-    pairwise: PairwiseOption = False,
     spec: Annotated[Optional[Path], typer.Option(help="The run's spec, if it moved [default: from run.json].")] = None,
     build_settings: dict = None,
+    judge_settings: dict = None,
 ) -> None:
-    """Build the DPO/IPO pairs and KTO rows of a run from its judged responses.
+    """Build the DPO/IPO pairs and KTO rows of a run from its judged responses (with --judge: whose judgements).
 
     Example:  persona build runs/brand --margin 3
     """
     from persona.pipeline import build_run
 
-    options = None
-    if judge:
-        _, options = _judge_choice(judge, judge_backend, judge_model, judge_base_url, judge_api_key_env)
-    report = build_run(run_dir, BuildSettings(**{k: v for k, v in build_settings.items() if v is not None}), judge,
-                       options, str(spec) if spec else None, pairwise)
+    chosen = _given(JudgeSettings, judge_settings)
+    options = _judge_choice(chosen.judge, chosen)[1] if chosen.judge else None
+    report = build_run(run_dir, _given(BuildSettings, build_settings), chosen.judge, options,
+                       str(spec) if spec else None, bool(chosen.pairwise))
     _print_build(report)
 
 
@@ -493,20 +478,10 @@ def stats(
 
 
 @command("train", interrupted="interrupted (no checkpoint for the step in progress); --resume continues from the last one saved")
+@add_options(TrainSettings)
 def train_command(
     source: Annotated[Path, typer.Argument(metavar="RUN_DIR_OR_DATASET", help="A run folder, a dataset folder or a .jsonl file in TRL's format.")],
-    method: Annotated[Optional[str], typer.Option(help="One of: " + ", ".join(METHODS) + " [default: the recipe - on a run folder SFT, then one on-policy DPO round from it (persona refine's defaults); on a dataset SFT].")] = None,
-    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Base model folder or .gguf [default: the run's --target-model, else embedded SmolLM2-135M-Instruct].")] = None,
-    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="Flat YAML of TRL / PEFT settings.")] = None,
-    setting: Annotated[Optional[list[str]], typer.Option("--set", help="One setting NAME=VALUE (repeatable), e.g. --set beta=0.5.")] = None,
-    output_dir: Annotated[Optional[Path], typer.Option(help="Where to write [default: RUN_DIR/train-METHOD].")] = None,
-    overwrite: Annotated[bool, typer.Option(help="Replace a finished run in the output folder.")] = False,
-    resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint in the output folder.")] = False,
-    merge: Annotated[bool, typer.Option(help="Also save the base model with the LoRA adapter merged in.")] = False,
-    report_to: Annotated[Optional[str], typer.Option(help="Passed to TRL: none, tensorboard, trackio, wandb (when installed).")] = None,
-    start: Annotated[Optional[Path], typer.Option("--from", help="Start from a trained output (e.g. runs/aster/train-sft): its weights train, and are DPO/IPO/KTO's reference.")] = None,
-    system_prompt: Annotated[Optional[str], typer.Option(help="Default system prompt of the saved chat template: neutral, spec, none or text:YOUR TEXT [default: the one the dataset's rows carry].")] = None,
-    license: Annotated[Optional[str], typer.Option(help="The model card's license, a Hugging Face Hub license id [default: the dataset's, from persona build --license].")] = None,
+    settings: dict = None,
 ) -> None:
     """Fine-tune a model on a run's datasets with TRL: SFT, DPO, IPO, KTO, or a reward model (LoRA by default).
     Without --method, the recipe: SFT, then one on-policy DPO round from it (persona refine), whose model is the
@@ -520,30 +495,24 @@ def train_command(
     """
     from persona.progress import training_log
     from persona.recipe import recipe_applies, train_recipe
-    from persona.train import Interrupted, is_main_process
-    from persona.train import train as run_train
+    from persona.train import Interrupted, is_main_process, train_with
 
-    overrides = _assignments(setting, "--set", "e.g. --set learning_rate=5e-5")
-    if report_to is not None:
-        overrides["report_to"] = report_to
+    chosen = _given(TrainSettings, settings)
     say = _err if is_main_process() else (lambda text: None)  # a multi-process launch reports once, errors from any
-    recipe, why_not = recipe_applies(source) if method is None else (False, "")
+    recipe, why_not = recipe_applies(source) if chosen.method is None else (False, "")
     if why_not:
         say(why_not)
-    method = method or "sft"
+    method = chosen.method or "sft"
     try:
         if recipe:
             say("the recipe: SFT, then one on-policy DPO round from it (--method sft trains SFT alone)")
             with progress_bar() as on_progress:
-                done = train_recipe(source, model, config, overrides, output_dir, overwrite, resume, merge, start,
-                                    system_prompt, license, logs=lambda m, s: training_log(_err, m, s),
-                                    on_progress=on_progress, say=_err,
+                done = train_recipe(source, chosen,
+                                    logs=lambda m, s: training_log(_err, m, s), on_progress=on_progress, say=_err,
                                     on_trained=lambda result: _say_trained(result, "sft", say))
             _err(f"wrote {done.rounds.folder}/rounds.json; next: persona eval {done.model}")
             return
-        show, begin = training_log(_err, method, start)
-        result = run_train(source, method, model, config, overrides, output_dir, overwrite, resume, merge, show,
-                           begin, start=start, system_prompt=system_prompt, license=license)
+        result = train_with(source, chosen, *training_log(_err, method, chosen.start))
     except Interrupted as e:
         say(f"interrupted: checkpoint saved in {e.checkpoint}/; run the same command with --resume to continue"
             if e.checkpoint else "interrupted before the first step; nothing to resume")
@@ -573,7 +542,6 @@ def refine_command(
     setting: Annotated[Optional[list[str]], typer.Option("--set", help="A training setting NAME=VALUE (repeatable), e.g. --set loss_type=[sigmoid,sft].")] = None,
     overwrite: Annotated[bool, typer.Option(help="Start the rounds over: their answers, labels, pairs and training.")] = False,
     templates: Annotated[Optional[Path], typer.Option(help="Templates folder of the run [default: ./templates].")] = None,
-    option: Annotated[Optional[list[str]], typer.Option("--backend-option", "-o", help="An option of the sampling backend KEY=VALUE (repeatable), e.g. -o max_model_len=2048.")] = None,
     settings: dict = None,
 ) -> None:
     """On-policy rounds: the trained model answers the run's train questions (in training-only attack contexts too)
@@ -594,9 +562,8 @@ def refine_command(
     from persona.progress import training_log
     from persona.refine import refine
 
-    options = _assignments(option, "--backend-option", "e.g. -o max_model_len=2048", word="KEY")
-    refine_settings = RefineSettings(**{k: v for k, v in settings.items() if v is not None}, backend_options=options)
-    overrides = _assignments(setting, "--set", "e.g. --set learning_rate=5e-5")
+    refine_settings = _given(RefineSettings, settings)
+    overrides = assignments(setting, "--set", "e.g. --set learning_rate=5e-5")
     show, begin = training_log(_err, refine_settings.method, start)
     with progress_bar() as on_progress:
         result = refine(start, refine_settings, output_dir, overrides, overwrite, on_progress, show, begin, _err,
@@ -613,7 +580,6 @@ def eval_command(
     base: Annotated[Optional[str], typer.Option(help="Base model to compare with [default: the one it was trained from].")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Where to write [default: MODEL_OR_ADAPTER/eval].")] = None,
     templates: Annotated[Optional[Path], typer.Option(help="Templates folder of the run [default: ./templates].")] = None,
-    option: Annotated[Optional[list[str]], typer.Option("--backend-option", "-o", help="A backend option KEY=VALUE (repeatable), e.g. -o base_url=http://localhost:8000/v1.")] = None,
     settings: dict = None,
 ) -> None:
     """Base vs trained on held-out prompts: adherence, origin identity, robustness under attack, retention.
@@ -627,8 +593,7 @@ def eval_command(
     from persona.eval import evaluate
 
     spec_path = spec or _spec_of_model(model_path, run_dir)
-    options = _assignments(option, "--backend-option", "e.g. -o timeout=120", word="KEY")
-    settings = EvalSettings(**{k: v for k, v in settings.items() if v is not None}, backend_options=options)
+    settings = _given(EvalSettings, settings)
     settings.precision()  # a dtype the device cannot run fails before any model loads
     with progress_bar() as on_progress:
         m = evaluate(model_path, spec_path, run_dir, base, out, settings,
@@ -816,36 +781,6 @@ def _side_by_side(evals: dict) -> str:
     return "\n".join(lines)
 
 
-def _assignments(items: list[str] | None, flag: str, example: str, parse=None, word: str = "NAME") -> dict:
-    """Repeatable NAME=VALUE options -> {name: parsed value}."""
-    out = {}
-    for item in items or []:
-        name, sep, value = item.partition("=")
-        if not sep or not name.isidentifier():
-            from persona.secrets import KEY_SHAPED, url_without_credentials
-
-            # the item may be a pasted key or a URL with a password: never echo those
-            shown = KEY_SHAPED.sub("***", url_without_credentials(item) if "://" in item else item)[:80]
-            raise PersonaError(f"{flag} {shown!r} is not {word}=VALUE", hint=example)
-        out[name] = (parse or _parse_value)(value)
-    return out
-
-
-def _parse_value(value: str):
-    """'12' -> 12, '0.5' -> 0.5, 'true' -> True, anything else stays text."""
-    import json
-
-    try:
-        return json.loads(value)
-    except ValueError:
-        return value
-
-
-JUDGE_COSTS = {"rules": "instant, no model", "offline": "rules + a likelihood ratio: loads the local scoring model",
-               "llm": "one request per response to the judge model", "reward": "loads the reward model",
-               "none": "nothing is judged, no datasets are built"}
-
-
 def _print_dry_run(spec, run_config, judge: str = "rules") -> None:
     from persona.pipeline import dry_run
 
@@ -867,8 +802,11 @@ def _print_dry_run(spec, run_config, judge: str = "rules") -> None:
     typer.echo(f"requests: {plan.synthesis_requests} probe-synthesis + at most {plan.response_requests} response "
                f"requests (1 conforming with n={run_config.k} and {violating} per prompt, and {run_config.replay_count} "
                f"replay answers from the target model{skipped}), fewer for work already in the run folder")
+    from persona.judges import judge_class
+
     kind = judge.partition(":")[0]
-    typer.echo(f"judge: {judge} ({JUDGE_COSTS.get(kind, 'see persona judge --help')})")
+    cost = "nothing is judged, no datasets are built" if kind == "none" else judge_class(kind).cost
+    typer.echo(f"judge: {judge} ({cost})")
 
 
 class _Stderr:

@@ -26,6 +26,7 @@ import re
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
+from persona.backends import backend_options_setting, batch_size_setting, ray_replicas_setting, ray_setting
 from persona.errors import PersonaError, SpecError
 from persona.judges import IN_CHARACTER
 from persona.options import schema_of, setting
@@ -47,16 +48,13 @@ class RunConfig:
     api_key_env: str = setting("OPENAI_API_KEY", "openai: the environment variable holding the API key (its name, never the key).")
     concurrency: int | None = setting(None, "openai: requests in flight.", min=1,
                                       shown="4 for a server on this machine or network, 32 for a remote one")
-    batch_size: int | None = setting(None, "hf: sequences per batch.", min=1,
-                                     shown="what a quarter of the free memory holds, at most 64")
+    batch_size: int | None = batch_size_setting()
     tensor_parallel_size: int | None = setting(None, "vllm: GPUs to shard the model over.", min=1)
     dtype: str | None = setting(None, "hf/vllm and the offline judge: auto, bf16 or fp32.", choices=tuple(DTYPES),
                                 shown="auto: bf16 on a CPU with AMX or a GPU that has it, else fp32 (vllm: its own auto)")
-    backend_options: dict = setting(help="Anything else the backend accepts (-o KEY=VALUE).", factory=dict, cli=False)
-    ray: str | None = setting(None, "Generate on a Ray cluster at HOST:PORT (`ray start --head`): the backend "
-                              "replicated on its workers, results saved here as they arrive.")
-    ray_replicas: int | None = setting(None, "With --ray: copies of the backend.", min=1,
-                                       shown="one per CPU of the cluster")
+    backend_options: dict = backend_options_setting("e.g. -o timeout=120")
+    ray: str | None = ray_setting("Generate")
+    ray_replicas: int | None = ray_replicas_setting()
     k: int = setting(2, "Conforming and violating responses per prompt.", "-k", min=1)
     prompts_per_target: int = setting(3, "Prompts synthesized per trait, style rule, constraint and ethics item.", min=0)
     synthesize: bool = setting(True, "Synthesize probe prompts with the generator (off: the spec's and the built-in ones only).", cli=False)
@@ -131,17 +129,24 @@ class RunConfig:
         return self.replay if self.limit is None else min(self.replay, self.limit)
 
     def inapplicable(self) -> list[str]:
-        """Settings given that the chosen backend does not take (e.g. tensor_parallel_size with openai).
-        batch_size and dtype always apply: the target model (replay, plain answers) runs locally."""
-        if self.backend == "fake":
-            return []
-        return [name for name, backend in ONLY_FOR.items()
-                if backend != self.backend and getattr(self, name) != _DEFAULTS[name]]
+        """Settings given that the chosen backend does not take (e.g. tensor_parallel_size with openai), read off
+        the backend's own options. batch_size and dtype always apply: the target model (replay, plain answers)
+        runs here."""
+        from persona.backends import BACKENDS, options_of
+
+        if self.backend not in BACKENDS:
+            return []  # an unknown backend is named when it loads, with a did-you-mean
+        taken = options_of(self.backend)
+        return [name for name in BACKEND_SETTINGS if name not in TARGET_SETTINGS and name not in taken
+                and getattr(self, name) != _DEFAULTS[name]]
 
     def backend_kwargs(self) -> dict:
-        """Options for load_backend(); which ones a backend takes is up to it."""
-        named = {**BACKEND_SETTINGS, "fake": ()}
-        chosen = {k: getattr(self, k) for k in ("model", *named.get(self.backend, ())) if getattr(self, k) is not None}
+        """Options for load_backend(): the model, the settings above that the backend takes, backend_options."""
+        from persona.backends import BACKENDS, options_of
+
+        taken = options_of(self.backend) if self.backend in BACKENDS else ()
+        chosen = {k: getattr(self, k) for k in ("model", *BACKEND_SETTINGS)
+                  if k in taken and getattr(self, k) is not None}
         return {**chosen, **self.backend_options}
 
 
@@ -180,11 +185,10 @@ def check_license(license: str | None) -> None:
                                 "cc-by-4.0, or 'other'")
 
 
-# the settings each backend takes, beyond `model` (and backend_options, which it checks itself)
-BACKEND_SETTINGS = {"hf": ("batch_size", "dtype"), "openai": ("base_url", "api_key_env", "concurrency"),
-                    "vllm": ("tensor_parallel_size", "dtype")}
-# settings only one backend takes
-ONLY_FOR = {"base_url": "openai", "api_key_env": "openai", "concurrency": "openai", "tensor_parallel_size": "vllm"}
+# RunConfig's settings that are options of some backend (each backend's constructor says which it takes), and
+# those of them that the target model, which runs here, uses whatever generates
+BACKEND_SETTINGS = ("batch_size", "dtype", "base_url", "api_key_env", "concurrency", "tensor_parallel_size")
+TARGET_SETTINGS = ("batch_size", "dtype")
 _DEFAULTS = {f.name: f.default for f in fields(RunConfig)}
 
 SYSTEM_PROMPT_MODES = ("neutral", "spec", "none")
@@ -314,10 +318,13 @@ def _read_config(path: str | Path, schema: dict) -> dict:
 
 def check_applicable(config: RunConfig) -> None:
     """Settings the chosen backend would silently ignore are an error (e.g. tensor_parallel_size with openai)."""
+    from persona.backends import BACKENDS, options_of
+
     unused = config.inapplicable()
     if unused:
+        takers = {name: [b for b in BACKENDS if b not in ("fake", "ray") and name in options_of(b)] for name in unused}
         raise PersonaError(f"{', '.join(unused)} {'does' if len(unused) == 1 else 'do'} not apply to the "
                            f"{config.backend} backend",
                            hint="drop " + ("it" if len(unused) == 1 else "them") + ", or pick the backend that takes "
                                 + ("it" if len(unused) == 1 else "them") + ": "
-                                + ", ".join(f"{name}: {ONLY_FOR[name]}" for name in unused))
+                                + ", ".join(f"{name}: {' or '.join(takers[name])}" for name in unused))

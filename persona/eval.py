@@ -42,6 +42,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
+from persona.backends import backend_options_setting, batch_size_setting
 from persona.errors import PersonaError
 from persona.options import setting
 from persona.precision import DTYPES
@@ -75,8 +76,7 @@ class EvalSettings:
     """Every setting of `persona eval` (and a job file's `eval:`), each with its command-line option."""
 
     max_tokens: int = setting(64, "Longest answer, in tokens.", min=1)
-    batch_size: int | None = setting(None, "Sequences per generation batch.", min=1,
-                                     shown="what a quarter of the free memory holds, at most 64")
+    batch_size: int | None = batch_size_setting()
     judge: str = setting("rules", "rules (instant), offline, llm or reward:PATH.")
     limit: int | None = setting(None, "Quick runs: at most this many held-out probe prompts, questions per context, "
                                 "attack and leak set, and retention windows and questions.", min=1, shown="all")
@@ -89,7 +89,7 @@ class EvalSettings:
     backend: str = setting("hf", "Who generates the answers: hf (the models loaded for the scores), vllm, or openai "
                            "against a server that loads local folders (an adapter is exported merged into the "
                            "eval folder).", "-b")
-    backend_options: dict = setting(help="Other backend options (-o KEY=VALUE).", factory=dict, cli=False)
+    backend_options: dict = backend_options_setting("e.g. -o base_url=http://localhost:8000/v1")
 
     def __post_init__(self):
         if self.dtype is not None:

@@ -34,37 +34,45 @@ from persona.recipe import read_mark, step_key, train_key, write_mark
 
 
 def _schema() -> dict:
-    from persona.config import BuildSettings
-    from persona.config import _schema as run_config_schema
+    """The job file's JSON Schema, from the settings dataclasses: generate (RunConfig), judge (JudgeSettings),
+    build (BuildSettings), each train step (TrainSettings, and refine: RefineSettings), eval (EvalSettings)."""
+    from persona.config import BuildSettings, RunConfig
     from persona.eval import EvalSettings
+    from persona.judges import FLAG_OPTIONS
     from persona.methods import METHODS
     from persona.options import schema_of
+    from persona.refine import RefineSettings
+    from persona.train import TrainSettings
 
     build = schema_of(BuildSettings)
     build["properties"]["pairwise"] = {"type": "boolean"}
-
-    judge_object = {"type": "object", "additionalProperties": False, "required": ["name"],
-                    "properties": {k: {"type": ["string", "null"]}
-                                   for k in ("name", "backend", "model", "base_url", "api_key_env")}}
-    judge = {**judge_object, "type": ["string", "object"]}  # a name, or a mapping with the name and options
-    from persona.refine import RefineSettings
-
+    judge = {"type": ["string", "object"], "additionalProperties": False, "required": ["name"],  # a name, or a
+             "properties": {k: {"type": ["string", "null"]} for k in ("name", *FLAG_OPTIONS)}}  # mapping with options
     refine = schema_of(RefineSettings, skip=("method",))
     refine["type"] = ["object", "boolean"]  # true: a round with the defaults
-    step = {"type": "object", "additionalProperties": False, "required": ["method"],
-            "properties": {"method": {"enum": list(METHODS)}, "from": {"type": "string"}, "refine": refine,
-                           "set": {"type": "object"}, "output_dir": {"type": "string"}, "merge": {"type": "boolean"},
-                           "system_prompt": {"type": "string"}, "license": {"type": "string"},
-                           "model": {"type": "string"}}}
+    step = schema_of(TrainSettings)
+    step["required"] = ["method"]
+    step["properties"].update({"method": {"enum": list(METHODS)}, "refine": refine})  # a step names its method
     return {"type": "object", "additionalProperties": False, "required": ["spec"], "properties": {
         "spec": {"type": "string"},
-        "generate": run_config_schema(),
+        "generate": schema_of(RunConfig),
         "judge": judge,
         "build": build,
         "train": {"type": "array", "items": step},
         "eval": {**schema_of(EvalSettings), "type": ["object", "boolean"]},  # false: no eval
         "report": {"type": "boolean"},
     }}
+
+
+def step_settings(step: dict):
+    """A job file's train step as persona.train.TrainSettings (its keys are the settings' file keys)."""
+    from dataclasses import fields
+
+    from persona.options import key_of
+    from persona.train import TrainSettings
+
+    return TrainSettings(**{f.name: step[key_of(f)] for f in fields(TrainSettings)
+                            if key_of(f) in step and step[key_of(f)] is not None})
 
 
 @dataclass
@@ -203,9 +211,8 @@ def run_job(job: Job, say: Callable[[str], None], on_progress=None) -> dict:
         label = _label(step, outputs)
         output = TrainOutput(step["output_dir"]) if step.get("output_dir") else run.train_output(
             f"{start_output.label}-{method}" if start_output is not None else method)
-        key = train_key(run, method, step.get("set") or {}, step.get("model"),
-                        keys.get(start) or (str(start) if start else None), step.get("system_prompt"),
-                        step.get("license"), bool(step.get("merge")))
+        settings = step_settings(step)
+        key = train_key(run, settings, keys.get(start) or (str(start) if start else None))
         keys[label] = key
         outputs[label] = output
         stage(f"train {method}" + (f" from {start}" if start else "") + f" -> {output.path}/")
@@ -213,17 +220,18 @@ def run_job(job: Job, say: Callable[[str], None], on_progress=None) -> dict:
             say("  current: same method, settings, start and data; not retrained")
             done[f"train {label}"] = "skipped"
             continue
-        from persona.train import train
+        from dataclasses import replace
+
+        from persona.train import train_with
 
         resume = (not output.is_finished() and output.last_checkpoint() is not None and read_mark(output.path) == key)
         if not resume and output.metrics_file.exists():
             output.metrics_file.unlink()  # a stale finished run must not pass for this step's if it is interrupted
         write_mark(output.path, key)  # before training: an interrupted step resumes under the same key
         on_log, on_start = training_log(say, method, start)
-        train(run.path, method, step.get("model"), None, step.get("set") or {}, output.path, overwrite=not resume,
-              resume=resume, merge=bool(step.get("merge")), on_log=on_log, on_start=on_start,
-              start=start_output.path if start_output is not None else None,
-              system_prompt=step.get("system_prompt"), license=step.get("license"))
+        train_with(run.path, replace(settings, output_dir=str(output.path), overwrite=not resume, resume=resume,
+                                     start=str(start_output.path) if start_output is not None else None),
+                   on_log, on_start)
         done[f"train {label}"] = "trained"
     if job.eval is not None:
         from persona.eval import EvalSettings, evaluate

@@ -67,14 +67,17 @@ def target_kwargs(config: RunConfig) -> dict:
 
 
 def judge_options_for_run(judge: str | None, options: dict | None, config: RunConfig) -> dict | None:
-    """The offline judge scores in the run's `dtype` when one is set (else in persona.precision's choice);
-    an llm judge on a local model runs on the run's Ray cluster too (--ray)."""
+    """The run's settings that the judge takes: its `dtype` (the offline judge scores in it when one is set, else
+    in persona.precision's choice) and its Ray cluster (--ray: an llm judge on a local model runs there too)."""
+    from persona.judges import JUDGES, options_of
+
     kind = judge.partition(":")[0] if judge else None
-    if kind == "llm" and config.ray and (options or {}).get("backend", "hf") in ("hf", "vllm", "fake"):
-        options = {"ray": config.ray, "ray_replicas": config.ray_replicas, **(options or {})}
-    if kind != "offline" or config.dtype is None:
+    if kind not in JUDGES:
         return options
-    return {"dtype": config.dtype, **(options or {})}
+    taken = options_of(kind)
+    run = {"dtype": config.dtype, "ray": config.ray, "ray_replicas": config.ray_replicas if config.ray else None}
+    chosen = {k: v for k, v in run.items() if v is not None and k in taken}
+    return {**chosen, **(options or {})} if chosen else options
 
 
 def run_dir_for(spec: Spec, config: RunConfig) -> Path:

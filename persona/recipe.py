@@ -39,15 +39,23 @@ def data_key(run, method: str) -> str:
     return digest.hexdigest()[:16]
 
 
-def train_key(run, method: str, overrides: dict | None = None, model: str | None = None, start: str | None = None,
-              system_prompt: str | None = None, license: str | None = None, merge: bool = False,
-              config: str | Path | None = None) -> str:
-    """The key of a training step on the run folder `run`: `start` is the key (or folder) of the step it starts
-    from, `config` a YAML file of settings, read here (its text is part of the key)."""
-    asked = {"method": method, "set": overrides or {}, "model": model, "start": start, "data": data_key(run, method),
-             "system_prompt": system_prompt, "license": license, "merge": bool(merge)}
-    if config is not None:
-        asked["config"] = Path(config).read_text(encoding="utf-8", errors="replace") if Path(config).is_file() else None
+NOT_IN_KEY = ("output_dir", "start")  # where a step writes does not shape its model; its start is the start's key
+
+
+def train_key(run, settings, start: str | None) -> str:
+    """The key of a training step on the run folder `run`: every setting of `settings` (persona.train.TrainSettings)
+    that a job file can hold, by its file key, but where it writes; `start`, the key (or folder) of the step it
+    starts from; its data, by content; and the text of a config file (-c) when one is given."""
+    from dataclasses import fields
+
+    from persona.options import key_of
+
+    asked = {key_of(f): getattr(settings, f.name) for f in fields(settings)
+             if f.metadata.get("file", True) and f.name not in NOT_IN_KEY}
+    asked.update(start=start, data=data_key(run, settings.method))
+    if settings.config is not None:
+        config = Path(settings.config)
+        asked["config"] = config.read_text(encoding="utf-8", errors="replace") if config.is_file() else None
     return step_key(asked)
 
 
@@ -95,32 +103,31 @@ def _no_logs(method, start):
     return None, None
 
 
-def train_recipe(source: str | Path, model: str | None = None, config: str | Path | None = None,
-                 overrides: dict | None = None, output_dir: str | Path | None = None, overwrite: bool = False,
-                 resume: bool = False, merge: bool = False, start: str | Path | None = None,
-                 system_prompt: str | None = None, license: str | None = None, round_settings=None,
-                 logs: Callable = _no_logs, on_progress: Callable | None = None,
-                 say: Callable[[str], None] = print, on_trained: Callable | None = None) -> RecipeResult:
-    """SFT on the run folder `source` (settings as persona.train.train takes them; `overrides` and `config` apply
-    to this step), then one on-policy round from it (persona.refine with `round_settings`, default its own).
-    Rerunning it keeps a finished SFT output that the same settings and data made, and resumes the round; an SFT
-    trained now starts stale rounds beside it over. `logs(method, start)` gives each step's (on_log, on_start);
-    `on_trained(result)` hears of the SFT step's TrainResult before the round begins."""
+def train_recipe(source: str | Path, settings=None, round_settings=None, logs: Callable = _no_logs,
+                 on_progress: Callable | None = None, say: Callable[[str], None] = print,
+                 on_trained: Callable | None = None) -> RecipeResult:
+    """SFT on the run folder `source` with `settings` (persona.train.TrainSettings; its method is SFT), then one
+    on-policy round from it (persona.refine with `round_settings`, default its own). Rerunning it keeps a finished
+    SFT output that the same settings and data made, and resumes the round; an SFT trained now starts stale rounds
+    beside it over. `logs(method, start)` gives each step's (on_log, on_start); `on_trained(result)` hears of the
+    SFT step's TrainResult before the round begins."""
+    from dataclasses import replace
+
     from persona.refine import RefineSettings, refine
     from persona.run import RunFolder, TrainOutput
-    from persona.train import train
+    from persona.train import TrainSettings, train_with
 
+    s = replace(settings or TrainSettings(), method="sft")
     run = RunFolder(source)
-    key = train_key(run, "sft", overrides, model, str(start or ""), system_prompt, license, merge, config)
-    output = TrainOutput(output_dir) if output_dir else run.train_output("sft")
-    kept = not (overwrite or resume) and output.is_finished() and read_mark(output.path) == key
+    key = train_key(run, s, str(s.start or ""))
+    output = TrainOutput(s.output_dir) if s.output_dir else run.train_output("sft")
+    kept = not (s.overwrite or s.resume) and output.is_finished() and read_mark(output.path) == key
     result = None
     if kept:
         say(f"{output.path}/ holds this recipe's finished SFT run: kept (--overwrite trains it again)")
     else:
-        on_log, on_start = logs("sft", start)
-        result = train(source, "sft", model, config, overrides, output_dir, overwrite, resume, merge, on_log,
-                       on_start, start=start, system_prompt=system_prompt, license=license)
+        on_log, on_start = logs("sft", s.start)
+        result = train_with(source, s, on_log, on_start)
         write_mark(result.output_dir, key)  # a rerun of the same recipe goes on to the round
         if on_trained is not None:
             on_trained(result)
@@ -128,6 +135,6 @@ def train_recipe(source: str | Path, model: str | None = None, config: str | Pat
     say(f"the recipe's second step: one on-policy DPO round from {trained}/ (persona refine's defaults)")
     on_log, on_start = logs("dpo", trained)
     # an SFT trained just now makes any rounds beside it stale: they start over
-    rounds = refine(trained, round_settings or RefineSettings(), None, None, overwrite or result is not None,
+    rounds = refine(trained, round_settings or RefineSettings(), None, None, s.overwrite or result is not None,
                     on_progress, on_log, on_start, say)
     return RecipeResult(result, Path(trained), rounds)

@@ -46,6 +46,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from persona.backends import backend_options_setting, batch_size_setting, ray_replicas_setting, ray_setting
 from persona.errors import PersonaError
 from persona.options import setting
 
@@ -82,17 +83,13 @@ class RefineSettings:
     dev_fraction: float = setting(0.25, "Share of the round's questions and general prompts kept out of its pairs to "
                                   "decide whether a round is kept (never eval's sets).", min=0.05, max=0.9)
     seed: int = setting(0, "Sampling seed.")
-    batch_size: int | None = setting(None, "Sequences per generation batch.", min=1,
-                                     shown="what a quarter of the free memory holds, at most 64")
+    batch_size: int | None = batch_size_setting()
     backend: str = setting("hf", "Who samples the answers: hf (the model in memory), vllm (its folder, an adapter "
                            "merged first, in vLLM), or openai (a server that loads local folders, -o base_url=URL).",
                            "-b")
-    backend_options: dict = setting(help="Other options of the sampling backend (-o KEY=VALUE).", factory=dict,
-                                    cli=False)
-    ray: str | None = setting(None, "Sample on a Ray cluster at HOST:PORT: the backend replicated on its workers, "
-                              "which load the model's folder (shared storage across nodes).")
-    ray_replicas: int | None = setting(None, "With --ray: copies of the backend.", min=1,
-                                       shown="one per CPU of the cluster")
+    backend_options: dict = backend_options_setting("e.g. -o max_model_len=2048")
+    ray: str | None = ray_setting("Sample", ", which load the model's folder (shared storage across nodes)")
+    ray_replicas: int | None = ray_replicas_setting()
 
 
 @dataclass(frozen=True)

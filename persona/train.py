@@ -44,15 +44,44 @@ from __future__ import annotations
 import os
 import time
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from persona.errors import PersonaError
 from persona.cards import write_model_card
 from persona.methods import LORA_FIELDS, METHODS, method_named, resolve_settings, trl_class, trl_config
+from persona.options import setting
 from persona.run import RunFolder, TrainOutput
 from persona.train_data import check_columns, content_fingerprint, find_dataset
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Every setting of `persona train` and of a job file's train step (the keys of a step: those with a file
+    name), each with its command-line option (persona.options)."""
+
+    method: str | None = setting(None, "One of: " + ", ".join(METHODS) + ".", choices=tuple(METHODS),
+                                 shown="the recipe - on a run folder SFT, then one on-policy DPO round from it "
+                                       "(persona refine's defaults); on a dataset SFT")
+    model: str | None = setting(None, "Base model folder or .gguf.", "-m",
+                                shown="the run's --target-model, else embedded SmolLM2-135M-Instruct")
+    config: str | None = setting(None, "Flat YAML of TRL / PEFT settings.", "-c", file=False)
+    overrides: dict = setting(MISSING, "One setting NAME=VALUE (repeatable), e.g. --set beta=0.5.", factory=dict,
+                              key="set", example="e.g. --set learning_rate=5e-5")
+    output_dir: str | None = setting(None, "Where to write.", shown="RUN_DIR/train-METHOD")
+    overwrite: bool = setting(False, "Replace a finished run in the output folder.", file=False)
+    resume: bool = setting(False, "Continue from the last checkpoint in the output folder.", file=False)
+    merge: bool = setting(False, "Also save the base model with the LoRA adapter merged in.")
+    report_to: str | None = setting(None, "Passed to TRL: none, tensorboard, trackio, wandb (when installed).",
+                                    file=False)
+    start: str | None = setting(None, "Start from a trained output (e.g. runs/aster/train-sft): its weights train, "
+                                "and are DPO/IPO/KTO's reference. In a job file also an earlier step's method "
+                                "(from: sft).", key="from")
+    system_prompt: str | None = setting(None, "Default system prompt of the saved chat template: neutral, spec, none "
+                                        "or text:YOUR TEXT.", shown="the one the dataset's rows carry")
+    license: str | None = setting(None, "The model card's license, a Hugging Face Hub license id.",
+                                  shown="the dataset's, from persona build --license")
 
 
 @dataclass
@@ -117,6 +146,15 @@ def train(source: str | Path, method: str = "sft", model: str | None = None, con
     with output.lock() if is_main_process() else nullcontext():
         return _train(method, spec, data, card, where, run, settings, output, model, overwrite, resume, merge,
                       on_log, on_start, start, system_prompt, license, reward_funcs)
+
+
+def train_with(source: str | Path, settings: TrainSettings, on_log: Callable[[dict], None] | None = None,
+               on_start: Callable[[dict, Path], None] | None = None) -> TrainResult:
+    """`train` with every setting from `settings` (the CLI's, a job step's, the recipe's SFT step)."""
+    overrides = {**settings.overrides, **({"report_to": settings.report_to} if settings.report_to is not None else {})}
+    return train(source, settings.method or "sft", settings.model, settings.config, overrides, settings.output_dir,
+                 settings.overwrite, settings.resume, settings.merge, on_log, on_start, start=settings.start,
+                 system_prompt=settings.system_prompt, license=settings.license)
 
 
 def is_main_process() -> bool:

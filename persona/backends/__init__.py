@@ -20,6 +20,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Iterator, Protocol, Sequence
 
+from persona.options import setting
+
 
 # name -> "module:Class"; imported only when that backend is used.
 BACKENDS: dict[str, str] = {
@@ -81,15 +83,24 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
+def backend_class(name: str):
+    """The class of backend `name`, imported now (its module imports its heavy packages only when it runs)."""
+    from persona.registry import check_name, load_class
+
+    check_name(BACKENDS, name, "backend", hidden=("fake", "ray"))
+    return load_class(BACKENDS, name, "backend", _install(name))
+
+
+def options_of(name: str) -> list[str]:
+    """The options backend `name` takes: its constructor's parameters, the one place each backend declares them."""
+    import inspect
+
+    return [p for p in inspect.signature(backend_class(name).__init__).parameters if p != "self"]
+
+
 def model_name(backend: str, model: str | None) -> str | None:
     """The model `backend` runs for --model `model` (None: its default), without loading anything."""
-    if model:
-        return model
-    if backend in ("hf", "vllm"):
-        from persona.models import DEFAULT_MODEL  # models.py imports torch only inside functions
-
-        return DEFAULT_MODEL
-    return "fake-model" if backend == "fake" else None
+    return model or backend_class(backend).default_model
 
 
 def place_backend(name: str, options: dict, ray: str | None = None, replicas: int | None = None) -> Backend:
@@ -104,5 +115,32 @@ def load_backend(name: str, **options) -> Backend:
     from persona.registry import construct
 
     return construct(BACKENDS, name, "backend", options, hidden=("fake", "ray"),  # heavy packages load in the module
-                     install=f"pip install 'persona-tune[{EXTRAS.get(name, 'dev')}]'"
-                     + (" in its own environment: make vllm-env" if name == "vllm" else ""))
+                     install=_install(name))
+
+
+def _install(name: str) -> str:
+    return (f"pip install 'persona-tune[{EXTRAS.get(name, 'dev')}]'"
+            + (" in its own environment: make vllm-env" if name == "vllm" else ""))
+
+
+# The settings every command that runs a backend has (generate, eval, refine), declared here once.
+def batch_size_setting():
+    return setting(None, "hf: sequences per generation batch.", min=1,
+                   shown="what a quarter of the free memory holds, at most 64")
+
+
+def backend_options_setting(example: str):
+    from dataclasses import MISSING
+
+    return setting(MISSING, f"Another option of the backend, KEY=VALUE (repeatable), {example}.", "-o", factory=dict,
+                   flag="--backend-option", example=example, word="KEY")
+
+
+def ray_setting(what: str, note: str = ""):
+    return setting(None, f"{what} on a Ray cluster at HOST:PORT (`ray start --head`): the backend replicated on its "
+                   f"workers{note}, results saved here as they arrive.")
+
+
+def ray_replicas_setting():
+    return setting(None, "With --ray: copies of the backend.", min=1, shown="one per CPU of the cluster")
+

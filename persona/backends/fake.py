@@ -21,6 +21,8 @@ from persona.errors import PersonaError
 
 class FakeBackend:
     name = "fake"
+    local = True
+    default_model = "fake-model"
 
     def __init__(self, model: str = "fake-model", script: Callable[[Request, int], str] | None = None,
                  fail_after: int | None = None, interrupt_after: int | None = None, delay: float = 0.0):

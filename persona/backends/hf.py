@@ -33,7 +33,7 @@ from typing import Iterator, Sequence
 
 from persona.backends import Completion, Request, Result, SamplingParams
 from persona.errors import PersonaError
-from persona.models import cache_kwarg, cache_of, forward_parameters, resolve_model
+from persona.models import DEFAULT_MODEL, cache_kwarg, cache_of, forward_parameters, resolve_model
 from persona.precision import compute_dtype, default_device, torch_dtype
 
 log = logging.getLogger("persona")
@@ -90,6 +90,8 @@ def _shared_prefix(rows: list[list[int]]) -> int:
 
 class HFBackend:
     name = "hf"
+    local = True  # the model runs in this process
+    default_model = DEFAULT_MODEL
 
     def __init__(self, model: str | None = None, batch_size: int | None = None, device: str | None = None,
                  dtype: str | None = None, max_context: int | None = None, repetition_penalty: float = 1.1):

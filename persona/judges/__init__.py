@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Iterator, Protocol, Sequence, runtime_checkable
 
 from persona.errors import PersonaError
+from persona.options import setting
 
 JUDGES: dict[str, str] = {
     "rules": "persona.judges.rules:RulesJudge",
@@ -81,28 +82,73 @@ def pairwise(judge: Judge) -> PairwiseJudge:
     return judge
 
 
+# --judge-X on the command line and X in a job file's judge: mapping set the judge's option X
+FLAG_OPTIONS = ("backend", "model", "base_url", "api_key_env")
+
+
+@dataclass(frozen=True)
+class JudgeSettings:
+    """The judge settings of persona generate, judge and build, each with its command-line option; a job file's
+    `judge:` (a name, or a mapping of `name` and the options below without `judge_`) and a run config's `judge:`,
+    `judge_options:` and `pairwise:` hold the same. Which --judge-* options apply is the chosen judge's to say:
+    its constructor takes them or not."""
+
+    judge: str | None = setting(None, "rules (instant), offline (rules + the local model's likelihood ratio), llm, "
+                                "reward:PATH, or none.", shown="rules")
+    judge_backend: str | None = setting(None, "--judge llm: backend of the judge model (hf, openai, vllm).",
+                                        shown="hf")
+    judge_model: str | None = setting(None, "--judge llm: the judge model; --judge offline: the scoring model.",
+                                      shown="embedded")
+    judge_base_url: str | None = setting(None, "--judge llm with openai: server URL.")
+    judge_api_key_env: str | None = setting(None, "--judge llm with openai: variable holding the API key.")
+    pairwise: bool | None = setting(None, "With --judge llm: keep a pair only if the judge prefers chosen in both "
+                                    "orders.", shown="off")
+
+    def flags(self) -> dict:
+        """{option: value} of the --judge-* options given."""
+        return {k: getattr(self, f"judge_{k}") for k in FLAG_OPTIONS if getattr(self, f"judge_{k}") is not None}
+
+
+def judge_class(kind: str):
+    """The class of judge `kind` (rules, offline, llm, reward), imported now."""
+    from persona.registry import check_name, load_class
+
+    check_name(JUDGES, kind, "judge")
+    return load_class(JUDGES, kind, "judge", "pip install 'persona-tune[train]'")
+
+
+def options_of(kind: str) -> list[str]:
+    """The options judge `kind` takes: its constructor's parameters, the one place each judge declares them."""
+    import inspect
+
+    return [p for p in inspect.signature(judge_class(kind).__init__).parameters if p != "self"]
+
+
 def judge_options(name: str, backend: str | None = None, model: str | None = None, base_url: str | None = None,
                   api_key_env: str | None = None) -> dict:
-    """The options of judge `name` from the command line's --judge-* flags; flags that do not apply to it
-    are an error (--judge-model also picks the offline judge's scoring model)."""
+    """The options of judge `name` from the command line's --judge-* flags (or a job file's judge: mapping); one
+    the judge does not take is an error that says which judges take it."""
     kind = name.partition(":")[0]
-    if kind == "llm":
-        options = dict(backend=backend or "hf", model=model, base_url=base_url, api_key_env=api_key_env)
-    elif kind == "offline" and not any((backend, base_url, api_key_env)):
-        options = dict(model=model)
-    elif any((backend, model, base_url, api_key_env)):
-        raise PersonaError(f"--judge-backend/--judge-model/... do not apply to the '{kind}' judge",
-                           hint="they configure --judge llm (and --judge-model the offline judge's scoring model)")
-    else:
-        options = {}
-    return {k: v for k, v in options.items() if v is not None}
+    given = {k: v for k, v in dict(backend=backend, model=model, base_url=base_url, api_key_env=api_key_env).items()
+             if v is not None}
+    if not given:
+        return {}
+    taken = options_of(kind) if kind in JUDGES else []  # an unknown judge is named when it loads
+    unused = [k for k in given if k not in taken]
+    if unused:
+        flags = [f"--judge-{k.replace('_', '-')}" for k in unused]
+        takers = {f: [j for j in JUDGES if k in options_of(j)] for f, k in zip(flags, unused)}
+        raise PersonaError(f"the options given ({', '.join(flags)}) do not apply to the '{kind}' judge",
+                           hint="; ".join(f"{f} configures --judge {' or --judge '.join(t)}" for f, t in takers.items()))
+    return given
 
 
 def make_judge(name: str, options: dict | None = None, templates: str | None = None) -> Judge:
     """The judge for a run: judges that render templates use the run's templates folder, so the
     judgements (and their cache keys) are the same whichever command makes them."""
     options = dict(options or {})
-    if name.partition(":")[0] in ("offline", "llm") and templates and "templates" not in options:
+    kind = name.partition(":")[0]
+    if templates and "templates" not in options and kind in JUDGES and "templates" in options_of(kind):
         options["templates"] = templates
     return load_judge(name, **options)
 

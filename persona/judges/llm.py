@@ -41,15 +41,21 @@ def verdict_schema(target_ids: list[str]) -> str:
 
 
 class LLMJudge:
+    cost = "one request per response to the judge model"
+
     def __init__(self, backend: str = "hf", model: str | None = None, base_url: str | None = None,
                  api_key_env: str | None = None, concurrency: int | None = None, max_tokens: int = 400,
                  structured_output: bool = True, templates: str | None = None, ray: str | None = None,
                  ray_replicas: int | None = None):
-        options = dict(model=model, base_url=base_url, api_key_env=api_key_env, concurrency=concurrency)
-        if backend in ("hf", "vllm", "fake"):
-            options = {"model": model}
+        from persona.backends import backend_class, options_of
+
+        taken = options_of(backend)  # a server's URL and key, or a local model's name only
+        options = {k: v for k, v in dict(model=model, base_url=base_url, api_key_env=api_key_env,
+                                         concurrency=concurrency).items() if k in taken}
         self._backend_name, self._backend_options, self._backend = backend, options, None
-        self.ray, self.ray_replicas = ray, ray_replicas  # where the judge model runs: not part of the verdicts
+        # a model that runs here may be replicated on a Ray cluster; a server is asked from here
+        self.ray = ray if backend_class(backend).local else None
+        self.ray_replicas = ray_replicas  # where the judge model runs: not part of the verdicts
         self.name = f"llm:{backend}:{model_name(backend, model) or 'default'}"
         self.max_tokens = int(max_tokens)
         self.structured_output = bool(structured_output)

@@ -35,6 +35,8 @@ from persona.templates import render_template
 
 
 class OfflineJudge:
+    cost = "rules + a likelihood ratio: loads the local scoring model"
+
     def __init__(self, model: str | None = None, batch_size: int = 8, center: float = 0.0, scale: float = 0.25,
                  max_length: int = 1024, templates: str | None = None, dtype: str | None = None):
         from persona.models import resolve_model

@@ -55,6 +55,8 @@ def calibrate(scorer: RewardScorer, train_rows, eval_rows) -> dict:
 
 
 class RewardJudge:
+    cost = "loads the reward model"
+
     def __init__(self, path: str | None = None, batch_size: int = 8):
         from persona.models import trained_fingerprint
         from persona.run import TrainOutput

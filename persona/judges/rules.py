@@ -39,6 +39,7 @@ SCRIPT_OF_LANGUAGE = {"zh": "CJK", "ja": "CJK", "ko": "HANGUL", "ru": "CYRILLIC"
 
 class RulesJudge:
     name = "rules"
+    cost = "instant, no model"
     fingerprint = "rules|3"  # bump when the rules change, so cached judgements are redone
 
     def close(self) -> None:
