@@ -72,3 +72,19 @@ class ChatSession:
         if failure:
             raise failure[0]
         self.history += [{"role": "user", "content": text}, {"role": "assistant", "content": "".join(pieces).strip()}]
+
+    def converse(self, lines, write, say=lambda text: None) -> None:
+        """A conversation from `lines` (the user's, e.g. read from the terminal; it ends with them or at /exit or
+        /quit): each answer streamed to `write` as it is generated, /reset forgets the conversation (`say` tells)."""
+        for line in lines:
+            text = line.strip()
+            if text in ("/exit", "/quit"):
+                return
+            if text == "/reset":
+                self.reset()
+                say("(conversation forgotten)")
+            elif text:
+                for piece in self.reply(text):
+                    write(piece)
+                write("\n")
+

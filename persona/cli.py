@@ -25,11 +25,12 @@ import typer
 from persona.config import BuildSettings, RunConfig
 from persona.eval import EvalSettings
 from persona.refine import RefineSettings
+from persona import display
 from persona.errors import PersonaError
-from persona.judges import JudgeSettings
-from persona.options import add_options, assignments
+from persona.judges import JudgeSettings, chosen_judge
+from persona.options import add_options, assignments, given
 from persona.train import TrainSettings
-from persona.progress import progress_bar
+from persona.progress import progress_bar, setup_logging
 
 app = typer.Typer(
     name="persona",
@@ -54,10 +55,7 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
-TemplatesOption = Annotated[
-    Optional[Path],
-    typer.Option("--templates", help="Folder searched for templates before the built-ins [default: ./templates]."),
-]
+TemplatesOption = Annotated[Optional[Path], typer.Option("--templates", help="Folder searched for templates before the built-ins [default: ./templates].")]
 
 
 def _err(message: str) -> None:
@@ -65,9 +63,7 @@ def _err(message: str) -> None:
 
 
 def _fail(error: PersonaError, code: int = 1) -> None:
-    _err(f"error: {error.message}")
-    if error.hint:
-        _err(f"hint: {error.hint}")
+    _err(f"error: {error.message}" + (f"\nhint: {error.hint}" if error.hint else ""))
     raise typer.Exit(code)
 
 
@@ -117,7 +113,7 @@ def _root(
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                           help="Print the version and exit.")] = False,
 ) -> None:
-    _setup_logging()  # every command: persona's warnings on stderr, third-party progress bars off
+    setup_logging()  # every command: persona's warnings on stderr, third-party progress bars off
 
 
 @command(code=2)
@@ -133,28 +129,14 @@ def validate(
 
     Example:  persona validate identities/ --format github
     """
-    from persona.spec import check_file, find_spec_files
+    from persona.spec import check_files
 
     if format not in ("text", "github"):
         _fail(PersonaError(f"--format {format!r} is not one of 'text', 'github'", hint="use --format text or github"), 2)
-    files = find_spec_files(paths)
-    problems: dict = {}
-    invalid = 0
-    for file in files:
-        found = check_file(file)  # never raises: whatever goes wrong in one file is a problem of that file
-        invalid += any(p.is_error for p in found)
-        for problem in found:  # a base file shared by several specs reports its problems once
-            problems.setdefault(problem, None)
-    for problem in sorted(problems):
+    files, problems, invalid = check_files(paths)
+    for problem in problems:
         typer.echo(problem.format() if format == "text" else problem.format_github())
-    n = len(files)
-    summary = f"{n} spec file{'s' if n != 1 else ''} checked: {n - invalid} valid, {invalid} invalid"
-    errors = sum(p.is_error for p in problems)
-    counts = [f"{count} {word}{'s' if count != 1 else ''}"
-              for count, word in ((errors, "problem"), (len(problems) - errors, "warning")) if count]
-    if counts:
-        summary += f" ({', '.join(counts)})"
-    _err(summary)
+    _err(display.validated(len(files), invalid, problems))
     if invalid:
         raise typer.Exit(1)
 
@@ -174,17 +156,12 @@ def render(
     Example:  persona render identities/aster.yaml -t judge --var prompt="Who made you?" --var response="OpenAI."
     """
     from persona.spec import load_spec
-    from persona.templates import render_template
+    from persona.templates import render_template, template_variables
 
     spec = load_spec(spec_path)
-    variables: dict = {}
-    if template in ("violating", "probes"):
-        variables["target"] = spec.target(target) if target else spec.targets()[0]
-    if template == "probes":
-        variables["n"] = 5
-        variables["topics"] = list(spec.probes.topics)
-    variables.update(assignments(var, "--var", 'e.g. --var prompt="Who made you?"',
-                                  parse=lambda value: int(value) if value.isdigit() else value))
+    variables = {**template_variables(spec, template, target),
+                 **assignments(var, "--var", 'e.g. --var prompt="Who made you?"',
+                               parse=lambda value: int(value) if value.isdigit() else value)}
     typer.echo(render_template(template, templates_dir=templates, spec=spec, **variables), nl=False)
 
 
@@ -290,77 +267,19 @@ def generate(
         from dataclasses import replace
 
         run_config = replace(run_config, backend_options={**run_config.backend_options, **backend_options})
-    chosen = _given(JudgeSettings, judge_settings)
-    if chosen.judge is not None or chosen.flags():
-        judge_name, judge_options = _judge_choice(chosen.judge or file.judge, chosen)
-    else:
-        judge_name, judge_options = _judge_choice(file.judge, chosen)
-        judge_options = {**judge_options, **file.judge_options}
+    judge_name, judge_options, pairwise = file.judge_choice(given(JudgeSettings, judge_settings))
     build = file.build_settings(build_settings)
-    pairwise = file.pairwise if chosen.pairwise is None else chosen.pairwise
     spec = load_spec(spec_path)
     if dry_run:
-        _print_dry_run(spec, run_config, judge_name or "none")
+        typer.echo(display.dry_run_text(spec, run_config, judge_name or "none"))
         return
     from persona.pipeline import generate as run_generate
 
     with progress_bar() as on_progress:
         summary = run_generate(spec, run_config, on_progress, judge=judge_name, judge_options=judge_options,
                                build=build, pairwise=pairwise)
-    minutes, seconds = divmod(int(summary.seconds), 60)
-    _err(f"wrote {summary.responses} responses ({summary.conforming} conforming, {summary.violating} violating, "
-         f"{summary.demonstrations} demonstrations, {summary.replay} replay) "
-         f"for {summary.prompts_train + summary.prompts_eval} prompts ({summary.prompts_train} train, "
-         f"{summary.prompts_eval} eval) to {summary.run_dir}/ in {minutes}m{seconds:02d}s: "
-         f"{summary.requests_made} backend requests, {summary.tokens:,} tokens generated")
-    if summary.precision:
-        _err("local models computed in " + "; ".join(sorted(set(summary.precision.values()))))
-    if summary.build is not None:
-        _print_build(summary.build, summary.judgements_made)
-        _err(f"next: persona train {summary.run_dir}")
-    else:
-        _err(f"next: persona judge {summary.run_dir}")
-
-
-def _print_build(report, judged_now: int | None = None) -> None:
-    pairs = report.pairs
-    kto = report.kto
-    agreement = f"{report.judge_agreement:.1%}" if report.judge_agreement is not None else "n/a"
-    if judged_now is not None:
-        _err(f"judged with {report.judge or 'the judge'}: {judged_now} new judgements, {report.unjudged} responses unjudged")
-    sft = {split: sum((report.sft.get(split) or {}).values()) for split in ("train", "eval")}
-    cover = report.coverage.get("train") or {}
-    _err(f"sft rows: {sft['train']} train + {sft['eval']} eval ({', '.join(f'{n} {k}' for k, n in (report.sft.get('train') or {}).items()) or 'none'}); "
-         f"{cover.get('covered', 0)} of {cover.get('prompts', 0)} train prompts have an accepted answer")
-    _err(f"dpo/ipo pairs: {pairs.get('train', 0)} train + {pairs.get('eval', 0)} eval; acceptance rate "
-         f"{report.acceptance_rate:.1%} of {report.candidates} violating responses; judge agreement {agreement}")
-    _err(f"kto rows: train {kto['train']['desirable']} desirable / {kto['train']['undesirable']} undesirable "
-         f"(weights {report.kto_weights['desirable_weight']} / {report.kto_weights['undesirable_weight']}), "
-         f"eval {kto['eval']['desirable']} / {kto['eval']['undesirable']}")
-    if not pairs.get("train"):
-        why = "; ".join(f"{n} {reason}" for reason, n in report.dropped.items()) or "no violating responses"
-        _err(f"warning: no DPO/IPO pairs in the train split ({why}); SFT is unaffected")
-    if report.swap_consistency is not None:
-        _err(f"pairwise check: swap consistency {report.swap_consistency:.1%}; pairs kept only when both orders agree")
-    if report.length:
-        _err(f"length balance: chosen {report.length['chosen_mean_chars']:.0f} chars vs rejected "
-             f"{report.length['rejected_mean_chars']:.0f}; chosen longer in {report.length['chosen_longer_share']:.0%} of pairs")
-    _err(f"datasets written to {report.paths['sft']}/, {report.paths['dpo']}/ and {report.paths['kto']}/ "
-         "(load with datasets.load_dataset)")
-
-
-def _judge_choice(judge: str, settings: JudgeSettings) -> tuple[str | None, dict]:
-    """--judge and its options -> (judge name or None for 'none', options for the judge)."""
-    from persona.judges import judge_options
-
-    if judge == "none":
-        return None, {}
-    return judge, judge_options(judge, **settings.flags())
-
-
-def _given(cls, values: dict):
-    """The settings `cls` with the options given on the command line (None: not given, the field's default)."""
-    return cls(**{k: v for k, v in values.items() if v is not None})
+    for line in display.generated(summary):
+        _err(line)
 
 
 @command("judge")
@@ -377,8 +296,8 @@ def judge_command(
 
     Example:  persona judge --calibrate --judge offline
     """
-    chosen = _given(JudgeSettings, judge_settings)
-    judge_name, options = _judge_choice(chosen.judge or "rules", chosen)
+    chosen = given(JudgeSettings, judge_settings)
+    judge_name, options = chosen_judge(chosen.judge or "rules", chosen)
     if judge_name is None:
         raise PersonaError("--judge none judges nothing", hint="pick offline, rules or llm")
     if calibrate:
@@ -387,14 +306,7 @@ def judge_command(
 
         with progress_bar() as on_progress:
             report = run_calibration(load_judge(judge_name, **options), on_progress)
-        typer.echo(f"{'judge':<40} {'n':>4} {'accuracy':>9} {'kappa':>6} {'unjudged':>9}")
-        typer.echo(f"{report.judge:<40} {report.n:>4} {report.accuracy:>9.1%} {report.kappa:>6.3f} {report.unjudged:>9}")
-        for name, (n, accuracy) in report.by_identity.items():
-            typer.echo(f"  {name:<38} {n:>4} {accuracy:>9.1%}")
-        for name, note, label, overall, rationale in report.mistakes:
-            shown = "n/a" if overall is None else f"{overall:.1f}"
-            typer.echo(f"  miss: {name}: {note} (labelled {'in' if label else 'out of'} character, "
-                       f"scored {shown}: {rationale[:90]})")
+        typer.echo(display.calibration_table(report))
         return
     if run_dir is None:
         raise PersonaError("name a run folder, or use --calibrate", hint="e.g. persona judge runs/brand")
@@ -424,11 +336,12 @@ def build(
     """
     from persona.pipeline import build_run
 
-    chosen = _given(JudgeSettings, judge_settings)
-    options = _judge_choice(chosen.judge, chosen)[1] if chosen.judge else None
-    report = build_run(run_dir, _given(BuildSettings, build_settings), chosen.judge, options,
+    chosen = given(JudgeSettings, judge_settings)
+    options = chosen_judge(chosen.judge, chosen)[1] if chosen.judge else None
+    report = build_run(run_dir, given(BuildSettings, build_settings), chosen.judge, options,
                        str(spec) if spec else None, bool(chosen.pairwise))
-    _print_build(report)
+    for line in display.built(report):
+        _err(line)
 
 
 @command()
@@ -440,41 +353,12 @@ def stats(
 
     Example:  persona stats runs/brand
     """
-    import json as json_module
+    import json
 
     from persona.stats import run_stats
 
     numbers = run_stats(run_dir)
-    if as_json:
-        typer.echo(json_module.dumps(numbers, indent=2))
-        return
-    p, r, t = numbers["prompts"], numbers["responses"], numbers["tokens"]
-    typer.echo(f"run {numbers['run_dir']} (identity {numbers['identity']})")
-    typer.echo(f"prompts     {p['train'] + p['eval']:>6}  ({p['train']} train, {p['eval']} eval)")
-    typer.echo(f"responses   {sum(r.values()):>6}  ({', '.join(f'{n} {kind}' for kind, n in r.items())})")
-    for name, counts in numbers["judgements"].items():
-        typer.echo(f"judgements  {counts.get('ok', 0) + counts.get('unjudged', 0):>6}  by {name} "
-                   f"({counts.get('unjudged', 0)} unjudged)")
-    typer.echo(f"tokens      {t['prompt'] + t['completion']:>6,}  ({t['prompt']:,} prompt, {t['completion']:,} generated)")
-    old = numbers["superseded"]
-    if old["prompts"] or old["responses"]:
-        typer.echo(f"superseded  {old['prompts'] + old['responses']:>6}  ({old['prompts']} prompts, {old['responses']} "
-                   "responses of earlier generations, kept in the stores for resuming; not counted above)")
-    b = numbers["build"]
-    if b is None:
-        typer.echo("datasets    none yet (persona build RUN_DIR)")
-        return
-    typer.echo(f"pairs       {sum(b['pairs'].values()):>6}  ({b['pairs'].get('train', 0)} train, {b['pairs'].get('eval', 0)} eval)"
-               f"; acceptance rate {b['acceptance_rate']:.1%}; dropped {b['dropped']}")
-    agreement = b.get("judge_agreement")
-    typer.echo(f"judge       {b['judge']}; agreement with intended kind {agreement:.1%}" if agreement is not None
-               else f"judge       {b['judge']}")
-    for kind in ("conforming", "violating"):
-        bins = b["histograms"].get(kind, [0] * 10)
-        top = max(bins) or 1
-        typer.echo(f"scores of {kind} responses (overall 0-10):")
-        for i, n in enumerate(bins):
-            typer.echo(f"  {i:>2}-{i + 1:<2} {'#' * round(30 * n / top):<30} {n}")
+    typer.echo(json.dumps(numbers, indent=2) if as_json else display.stats_text(numbers))
 
 
 @command("train", interrupted="interrupted (no checkpoint for the step in progress); --resume continues from the last one saved")
@@ -497,7 +381,7 @@ def train_command(
     from persona.recipe import recipe_applies, train_recipe
     from persona.train import Interrupted, is_main_process, train_with
 
-    chosen = _given(TrainSettings, settings)
+    chosen = given(TrainSettings, settings)
     say = _err if is_main_process() else (lambda text: None)  # a multi-process launch reports once, errors from any
     recipe, why_not = recipe_applies(source) if chosen.method is None else (False, "")
     if why_not:
@@ -509,7 +393,7 @@ def train_command(
             with progress_bar() as on_progress:
                 done = train_recipe(source, chosen,
                                     logs=lambda m, s: training_log(_err, m, s), on_progress=on_progress, say=_err,
-                                    on_trained=lambda result: _say_trained(result, "sft", say))
+                                    on_trained=lambda result: [say(line) for line in display.trained(result, "sft")])
             _err(f"wrote {done.rounds.folder}/rounds.json; next: persona eval {done.model}")
             return
         result = train_with(source, chosen, *training_log(_err, method, chosen.start))
@@ -517,21 +401,8 @@ def train_command(
         say(f"interrupted: checkpoint saved in {e.checkpoint}/; run the same command with --resume to continue"
             if e.checkpoint else "interrupted before the first step; nothing to resume")
         raise typer.Exit(130)
-    _say_trained(result, method, say)
-
-
-def _say_trained(result, method: str, say) -> None:
-    losses = [m["loss"] for m in result.metrics if "loss" in m]
-    speed = f", {result.tokens} tokens at {result.tokens_per_second:.0f} tokens/s" if result.tokens_per_second else ""
-    say(f"trained {method} for {len(losses)} logged steps in {result.seconds:.0f}s{speed} "
-        f"(loss {losses[0]:.4f} -> {losses[-1]:.4f}); wrote {result.output_dir}/"
-        + (f" and {result.merged_dir}/" if result.merged_dir else "") if losses else
-        f"trained {method}; wrote {result.output_dir}/")
-    if result.reward:
-        r = result.reward
-        accuracy = "n/a (no eval split)" if r["eval_pairwise_accuracy"] is None else f"{100 * r['eval_pairwise_accuracy']:.1f}%"
-        say(f"reward model: pairwise accuracy {accuracy} on {r['eval_pairs']} held-out pairs; "
-            f"judge with --judge reward:{result.output_dir}")
+    for line in display.trained(result, method):
+        say(line)
 
 
 @command("refine", interrupted="interrupted: the answers so far are kept; run the same command again to resume")
@@ -562,7 +433,7 @@ def refine_command(
     from persona.progress import training_log
     from persona.refine import refine
 
-    refine_settings = _given(RefineSettings, settings)
+    refine_settings = given(RefineSettings, settings)
     overrides = assignments(setting, "--set", "e.g. --set learning_rate=5e-5")
     show, begin = training_log(_err, refine_settings.method, start)
     with progress_bar() as on_progress:
@@ -592,13 +463,15 @@ def eval_command(
     """
     from persona.eval import evaluate
 
-    spec_path = spec or _spec_of_model(model_path, run_dir)
-    settings = _given(EvalSettings, settings)
+    from persona.models import spec_of_trained
+
+    spec_path = spec or spec_of_trained(model_path, run_dir)
+    settings = given(EvalSettings, settings)
     settings.precision()  # a dtype the device cannot run fails before any model loads
     with progress_bar() as on_progress:
         m = evaluate(model_path, spec_path, run_dir, base, out, settings,
                      str(templates) if templates else None, on_progress)
-    typer.echo(_eval_table(m))
+    typer.echo(display.eval_table(m))
     from persona.run import EvalFolder, TrainOutput
 
     folder = EvalFolder(out) if out else TrainOutput(model_path).eval
@@ -619,23 +492,16 @@ def run_command(
 
     job = load_job(job_file)
     problems = [p for p in check_file(job.spec) if p.is_error]
-    for problem in problems:
-        _err(problem.format())
+    _err("\n".join(p.format() for p in problems) or f"{job_file}: every key checked; {job.spec} is valid")
     if problems:
         raise PersonaError(f"{job.spec} has {len(problems)} problem{'s' if len(problems) != 1 else ''}",
                            hint=f"fix them; persona validate {job.spec} checks it")
-    _err(f"{job_file}: every key checked; {job.spec} is valid")
     with progress_bar() as on_progress:
         done = run_job(job, _err, on_progress)
     summary = done["generate"]
-    if summary.build is not None:
-        _print_build(summary.build, summary.judgements_made)
-    for stage, result in done.items():
-        if stage.startswith("eval ") and isinstance(result, dict):
-            typer.echo(f"{stage}:")
-            typer.echo(_eval_table(result))
-    if len(done.get("evals") or {}) > 1:
-        typer.echo(_side_by_side(done["evals"]))
+    for line in display.built(summary.build, summary.judgements_made) if summary.build is not None else []:
+        _err(line)
+    typer.echo(display.job_results(done), nl=False)
     if "report" in done:
         _err(f"wrote {done['report']}")
 
@@ -660,28 +526,19 @@ def chat(
 
     session = ChatSession.load(model_path, base, system=system, max_tokens=max_tokens, temperature=temperature)
 
-    def answer(text: str) -> None:
-        for piece in session.reply(text):
-            typer.echo(piece, nl=False)
-            sys.stdout.flush()
-        typer.echo()
+    def write(text: str) -> None:  # the answer, streamed to stdout as it is generated
+        typer.echo(text, nl=False)
+        sys.stdout.flush()
+
+    def ask(label: str) -> str:  # the user's next line ("" at the end of input)
+        print(label, end="", file=sys.stderr, flush=True)
+        return sys.stdin.readline()
 
     if prompt is not None:
-        answer(prompt)
+        session.converse(iter([prompt]), write)
         return
     _err(f"chatting with {model_path} (/reset forgets the conversation, /exit or Ctrl-D ends it)")
-    while True:
-        sys.stderr.write("you> ")
-        sys.stderr.flush()
-        line = sys.stdin.readline()
-        if not line or line.strip() in ("/exit", "/quit"):
-            break
-        text = line.strip()
-        if text == "/reset":
-            session.reset()
-            _err("(conversation forgotten)")
-        elif text:
-            answer(text)
+    session.converse(iter(lambda: ask("you> "), ""), write, _err)
 
 
 @command()
@@ -716,126 +573,11 @@ def report(
 
     path = write_report(run_dir, out)
     data = collect(run_dir)
-    if not data.trained:
-        _err("no training metrics in this run folder: the report leaves out training and eval (run persona train)")
-    elif not any(t.eval for t in data.trained):
-        _err("no eval results yet: the report leaves out base vs trained (run persona eval on a trained model)")
+    for line in display.report_gaps(data):
+        _err(line)
     if markdown:
         typer.echo(summary_markdown(data))
     _err(f"wrote {path}")
-
-
-def _spec_of_model(model_path: Path, run_dir: Path | None) -> str:
-    from persona.models import check_trained
-    from persona.run import RunFolder
-
-    run = RunFolder(run_dir) if run_dir else check_trained(model_path).run()
-    if run is None:
-        raise PersonaError(f"cannot tell which spec {model_path} was trained for",
-                           hint="pass --spec identities/NAME.yaml")
-    return run.spec_path()
-
-
-def _eval_table(m: dict) -> str:
-    """The verdict in words, then the eval's rows, base vs trained, one line each (the same rows as the model
-    card and the report), each with its sample size."""
-    from persona.metrics import format_value, metric_rows, pct
-
-    lines = [f"verdict ({m['judge']} judge):"] + [f"  {line}" for line in m.get("verdict", [])] + [""]
-    prompted = m.get("baseline") == "prompt"
-    if prompted:
-        lines.append(f"baseline: the base model prompted with {m.get('baseline_prompt')!r}")
-    lines.append(f"{'':<46} {'n':>5} {'base+prompt' if prompted else 'base':>11} {'trained':>10}")
-    lines += [f"{row.label:<46} {row.n if row.n is not None else '':>5} {format_value(row.base, row.unit):>11} "
-              f"{format_value(row.trained, row.unit):>10}" for row in metric_rows(m)]
-    w = m["win_rate"]
-    if w["win"] is not None:
-        lines.append(f"trained vs base on held-out probes: win {pct(w['win'])}, tie {pct(w['tie'])}, "
-                     f"loss {pct(w['loss'])} ({w['method']})")
-    defaults = m.get("template_default") or {}
-    for label in ("base", "trained"):
-        if label in defaults:
-            lines.append(f"{label} model's template default system prompt: {defaults[label]!r}")
-    precision = m.get("precision") or {}
-    computed = (f"; answers in {precision['generation']}, scores in {precision['scoring']} on {precision['device']}"
-                if precision else "")
-    lines.append(f"perplexity change {100 * m['retention']['perplexity_change']:+.1f}%; judge {m['judge']}; "
-                 f"{m['items']} prompts per model{computed}")
-    return "\n".join(lines)
-
-
-def _side_by_side(evals: dict) -> str:
-    """Several trained models' evals in one table: the base's column (of the first), then each model's."""
-    from persona.metrics import format_value, metric_rows
-
-    rows = {name: {row.name: row for row in metric_rows(m)} for name, m in evals.items()}
-    first = metric_rows(next(iter(evals.values())))
-    width = max(10, *(len(name) for name in evals))
-    lines = ["side by side (held-out sets; each model's own n as above):",
-             f"{'':<46} {'n':>5} {'base':>{width}} " + " ".join(f"{name:>{width}}" for name in evals)]
-    for row in first:
-        cells = [format_value(rows[name][row.name].trained, row.unit) if row.name in rows[name] else "-"
-                 for name in evals]
-        lines.append(f"{row.label:<46} {row.n if row.n is not None else '':>5} "
-                     f"{format_value(row.base, row.unit):>{width}} " + " ".join(f"{c:>{width}}" for c in cells))
-    return "\n".join(lines)
-
-
-def _print_dry_run(spec, run_config, judge: str = "rules") -> None:
-    from persona.pipeline import dry_run
-
-    plan = dry_run(spec, run_config)
-    rule = "-" * 72
-    typer.echo(f"{rule}\nsystem prompt for conforming responses (templates: conforming)\n{rule}\n{plan.system_prompt}")
-    typer.echo(f"{rule}\nsystem prompt for violating responses, e.g. (templates: violating)\n{rule}\n{plan.violating_example}")
-    typer.echo(f"{rule}\nprobe-synthesis request, e.g. (templates: probes)\n{rule}\n{plan.probes_example}")
-    typer.echo(f"{rule}\nplan for {plan.run_dir}/ (nothing is called in a dry run)\n{rule}")
-    typer.echo(f"prompts: {plan.seed_prompts} from the spec, {plan.builtin_probes} built-in probes, "
-               f"up to {plan.synthesis_requests * run_config.prompts_per_target} synthesized "
-               f"-> at most {plan.max_prompts} after --limit/dedup")
-    violating = ("1 plain request with n={k} to the target model".format(k=run_config.k) if run_config.violating == "plain"
-                 else f"{run_config.k} violating")
-    skipped = ("" if run_config.conforming_for_demonstrated or not run_config.demonstrations
-               else "; no conforming request for prompts that have demonstrations")
-    if run_config.backend in ("hf", "vllm") or run_config.replay or run_config.violating == "plain":
-        typer.echo(f"precision: {plan.precision}")
-    typer.echo(f"requests: {plan.synthesis_requests} probe-synthesis + at most {plan.response_requests} response "
-               f"requests (1 conforming with n={run_config.k} and {violating} per prompt, and {run_config.replay_count} "
-               f"replay answers from the target model{skipped}), fewer for work already in the run folder")
-    from persona.judges import judge_class
-
-    kind = judge.partition(":")[0]
-    cost = "nothing is judged, no datasets are built" if kind == "none" else judge_class(kind).cost
-    typer.echo(f"judge: {judge} ({cost})")
-
-
-class _Stderr:
-    """Looks sys.stderr up at each write, so log lines go through the progress bar's redirection."""
-
-    def write(self, text: str) -> int:
-        return sys.stderr.write(text)
-
-    def flush(self) -> None:
-        sys.stderr.flush()
-
-
-def _setup_logging() -> None:
-    import logging
-
-    logger = logging.getLogger("persona")
-    if not logger.handlers:
-        handler = logging.StreamHandler(_Stderr())
-        handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO if os.environ.get("PERSONA_VERBOSE") else logging.WARNING)
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")  # persona shows its own progress
-    import warnings
-
-    for module in ("transformers", "trl", "peft", "accelerate"):  # their deprecations are for their callers' code
-        warnings.filterwarnings("ignore", category=FutureWarning, module=module)
-        warnings.filterwarnings("ignore", category=DeprecationWarning, module=module)
 
 
 def main() -> None:

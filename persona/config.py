@@ -261,6 +261,18 @@ class GenerateConfig:
     def pairwise(self) -> bool:
         return bool(self.data.get("pairwise"))
 
+    def judge_choice(self, flags) -> tuple[str | None, dict, bool]:
+        """(judge name or None, its options, pairwise) from the command line's `flags` (JudgeSettings) over this
+        file's judge:, judge_options: and pairwise:; the file's options apply only to the file's judge."""
+        from persona.judges import chosen_judge
+
+        if flags.judge is not None or flags.flags():
+            name, options = chosen_judge(flags.judge or self.judge, flags)
+        else:
+            name, options = chosen_judge(self.judge, flags)
+            options = {**options, **self.judge_options}
+        return name, options, self.pairwise if flags.pairwise is None else flags.pairwise
+
     def build_settings(self, overrides: dict | None = None) -> BuildSettings:
         given = {**(self.data.get("build") or {}), **{k: v for k, v in (overrides or {}).items() if v is not None}}
         return BuildSettings(**given)

@@ -328,6 +328,17 @@ def trained_fingerprint(path: str | Path) -> str:
     return digest.hexdigest()[:16]
 
 
+def spec_of_trained(model_path, run_dir=None) -> str:
+    """The spec the run behind a trained output (or `run_dir`) was generated from."""
+    from persona.run import RunFolder
+
+    run = RunFolder(run_dir) if run_dir else check_trained(model_path).run()
+    if run is None:
+        raise PersonaError(f"cannot tell which spec {model_path} was trained for",
+                           hint="pass --spec identities/NAME.yaml")
+    return run.spec_path()
+
+
 # ---------------------------------------------------------------------------------------------- scoring
 
 def forward_parameters(lm) -> set[str]:

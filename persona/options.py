@@ -70,6 +70,11 @@ def assignments(items: list[str] | None, flag: str, example: str, parse=None, wo
     return out
 
 
+def given(cls, values: dict):
+    """`cls` with the options given on the command line (None: not given, so the field's default)."""
+    return cls(**{k: v for k, v in values.items() if v is not None})
+
+
 def help_text(f, shown: str | None = None) -> str:
     meta = f.metadata
     shown = shown if shown is not None else meta.get("shown")

@@ -141,3 +141,36 @@ def training_log(say: Callable[[str], None], method: str, start: str | Path | No
             say(f"  {key}: {value}")
 
     return on_log, on_start
+
+
+class _Stderr:
+    """Looks sys.stderr up at each write, so log lines go through the progress bar's redirection."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+def setup_logging() -> None:
+    """persona's log lines (warnings; PERSONA_VERBOSE=1: info too) on stderr, through the progress bar's
+    redirection; the ML libraries' own progress bars off and their deprecation notices (meant for their callers'
+    code) and PEFT's notice about adapters persona deletes after merging them kept out."""
+    import logging
+
+    logger = logging.getLogger("persona")
+    if not logger.handlers:
+        handler = logging.StreamHandler(_Stderr())
+        handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO if os.environ.get("PERSONA_VERBOSE") else logging.WARNING)
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")  # persona shows its own progress
+    import warnings
+
+    for module in ("transformers", "trl", "peft", "accelerate"):  # their deprecations are for their callers' code
+        warnings.filterwarnings("ignore", category=FutureWarning, module=module)
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=module)
+    warnings.filterwarnings("ignore", message="Adapter .* was active which is now deleted", category=UserWarning)

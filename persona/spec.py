@@ -192,6 +192,20 @@ def load_spec(path: str | Path, allow_component: bool = False) -> Spec:
     return spec
 
 
+def check_files(paths) -> tuple[list[Path], list, int]:
+    """(spec files found under `paths`, their problems sorted - a base file shared by several specs reports its
+    once - and how many files are invalid). Never raises for a file: what goes wrong in one is its problem."""
+    files = find_spec_files(paths)
+    problems: dict = {}
+    invalid = 0
+    for file in files:
+        found = check_file(file)
+        invalid += any(p.is_error for p in found)
+        for problem in found:
+            problems.setdefault(problem, None)
+    return files, sorted(problems), invalid
+
+
 def check_file(path: str | Path) -> list[Problem]:
     """Every problem (errors and warnings) in one spec file and the files it extends; components are
     accepted. Never raises: whatever goes wrong becomes a Problem for this file, so that one hostile or

@@ -226,6 +226,17 @@ def render_template(name: str, templates_dir: str | Path | None = None, **variab
                            hint="check the template")
 
 
+def template_variables(spec, template: str, target: str | None = None) -> dict:
+    """The variables a built-in template needs besides the spec, as the pipeline passes them (persona render):
+    violating.j2 and probes.j2 a target (`target`, else the spec's first), probes.j2 a count and the topics."""
+    variables: dict = {}
+    if template in ("violating", "probes"):
+        variables["target"] = spec.target(target) if target else spec.targets()[0]
+    if template == "probes":
+        variables.update(n=5, topics=list(spec.probes.topics))
+    return variables
+
+
 def tagged_lines(name: str, templates_dir: str | Path | None, pattern: re.Pattern, expected: str, hint: str,
                  valid=None, **variables) -> list[re.Match]:
     """Render template `name` and match every non-empty line against `pattern` (the "[tag] text" templates:

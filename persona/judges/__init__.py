@@ -143,6 +143,13 @@ def judge_options(name: str, backend: str | None = None, model: str | None = Non
     return given
 
 
+def chosen_judge(name: str, settings: JudgeSettings) -> tuple[str | None, dict]:
+    """--judge NAME and its --judge-* options -> (the judge's name, or None for 'none'; its options)."""
+    if name == "none":
+        return None, {}
+    return name, judge_options(name, **settings.flags())
+
+
 def make_judge(name: str, options: dict | None = None, templates: str | None = None) -> Judge:
     """The judge for a run: judges that render templates use the run's templates folder, so the
     judgements (and their cache keys) are the same whichever command makes them."""

@@ -1,0 +1,235 @@
+"""What the commands print: summaries and tables as text, from the records the library returns (persona.cli prints
+them; these functions print nothing). One function per thing shown, e.g.
+
+    display.eval_table(metrics)        # the verdict and every metric row, base vs trained, with its n
+    display.built(report)              # what a build made, a line each
+"""
+
+from __future__ import annotations
+
+
+def generated(summary) -> list[str]:
+    """What `persona generate` made and where, a line each, then the next command."""
+    lines: list[str] = []
+    out = lines.append
+    minutes, seconds = divmod(int(summary.seconds), 60)
+    out(f"wrote {summary.responses} responses ({summary.conforming} conforming, {summary.violating} violating, "
+        f"{summary.demonstrations} demonstrations, {summary.replay} replay) "
+        f"for {summary.prompts_train + summary.prompts_eval} prompts ({summary.prompts_train} train, "
+        f"{summary.prompts_eval} eval) to {summary.run_dir}/ in {minutes}m{seconds:02d}s: "
+        f"{summary.requests_made} backend requests, {summary.tokens:,} tokens generated")
+    if summary.precision:
+        out("local models computed in " + "; ".join(sorted(set(summary.precision.values()))))
+    if summary.build is not None:
+        lines.extend(built(summary.build, summary.judgements_made))
+        out(f"next: persona train {summary.run_dir}")
+    else:
+        out(f"next: persona judge {summary.run_dir}")
+    return lines
+
+
+def built(report, judged_now: int | None = None) -> list[str]:
+    """What a build made (persona build, and generate's last step), a line each."""
+    lines: list[str] = []
+    out = lines.append
+    pairs = report.pairs
+    kto = report.kto
+    agreement = f"{report.judge_agreement:.1%}" if report.judge_agreement is not None else "n/a"
+    if judged_now is not None:
+        out(f"judged with {report.judge or 'the judge'}: {judged_now} new judgements, {report.unjudged} responses unjudged")
+    sft = {split: sum((report.sft.get(split) or {}).values()) for split in ("train", "eval")}
+    cover = report.coverage.get("train") or {}
+    out(f"sft rows: {sft['train']} train + {sft['eval']} eval ({', '.join(f'{n} {k}' for k, n in (report.sft.get('train') or {}).items()) or 'none'}); "
+        f"{cover.get('covered', 0)} of {cover.get('prompts', 0)} train prompts have an accepted answer")
+    out(f"dpo/ipo pairs: {pairs.get('train', 0)} train + {pairs.get('eval', 0)} eval; acceptance rate "
+        f"{report.acceptance_rate:.1%} of {report.candidates} violating responses; judge agreement {agreement}")
+    out(f"kto rows: train {kto['train']['desirable']} desirable / {kto['train']['undesirable']} undesirable "
+        f"(weights {report.kto_weights['desirable_weight']} / {report.kto_weights['undesirable_weight']}), "
+        f"eval {kto['eval']['desirable']} / {kto['eval']['undesirable']}")
+    if not pairs.get("train"):
+        why = "; ".join(f"{n} {reason}" for reason, n in report.dropped.items()) or "no violating responses"
+        out(f"warning: no DPO/IPO pairs in the train split ({why}); SFT is unaffected")
+    if report.swap_consistency is not None:
+        out(f"pairwise check: swap consistency {report.swap_consistency:.1%}; pairs kept only when both orders agree")
+    if report.length:
+        out(f"length balance: chosen {report.length['chosen_mean_chars']:.0f} chars vs rejected "
+            f"{report.length['rejected_mean_chars']:.0f}; chosen longer in {report.length['chosen_longer_share']:.0%} of pairs")
+    out(f"datasets written to {report.paths['sft']}/, {report.paths['dpo']}/ and {report.paths['kto']}/ "
+        "(load with datasets.load_dataset)")
+    return lines
+
+
+def calibration_table(report) -> str:
+    """A judge's calibration: accuracy and kappa overall and per identity, and each miss."""
+    lines: list[str] = []
+    out = lines.append
+    out(f"{'judge':<40} {'n':>4} {'accuracy':>9} {'kappa':>6} {'unjudged':>9}")
+    out(f"{report.judge:<40} {report.n:>4} {report.accuracy:>9.1%} {report.kappa:>6.3f} {report.unjudged:>9}")
+    for name, (n, accuracy) in report.by_identity.items():
+        out(f"  {name:<38} {n:>4} {accuracy:>9.1%}")
+    for name, note, label, overall, rationale in report.mistakes:
+        shown = "n/a" if overall is None else f"{overall:.1f}"
+        out(f"  miss: {name}: {note} (labelled {'in' if label else 'out of'} character, "
+            f"scored {shown}: {rationale[:90]})")
+    return "\n".join(lines)
+
+
+def stats_text(numbers: dict) -> str:
+    """`persona stats`: counts, acceptance rate, score histograms, tokens."""
+    lines: list[str] = []
+    out = lines.append
+    p, r, t = numbers["prompts"], numbers["responses"], numbers["tokens"]
+    out(f"run {numbers['run_dir']} (identity {numbers['identity']})")
+    out(f"prompts     {p['train'] + p['eval']:>6}  ({p['train']} train, {p['eval']} eval)")
+    out(f"responses   {sum(r.values()):>6}  ({', '.join(f'{n} {kind}' for kind, n in r.items())})")
+    for name, counts in numbers["judgements"].items():
+        out(f"judgements  {counts.get('ok', 0) + counts.get('unjudged', 0):>6}  by {name} "
+            f"({counts.get('unjudged', 0)} unjudged)")
+    out(f"tokens      {t['prompt'] + t['completion']:>6,}  ({t['prompt']:,} prompt, {t['completion']:,} generated)")
+    old = numbers["superseded"]
+    if old["prompts"] or old["responses"]:
+        out(f"superseded  {old['prompts'] + old['responses']:>6}  ({old['prompts']} prompts, {old['responses']} "
+            "responses of earlier generations, kept in the stores for resuming; not counted above)")
+    b = numbers["build"]
+    if b is None:
+        out("datasets    none yet (persona build RUN_DIR)")
+        return "\n".join(lines)
+    out(f"pairs       {sum(b['pairs'].values()):>6}  ({b['pairs'].get('train', 0)} train, {b['pairs'].get('eval', 0)} eval)"
+        f"; acceptance rate {b['acceptance_rate']:.1%}; dropped {b['dropped']}")
+    agreement = b.get("judge_agreement")
+    out(f"judge       {b['judge']}; agreement with intended kind {agreement:.1%}" if agreement is not None
+               else f"judge       {b['judge']}")
+    for kind in ("conforming", "violating"):
+        bins = b["histograms"].get(kind, [0] * 10)
+        top = max(bins) or 1
+        out(f"scores of {kind} responses (overall 0-10):")
+        for i, n in enumerate(bins):
+            out(f"  {i:>2}-{i + 1:<2} {'#' * round(30 * n / top):<30} {n}")
+    return "\n".join(lines)
+
+
+def trained(result, method: str) -> list[str]:
+    """What a training run did and wrote, a line each."""
+    lines: list[str] = []
+    out = lines.append
+    losses = [m["loss"] for m in result.metrics if "loss" in m]
+    speed = f", {result.tokens} tokens at {result.tokens_per_second:.0f} tokens/s" if result.tokens_per_second else ""
+    out(f"trained {method} for {len(losses)} logged steps in {result.seconds:.0f}s{speed} "
+        f"(loss {losses[0]:.4f} -> {losses[-1]:.4f}); wrote {result.output_dir}/"
+        + (f" and {result.merged_dir}/" if result.merged_dir else "") if losses else
+        f"trained {method}; wrote {result.output_dir}/")
+    if result.reward:
+        r = result.reward
+        accuracy = "n/a (no eval split)" if r["eval_pairwise_accuracy"] is None else f"{100 * r['eval_pairwise_accuracy']:.1f}%"
+        out(f"reward model: pairwise accuracy {accuracy} on {r['eval_pairs']} held-out pairs; "
+            f"judge with --judge reward:{result.output_dir}")
+    return lines
+
+
+def eval_table(m: dict) -> str:
+    """The verdict in words, then the eval's rows, base vs trained, one line each (the same rows as the model
+    card and the report), each with its sample size."""
+    from persona.metrics import format_value, metric_rows, pct
+
+    lines = [f"verdict ({m['judge']} judge):"] + [f"  {line}" for line in m.get("verdict", [])] + [""]
+    prompted = m.get("baseline") == "prompt"
+    if prompted:
+        lines.append(f"baseline: the base model prompted with {m.get('baseline_prompt')!r}")
+    lines.append(f"{'':<46} {'n':>5} {'base+prompt' if prompted else 'base':>11} {'trained':>10}")
+    lines += [f"{row.label:<46} {row.n if row.n is not None else '':>5} {format_value(row.base, row.unit):>11} "
+              f"{format_value(row.trained, row.unit):>10}" for row in metric_rows(m)]
+    w = m["win_rate"]
+    if w["win"] is not None:
+        lines.append(f"trained vs base on held-out probes: win {pct(w['win'])}, tie {pct(w['tie'])}, "
+                     f"loss {pct(w['loss'])} ({w['method']})")
+    defaults = m.get("template_default") or {}
+    for label in ("base", "trained"):
+        if label in defaults:
+            lines.append(f"{label} model's template default system prompt: {defaults[label]!r}")
+    precision = m.get("precision") or {}
+    computed = (f"; answers in {precision['generation']}, scores in {precision['scoring']} on {precision['device']}"
+                if precision else "")
+    lines.append(f"perplexity change {100 * m['retention']['perplexity_change']:+.1f}%; judge {m['judge']}; "
+                 f"{m['items']} prompts per model{computed}")
+    return "\n".join(lines)
+
+
+def side_by_side(evals: dict) -> str:
+    """Several trained models' evals in one table: the base's column (of the first), then each model's."""
+    from persona.metrics import format_value, metric_rows
+
+    rows = {name: {row.name: row for row in metric_rows(m)} for name, m in evals.items()}
+    first = metric_rows(next(iter(evals.values())))
+    width = max(10, *(len(name) for name in evals))
+    lines = ["side by side (held-out sets; each model's own n as above):",
+             f"{'':<46} {'n':>5} {'base':>{width}} " + " ".join(f"{name:>{width}}" for name in evals)]
+    for row in first:
+        cells = [format_value(rows[name][row.name].trained, row.unit) if row.name in rows[name] else "-"
+                 for name in evals]
+        lines.append(f"{row.label:<46} {row.n if row.n is not None else '':>5} "
+                     f"{format_value(row.base, row.unit):>{width}} " + " ".join(f"{c:>{width}}" for c in cells))
+    return "\n".join(lines)
+
+
+def dry_run_text(spec, run_config, judge: str = "rules") -> str:
+    """The plan of `persona generate --dry-run`: the rendered prompts and the number of requests."""
+    lines: list[str] = []
+    out = lines.append
+    from persona.pipeline import dry_run
+
+    plan = dry_run(spec, run_config)
+    rule = "-" * 72
+    out(f"{rule}\nsystem prompt for conforming responses (templates: conforming)\n{rule}\n{plan.system_prompt}")
+    out(f"{rule}\nsystem prompt for violating responses, e.g. (templates: violating)\n{rule}\n{plan.violating_example}")
+    out(f"{rule}\nprobe-synthesis request, e.g. (templates: probes)\n{rule}\n{plan.probes_example}")
+    out(f"{rule}\nplan for {plan.run_dir}/ (nothing is called in a dry run)\n{rule}")
+    out(f"prompts: {plan.seed_prompts} from the spec, {plan.builtin_probes} built-in probes, "
+        f"up to {plan.synthesis_requests * run_config.prompts_per_target} synthesized "
+        f"-> at most {plan.max_prompts} after --limit/dedup")
+    violating = ("1 plain request with n={k} to the target model".format(k=run_config.k) if run_config.violating == "plain"
+                 else f"{run_config.k} violating")
+    skipped = ("" if run_config.conforming_for_demonstrated or not run_config.demonstrations
+               else "; no conforming request for prompts that have demonstrations")
+    from persona.backends import backend_class
+
+    if backend_class(run_config.backend).local or run_config.replay or run_config.violating == "plain":
+        out(f"precision: {plan.precision}")
+    out(f"requests: {plan.synthesis_requests} probe-synthesis + at most {plan.response_requests} response "
+        f"requests (1 conforming with n={run_config.k} and {violating} per prompt, and {run_config.replay_count} "
+        f"replay answers from the target model{skipped}), fewer for work already in the run folder")
+    from persona.judges import judge_class
+
+    kind = judge.partition(":")[0]
+    cost = "nothing is judged, no datasets are built" if kind == "none" else judge_class(kind).cost
+    out(f"judge: {judge} ({cost})")
+    return "\n".join(lines)
+
+
+def validated(files: int, invalid: int, problems: list) -> str:
+    """persona validate's last line: files checked, valid and invalid, problems and warnings."""
+    summary = f"{files} spec file{'s' if files != 1 else ''} checked: {files - invalid} valid, {invalid} invalid"
+    errors = sum(p.is_error for p in problems)
+    counts = [f"{count} {word}{'s' if count != 1 else ''}"
+              for count, word in ((errors, "problem"), (len(problems) - errors, "warning")) if count]
+    return summary + (f" ({', '.join(counts)})" if counts else "")
+
+
+def job_results(done: dict) -> str:
+    """persona run's results: each eval run now or current, then every evaluated model side by side."""
+    lines = []
+    for stage, result in done.items():
+        if stage.startswith("eval ") and isinstance(result, dict):
+            lines += [f"{stage}:", eval_table(result)]
+    if len(done.get("evals") or {}) > 1:
+        lines.append(side_by_side(done["evals"]))
+    return "".join(line + "\n" for line in lines)
+
+
+def report_gaps(data) -> list[str]:
+    """What a report leaves out, and the command that fills it in."""
+    if not data.trained:
+        return ["no training metrics in this run folder: the report leaves out training and eval (run persona train)"]
+    if not any(t.eval for t in data.trained):
+        return ["no eval results yet: the report leaves out base vs trained (run persona eval on a trained model)"]
+    return []
+
