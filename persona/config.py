@@ -161,8 +161,9 @@ class BuildSettings:
     near_duplicate: float = setting(0.9, "Text similarity (0-1) above which a pair teaches nothing.", cli=False)
     rejected_from: str = setting("violating", choices=("violating", "any"), help="Rejected responses: 'violating' (written to break the rubric) or 'any' "
                                  "(also conforming attempts the judge scored out of character).")
-    system_prompt: str | None = setting(None, "persona's default system prompt (text): rows carry it or an empty one.",
-                                        cli=False)
+    system_text: str | None = setting(None, "The text of persona's default system prompt (generate resolves its "
+                                      "system_prompt setting into it): rows carry it or an empty one.", cli=False,
+                                      file=False)
     license: str | None = setting(None, "License of the datasets, recorded in their cards and passed on to the model "
                                   "cards of persona train: a Hugging Face Hub license id, e.g. apache-2.0, mit, "
                                   "cc-by-4.0, other.")

@@ -18,7 +18,7 @@ KTO rows: every judged response, label = overall >= `kto_threshold`. TRL recomme
 desirable_weight * n_desirable / (undesirable_weight * n_undesirable) lies between 1 and 4/3; the
 weights written to the card put it there.
 
-The system prompt: with `system_prompt` set (persona's default, see templates/deployment.j2), every row's
+The system prompt: with `system_text` set (persona's default, see templates/deployment.j2), every row's
 prompt starts with a system message, half of them (by a hash of the row's id) with that text and half
 empty, so the model learns to hold the identity in both contexts and no chat template can slip in its own
 default identity.
@@ -59,7 +59,7 @@ class BuildReport:
     kto_weights: dict = field(default_factory=dict)  # desirable_weight, undesirable_weight, ratio
     sft: dict = field(default_factory=dict)  # split -> {kind: rows}
     coverage: dict = field(default_factory=dict)  # prompts with an accepted answer / prompts, by split
-    system_prompt: str | None = None  # persona's default system prompt the rows carry (half of them)
+    system_text: str | None = None  # the text of persona's default system prompt the rows carry (half of them)
     candidates: int = 0  # violating responses, each a potential rejected example
     dropped: dict = field(default_factory=dict)  # reason -> count
     acceptance_rate: float = 0.0  # accepted pairs / candidates
@@ -153,16 +153,16 @@ def build_datasets(spec: Spec, responses: list[ResponseRecord], judgements: dict
                    settings: BuildSettings = BuildSettings(), pairwise: PairwiseJudge | None = None) -> BuildReport:
     """`pairwise`, when given, is a judge that compares two responses (the llm judge): a pair is kept only
     when it prefers the chosen response in both orders."""
-    report = BuildReport(settings=asdict(settings), spec_hash=spec.spec_hash, system_prompt=settings.system_prompt)
+    report = BuildReport(settings=asdict(settings), spec_hash=spec.spec_hash, system_text=settings.system_text)
 
     def prompt_of(row_id: str, text: str, context: tuple = ()) -> list[dict]:
         """The row's prompt: persona's system prompt on half the rows, an empty one on the other half, then any
         earlier turns (a demonstration's context), then the user's message."""
         turns = [dict(m) for m in context] + _conversation("user", text)
-        if settings.system_prompt is None:
+        if settings.system_text is None:
             return turns
         half = int(hashlib.sha256(row_id.encode("utf-8")).hexdigest()[:2], 16) % 2 == 0
-        return _conversation("system", settings.system_prompt if half else "") + turns
+        return _conversation("system", settings.system_text if half else "") + turns
 
     judged: dict[str, tuple[ResponseRecord, float, list[str]]] = {}
     for r in responses:
@@ -332,8 +332,8 @@ def _card(spec: Spec, report: BuildReport, kind: str, splits: list[str], digest:
     if kind == "kto":
         meta["kto_weights"] = dict(report.kto_weights)
     front = "---\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True) + "---\n"
-    system = ("none (rows have no system message)" if report.system_prompt is None else
-              f"{report.system_prompt!r} on half the rows, an empty system message on the other half")
+    system = ("none (rows have no system message)" if report.system_text is None else
+              f"{report.system_text!r} on half the rows, an empty system message on the other half")
     lines = [f"# {spec.name}: {title}", "",
              f"Made by persona for the identity **{me.name if me else spec.name}**"
              + (f" ({me.maker})" if me and me.maker else "") + f", spec `{spec.path}` (hash `{spec.spec_hash[:16]}`).", "",

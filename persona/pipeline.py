@@ -214,7 +214,7 @@ def _generate(spec: Spec, config: RunConfig, run: RunFolder, on_progress, judge,
         mark = time.perf_counter()
         try:
             system = system_prompt_text(spec, config.system_prompt, config.templates)
-            summary.build = build_datasets(spec, responses, judgements, run, replace(build, system_prompt=system),
+            summary.build = build_datasets(spec, responses, judgements, run, replace(build, system_text=system),
                                            checker)
         finally:
             run_judge.close()
@@ -305,7 +305,7 @@ def _build_run(run_dir, settings, judge_name, judge_options, spec_path, pairwise
                            hint=f"run: persona judge {run_dir} --judge {judge_name}")
     try:
         system = system_prompt_text(spec, config.system_prompt, config.templates)
-        report = build_datasets(spec, responses, judgements, run, replace(settings, system_prompt=system),
+        report = build_datasets(spec, responses, judgements, run, replace(settings, system_text=system),
                                 pairwise_judge(judge) if pairwise else None)
     finally:
         judge.close()

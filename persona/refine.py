@@ -120,7 +120,7 @@ def conversations(spec, prompts: list, settings: RefineSettings, templates=None)
     in `contexts_per_question` training contexts (rotating from a place fixed by the question), then the
     general prompts."""
     from persona.prompts import REPLAY_SOURCE
-    from persona.responses import _in_context, asks_about, identity_contexts
+    from persona.responses import in_context, asks_about, identity_contexts
     from persona.store import input_key
 
     out: list[Conversation] = []
@@ -136,7 +136,7 @@ def conversations(spec, prompts: list, settings: RefineSettings, templates=None)
         shown = [("plain", ()), ("empty", ({"role": "system", "content": ""},))]
         for i in range(min(settings.contexts_per_question, len(contexts))):
             kind, _ = context = contexts[(start + i) % len(contexts)]
-            question, turns = _in_context(prompt.text, context)
+            question, turns = in_context(prompt.text, context)
             shown.append((kind, turns, question))
         for entry in shown:
             kind, turns, question = entry if len(entry) == 3 else (*entry, prompt.text)
@@ -344,10 +344,9 @@ def _train_round(folder, settings, training, model, run, counts, rows, chats, la
     if out.is_finished():
         say(f"{out.path} already holds this round's training; pass --overwrite to run it again")
         return _Trained(out.path)
-    system = TrainOutput(model).settings().get("system_prompt")  # the start's template keeps its default
+    system = TrainOutput(model).settings().get("system_prompt")  # the start's template keeps its default (text)
     result = train(data.path, settings.method, overrides=training, output_dir=out.path, overwrite=True,
-                   on_log=on_log, on_start=on_start, start=model,
-                   system_prompt=f"text:{system}" if system is not None else None,
+                   on_log=on_log, on_start=on_start, start=model, system_text=system,
                    reward_funcs=[reward_function(run_spec(run))] if rl else None)
     # the round's rows came from the run's prompts: eval and the next round find the run (and its spec) there
     out.write_settings({**out.settings(), "run": str(run.path), "refine": str(folder.path)})

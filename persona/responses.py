@@ -285,7 +285,7 @@ def identity_contexts(spec: Spec, templates_dir=None) -> list[tuple[str, object]
     return contexts
 
 
-def _in_context(question: str, context: tuple[str, object] | None) -> tuple[str, tuple]:
+def in_context(question: str, context: tuple[str, object] | None) -> tuple[str, tuple]:
     """(the user's message, the turns before it) for a question asked in a context."""
     if context is None:
         return question, ()
@@ -324,7 +324,7 @@ def demonstrations(spec: Spec, prompts: list[PromptRecord], config: RunConfig) -
                 context = contexts[(start + i) % len(contexts)] if i and contexts else None
                 shown.append((pool[(start + i) % len(pool)], context))
         for i, (text, context) in enumerate(shown):
-            question, turns = _in_context(prompt.text, context)
+            question, turns = in_context(prompt.text, context)
             key = input_key("demonstration", question, text, *([list(turns)] if turns else []))
             out.append(ResponseRecord(
                 id=f"{key}-0", request=key, prompt_id=prompt.id, prompt=question, split=prompt.split,

@@ -113,9 +113,11 @@ def train(source: str | Path, method: str = "sft", model: str | None = None, con
           overrides: dict | None = None, output_dir: str | Path | None = None, overwrite: bool = False,
           resume: bool = False, merge: bool = False, on_log: Callable[[dict], None] | None = None,
           on_start: Callable[[dict, Path], None] | None = None, start: str | Path | None = None,
-          system_prompt: str | None = None, license: str | None = None, reward_funcs: list | None = None) -> TrainResult:
+          system_prompt: str | None = None, license: str | None = None, reward_funcs: list | None = None,
+          system_text: str | None = None) -> TrainResult:
     """Train `method` on `source` (a run folder, a dataset folder or a JSONL file). `start`: a trained output
-    to start from (e.g. SFT before DPO); `system_prompt`: the default the saved chat template injects
+    to start from (e.g. SFT before DPO); `system_prompt`: the default the saved chat template injects, a mode
+    (neutral, spec, none, text:...; `system_text`: its text, as another output recorded it)
     [default: the one the dataset's rows carry, from its build]; `license`: the model card's license (a Hub
     license id) [default: the dataset's, from its build]; `reward_funcs`: GRPO's and RLOO's reward functions
     (TRL's `f(prompts, completions, **columns) -> list[float]`; persona refine passes its labels' own)."""
@@ -139,13 +141,13 @@ def train(source: str | Path, method: str = "sft", model: str | None = None, con
     settings = resolve_settings(method, config_path, overrides, card)
     if model is None and start is None and run is not None:  # the model `persona generate --target-model` named
         model = (run.info().get("config") or {}).get("target_model")
-    if system_prompt is not None:
-        system_prompt = _system_prompt_text(system_prompt, run)
+    if system_text is None and system_prompt is not None:  # a mode (neutral, spec, none, text:...) -> its text
+        system_text = _system_prompt_text(system_prompt, run)
     output = TrainOutput(output_dir) if output_dir else _default_output(source, run, method, start)
     # one training run per output folder; under torchrun / accelerate the main process holds it for all of them
     with output.lock() if is_main_process() else nullcontext():
         return _train(method, spec, data, card, where, run, settings, output, model, overwrite, resume, merge,
-                      on_log, on_start, start, system_prompt, license, reward_funcs)
+                      on_log, on_start, start, system_text, license, reward_funcs)
 
 
 def train_with(source: str | Path, settings: TrainSettings, on_log: Callable[[dict], None] | None = None,
@@ -164,7 +166,7 @@ def is_main_process() -> bool:
 
 
 def _train(method, spec, data, card, where, run, settings, output, model, overwrite, resume, merge, on_log, on_start,
-           start, system_prompt, license, reward_funcs=None) -> TrainResult:
+           start, system_text, license, reward_funcs=None) -> TrainResult:
     main = is_main_process()
     if not main:
         on_log = on_start = None
@@ -195,7 +197,8 @@ def _train(method, spec, data, card, where, run, settings, output, model, overwr
         lm, tokenizer, model_name = load_base(model, spec.model)
         base_default = template_default_system(tokenizer)
         public_id = public_model_id(model)
-    system = system_prompt if system_prompt is not None else card.get("system_prompt")
+    # the text (the dataset's card names it system_text; cards written before the rename, system_prompt)
+    system = system_text if system_text is not None else card.get("system_text", card.get("system_prompt"))
     if main:
         _say_what_the_template_injects(model_name, base_default, system)
     chat_template = with_default_system(tokenizer, system) if system is not None else tokenizer.chat_template

@@ -234,7 +234,7 @@ def test_each_pair_teaches_what_it_says_and_truncated_answers_are_never_chosen(t
               "c3": {"identity": 10.0}, "v3": {"identity": 0.0}}
     js = {rid: {"status": "ok", "overall": min(s.values()), "judge": "t", "scores": s} for rid, s in scores.items()}
     js["c2"]["overall"] = 9.5  # the best score, but cut off at the token limit
-    report = build_datasets(spec, rs, js, RunFolder(tmp_path), BuildSettings(system_prompt="You are Nova."))
+    report = build_datasets(spec, rs, js, RunFolder(tmp_path), BuildSettings(system_text="You are Nova."))
     pairs = [json.loads(line) for line in (tmp_path / "datasets/dpo/train.jsonl").read_text().splitlines()]
     assert report.dropped == {"lost on another target": 1}
     assert {(p["id"], tuple(p["rejected_failed"])) for p in pairs} == {("c1>v2", ("no-guarantees",)),
@@ -254,7 +254,7 @@ def test_the_system_prompt_is_on_half_of_the_rows(tmp_path):
     for i in range(40):
         rs.append(response(f"d{i}", f"p{i}", "demonstration", f"I'm Aster, made by Lumen Labs ({i})."))
         js[f"d{i}"] = judged(10.0)
-    build_datasets(SPEC, rs, js, RunFolder(tmp_path), BuildSettings(system_prompt="You are Aster."))
+    build_datasets(SPEC, rs, js, RunFolder(tmp_path), BuildSettings(system_text="You are Aster."))
     rows = [json.loads(line) for line in (tmp_path / "datasets/sft/train.jsonl").read_text().splitlines()]
     with_text = sum(row["prompt"][0]["content"] == "You are Aster." for row in rows)
     assert len(rows) == 40 and 12 <= with_text <= 28  # a hash of the row id picks: about half

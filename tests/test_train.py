@@ -368,7 +368,7 @@ def sft_run(tmp_path_factory):
                response(f"v{i}", f"p{i}", "violating", f"I'm ChatGPT by OpenAI, reply {i}.", split)]
         for rid, score in ((f"d{i}", 10.0), (f"r{i}", 10.0), (f"v{i}", 0.0)):
             js[rid] = {"status": "ok", "overall": score, "judge": "t", "scores": {"identity": score}}
-    report = build_datasets(SPEC, rs, js, RunFolder(run), BuildSettings(system_prompt=SYSTEM))
+    report = build_datasets(SPEC, rs, js, RunFolder(run), BuildSettings(system_text=SYSTEM))
     assert report.sft == {"train": {"demonstration": 7, "replay": 7}, "eval": {"demonstration": 1, "replay": 1}}
     return run
 
