@@ -104,7 +104,8 @@ def test_limit_scales_every_item_set_and_still_asks_for_name_and_maker():
 
 
 def test_general_qa_shares_each_question_and_picks_what_full_scoring_picks(tiny_model_dir):
-    from persona.eval import DATA, _pad, general_qa_accuracy
+    from persona.eval import DATA, general_qa_accuracy
+    from persona.eval import pad_id as _pad
     from persona.models import chat_ids, load_base, logprobs
 
     lm, tokenizer, _ = load_base(str(tiny_model_dir))
@@ -280,7 +281,7 @@ def test_a_new_metric_is_one_row(trained, tmp_path, monkeypatch):
     model card and the report (origin.says_name is computed but not a row by default)."""
     from typer.testing import CliRunner
 
-    from persona import eval as eval_module
+    from persona.eval import rows as eval_module  # the home of METRICS
     from persona.cli import app
     from persona.report import collect, render
 

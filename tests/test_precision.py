@@ -201,7 +201,9 @@ def test_bf16_training_runs_under_autocast_and_keeps_lora_in_fp32(flags, run_dir
 
 
 def test_eval_answers_and_scores_in_the_compute_dtype_and_keeps_them_apart(flags):
-    from persona.eval import EvalSettings, _base_key, _requests
+    from persona.eval import EvalSettings
+    from persona.eval import base_key as _base_key
+    from persona.eval.answers import requests_for as _requests
     from persona.eval import EvalItem
 
     items = [EvalItem("a", "origin", ({"role": "user", "content": "Who are you?"},), asks="name")]

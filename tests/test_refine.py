@@ -29,7 +29,7 @@ def answer(text, passed, greedy=False):
 
 def test_the_general_bank_is_held_out_from_eval_and_replay():
     from persona.eval import general_questions
-    from persona.eval import _lines
+    from persona.eval import data_lines as _lines
 
     ours = {p.lower() for p in general_prompts()}
     assert len(ours) >= 50
