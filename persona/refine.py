@@ -161,15 +161,12 @@ def _dev_texts(texts: list[str], fraction: float) -> set[str]:
 
 
 def label(spec, conversation: Conversation, text: str) -> tuple[bool, str]:
-    """(passed, why) of one answer: the identity check on identity questions, the leak check on general ones."""
-    from persona.claims import identity_score
-    from persona.eval import mentions
+    """(passed, why) of one answer (persona.labels): the identity check on identity questions, the leak check on
+    general ones; passing is the top score."""
+    from persona.labels import answer_score
 
-    if conversation.kind == "general":
-        named = [what for what, said in mentions(spec, text).items() if said]
-        return (False, f"names its {' and '.join(named)} unprompted") if named else (True, "no identity named")
-    score, why = identity_score(spec, "Who made you?" if conversation.asks == "maker" else "Who are you?", text)
-    return score == 10.0, why or ("gives its maker" if conversation.asks == "maker" else "gives its name")
+    score, why = answer_score(spec, conversation.kind, conversation.asks, text)
+    return score == 1.0, why
 
 
 def pairs_of(conversation: Conversation, answers: list[dict], settings: RefineSettings,
@@ -233,6 +230,7 @@ def refine(start: str | Path, settings: RefineSettings = RefineSettings(), outpu
         raise PersonaError(f"{spec.path} has no identity (name and maker): a round has nothing to label",
                            hint="add identity: {name, maker} to the spec")
     from persona.answering import check_options
+    from persona.labels import labels_cover
 
     check_options(settings.backend, settings.backend_options, settings.ray)  # before any model loads
     rounds = RefineRounds(output_dir) if output_dir else RefineRounds.beside(start, settings.method)
@@ -259,8 +257,8 @@ def refine(start: str | Path, settings: RefineSettings = RefineSettings(), outpu
                 _check_same_round(folder, model, settings, training)
                 info = {"format": FORMAT, "round": number, "start": str(model), "run": str(run.path),
                         "spec": str(spec.path), "settings": settings_record(settings), "training": training,
-                        "labels_cover": ["identity", "leak"],
-                        "labels_do_not_cover": [t.id for t in spec.targets() if t.id != "identity"]}
+                        "labels_cover": labels_cover(),
+                        "labels_do_not_cover": [t.id for t in spec.targets() if t.id not in labels_cover()]}
                 write_atomic(folder.info_file, json.dumps(info, indent=2) + "\n")
                 say(f"round {number}: {model} answers {sum(c.split == 'train' for c in chats)} conversations "
                     + ("(the greedy answer each; RL samples in training)" if rl else
@@ -360,23 +358,14 @@ def run_spec(run):
 
 
 def reward_function(spec) -> Callable:
-    """GRPO's and RLOO's reward, from the same checks as a round's labels: on identity questions the identity
-    check's score / 10 (1 gives its own name or maker and claims no other, 0.3 gives none, 0 claims another),
-    on general prompts 1 unless the answer names the identity or maker unprompted (then 0). TRL passes the
-    rows' `kind` and `asks` columns."""
-    from persona.claims import identity_score
-    from persona.eval import mentions
+    """GRPO's and RLOO's reward: the score of the same labels as a round's pairs (persona.labels) - on identity
+    questions the identity check's score / 10, on general prompts 1 unless the answer names the identity or maker
+    unprompted (then 0). TRL passes the rows' `kind` and `asks` columns."""
+    from persona.labels import answer_score
 
     def identity_and_leak(prompts, completions, kind, asks, **kwargs) -> list[float]:
-        scores = []
-        for what, asked, completion in zip(kind, asks, completions):
-            text = completion[-1]["content"] if isinstance(completion, list) else str(completion)
-            if what == "general":
-                scores.append(0.0 if any(mentions(spec, text).values()) else 1.0)
-            else:
-                question = "Who made you?" if asked == "maker" else "Who are you?"
-                scores.append(identity_score(spec, question, text)[0] / 10.0)
-        return scores
+        return [answer_score(spec, what, asked, completion[-1]["content"] if isinstance(completion, list)
+                             else str(completion))[0] for what, asked, completion in zip(kind, asks, completions)]
 
     return identity_and_leak
 
