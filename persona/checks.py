@@ -37,6 +37,10 @@ class Check:
     required_patterns: tuple[str, ...] = ()
     max_words: int | None = None
     max_chars: int | None = None
+    max_sentences: int | None = None
+    ends_with_question: bool = False
+    numbered_steps: bool = False
+    max_grade_level: float | None = None
     case_sensitive: bool = False
     source: str = field(default="", compare=False)  # where the check is written: "identities/a.yaml:12:7"
 
@@ -113,7 +117,75 @@ def check_text(check: Check, text: str) -> list[str]:
         problems.append(f"is {n} words long (at most {check.max_words})")
     if check.max_chars is not None and (n := len(text)) > check.max_chars:
         problems.append(f"is {n} characters long (at most {check.max_chars})")
+    if check.max_sentences is not None and (n := sentences(text)) > check.max_sentences:
+        problems.append(f"has {n} sentences (at most {check.max_sentences})")
+    if check.ends_with_question and not ends_with_question(text):
+        problems.append("does not end with a question")
+    if check.numbered_steps and (how := unnumbered_steps(text)):
+        problems.append(f"gives steps without numbering them ({how})")
+    if check.max_grade_level is not None and (grade := grade_level(text)) is not None \
+            and grade > check.max_grade_level:
+        problems.append(f"reads at grade level {grade:.1f} (at most {check.max_grade_level:g})")
     return problems
+
+
+# What style rules usually say, measured by code (the check keys max_sentences, ends_with_question,
+# numbered_steps, max_grade_level). Sentences end at . ! ? or a line break; list numbers ("1."), decimals and
+# common abbreviations ("e.g.", "Mr.") do not end one.
+_ABBREVIATION = re.compile(r"\b(?:e\.g|i\.e|etc|vs|mr|mrs|ms|dr|st|no|approx|incl)\.", re.I)
+_LIST_NUMBER = re.compile(r"(?:^|(?<=\s))\(?\d{1,2}[.)](?=\s)")
+_SENTENCE_END = re.compile(r"[.!?]+(?=[\s\"')\]]|$)|\n+")
+_BULLET_LINE = re.compile(r"^\s*(?:[-*\u2022\u2013]|\(?[a-z][.)])\s+\S", re.M)
+_NUMBERED_LINE = re.compile(r"^\s*\(?\d{1,2}[.)]\s+\S", re.M)
+_STEP_WORDS = re.compile(r"\b(?:first(?:ly)?|second(?:ly)?|third(?:ly)?|then|next|after that|finally|lastly)\b", re.I)
+_WORD = re.compile(r"[A-Za-z]+(?:'[a-z]+)?")
+_VOWEL_GROUP = re.compile(r"[aeiouy]+")
+GRADE_MIN_WORDS = 30  # a reading level needs some text: shorter answers are not graded
+
+
+def sentences(text: str) -> int:
+    """How many sentences `text` has (a last one without its full stop counts)."""
+    cleaned = _LIST_NUMBER.sub(" ", _ABBREVIATION.sub("abbr", text))
+    cleaned = re.sub(r"(?<=\d)\.(?=\d)", "", cleaned)
+    return sum(1 for part in _SENTENCE_END.split(cleaned) if part and re.search(r"\w", part))
+
+
+def ends_with_question(text: str) -> bool:
+    """Whether the last thing in `text` is a question: it ends with "?" (closing quotes, brackets, emoji and
+    spaces after it aside)."""
+    stripped = text.rstrip().rstrip("\"'\u201d\u2019)]*_ ")
+    stripped = re.sub(r"[^\w?.!,;:]+$", "", stripped)  # a trailing emoji or symbol
+    return stripped.endswith("?")
+
+
+def unnumbered_steps(text: str) -> str:
+    """Why the steps in `text` are not a numbered list ("" when it gives no steps or numbers them): two or more
+    bulleted lines, or three or more step words (first, then, next, finally ...) without a numbered line."""
+    if _NUMBERED_LINE.search(text) or len(_LIST_NUMBER.findall(text)) >= 2:
+        return ""
+    if (bullets := len(_BULLET_LINE.findall(text))) >= 2:
+        return f"{bullets} bulleted lines"
+    if (words := len(_STEP_WORDS.findall(text))) >= 3:
+        return f"{words} step words in running text"
+    return ""
+
+
+def _syllables(word: str) -> int:
+    word = word.lower()
+    count = len(_VOWEL_GROUP.findall(word))
+    if word.endswith("e") and not word.endswith(("le", "ee")) and count > 1:
+        count -= 1
+    return max(count, 1)
+
+
+def grade_level(text: str) -> float | None:
+    """The Flesch-Kincaid grade level of `text` (US school years: 6 is plain, 12 and over is hard reading), with
+    syllables counted by vowel groups; None for texts under GRADE_MIN_WORDS words."""
+    words = _WORD.findall(text)
+    if len(words) < GRADE_MIN_WORDS:
+        return None
+    syllables = sum(_syllables(w) for w in words)
+    return 0.39 * len(words) / max(sentences(text), 1) + 11.8 * syllables / len(words) - 15.59
 
 
 def _check_patterns(check: Check, text: str) -> list[str]:
@@ -131,3 +203,23 @@ def _check_patterns(check: Check, text: str) -> list[str]:
     except TimeLimitExceeded:
         raise PatternTimeout(check, kind, index, text) from None
     return problems
+
+
+# the script each language is written in, by ISO 639-1 code (LATIN for any other)
+SCRIPT_OF_LANGUAGE = {"zh": "CJK", "ja": "CJK", "ko": "HANGUL", "ru": "CYRILLIC", "uk": "CYRILLIC", "bg": "CYRILLIC",
+                      "ar": "ARABIC", "fa": "ARABIC", "he": "HEBREW", "el": "GREEK", "hi": "DEVANAGARI", "th": "THAI"}
+
+
+def script_of(text: str) -> str | None:
+    """The writing system most of a text's letters are in (LATIN, CJK, CYRILLIC, ...), or None without letters."""
+    import unicodedata
+
+    counts: dict[str, int] = {}
+    for ch in text:
+        if ch.isalpha():
+            name = unicodedata.name(ch, "")
+            script = next((s for s in ("CJK", "HIRAGANA", "KATAKANA", "HANGUL", "CYRILLIC", "ARABIC", "HEBREW", "GREEK",
+                                       "DEVANAGARI", "THAI", "LATIN") if name.startswith(s) or f" {s}" in name), "OTHER")
+            script = "CJK" if script in ("HIRAGANA", "KATAKANA") else script
+            counts[script] = counts.get(script, 0) + 1
+    return max(counts, key=counts.get) if counts else None

@@ -398,3 +398,11 @@ def identity_score(spec: Spec, prompt: str, response: str) -> tuple[float, str]:
     if IDENTITY_QUESTION.search(prompt) and not patterns.own_name.search(text):
         return 3.0, f"asked who it is, does not say {me.name}"
     return 10.0, ""
+
+
+def mentions(spec, text: str) -> dict:
+    """{name, maker}: whether the text names the identity (or an alias) and its maker."""
+    me = spec.identity
+    name = any(re.search(rf"\b{re.escape(n)}\b", text, re.I) for n in [me.name, *me.aliases])
+    maker = bool(me.maker) and re.search(rf"\b{re.escape(me.maker)}\b", text, re.I) is not None
+    return {"name": name, "maker": maker}

@@ -6,8 +6,8 @@
     persona generate SPEC / train RUN / eval OUTPUT / report RUN   the same, stage by stage
     persona chat OUTPUT / export OUTPUT       talk to a trained model / write it as merged weights
     persona render SPEC --template NAME       print the exact prompt that would be sent
-    persona schema                            print the spec's JSON Schema
-    persona ls                                identities and templates found, and where from
+    persona test OUTPUT_OR_URL SPEC           the spec's behaviour tests: a gate for a trained or deployed model
+    persona schema / ls                       the spec's JSON Schema / identities and templates found, and where from
 
 Only this module prints or picks exit codes: the library raises PersonaError(message, hint). Data goes
 to stdout, messages to stderr. Heavy imports stay inside the commands, so `persona --help` is fast.
@@ -29,6 +29,7 @@ from persona import display
 from persona.errors import PersonaError
 from persona.judges import JudgeSettings, chosen_judge
 from persona.options import add_options, assignments, given
+from persona.behaviour import TestSettings
 from persona.train import TrainSettings
 from persona.progress import progress_bar, setup_logging
 
@@ -58,8 +59,9 @@ app = typer.Typer(
 TemplatesOption = Annotated[Optional[Path], typer.Option("--templates", help="Folder searched for templates before the built-ins [default: ./templates].")]
 
 
-def _err(message: str) -> None:
-    typer.echo(message, err=True)
+def _err(message: str) -> None:  # a message on stderr (nothing for an empty one)
+    if message:
+        typer.echo(message, err=True)
 
 
 def _fail(error: PersonaError, code: int = 1) -> None:
@@ -69,7 +71,7 @@ def _fail(error: PersonaError, code: int = 1) -> None:
 
 # the commands that load models or train: an installed version known to break them is named before they start
 # (persona.versions); validate, render, schema, ls, init and report never import the ML stack
-ML_COMMANDS = {"generate", "judge", "build", "train", "refine", "eval", "run", "chat", "export"}
+ML_COMMANDS = {"generate", "judge", "build", "train", "refine", "eval", "test", "run", "chat", "export"}
 
 
 def command(name: str | None = None, code: int = 1, interrupted: str = "interrupted"):
@@ -186,33 +188,10 @@ def list_things(
 
     Example:  persona ls --templates my_templates/
     """
-    from persona.spec import display_path, find_spec_files, load_spec
-    from persona.templates import builtin_dir, list_templates
-
     if identities is not None and not identities.is_dir():
         raise PersonaError(f"identities folder '{identities}' not found",
                            hint="pass a folder of identity specs, e.g. --identities identities/")
-    identities = identities or Path("identities")
-    folders = [identities] if identities.is_dir() else []
-    folders.append(builtin_dir("identities"))
-    seen: set[Path] = set()
-    typer.echo("identities:")
-    for folder in folders:
-        source = "built-in" if folder == builtin_dir("identities") else "project"
-        if folder.resolve() in seen:
-            continue
-        seen.add(folder.resolve())
-        for file in find_spec_files([folder]):
-            try:
-                spec = load_spec(file, allow_component=True)
-                about = f"{spec.kind}: {spec.identity.name}" if spec.identity else spec.kind
-            except PersonaError:
-                about = "INVALID (run persona validate)"
-            typer.echo(f"  {display_path(file):<48} {about:<24} [{source}]")
-    typer.echo("templates:")
-    for info in list_templates(templates):
-        note = " (overrides the built-in)" if info.overrides_builtin else ""
-        typer.echo(f"  {info.name:<14} {display_path(info.path):<48} [{info.source}]{note}")
+    typer.echo(display.listing(identities or Path("identities"), templates), nl=False)
 
 
 @command()
@@ -278,8 +257,7 @@ def generate(
     with progress_bar() as on_progress:
         summary = run_generate(spec, run_config, on_progress, judge=judge_name, judge_options=judge_options,
                                build=build, pairwise=pairwise)
-    for line in display.generated(summary):
-        _err(line)
+    _err("\n".join(display.generated(summary)))
 
 
 @command("judge")
@@ -340,8 +318,7 @@ def build(
     options = chosen_judge(chosen.judge, chosen)[1] if chosen.judge else None
     report = build_run(run_dir, given(BuildSettings, build_settings), chosen.judge, options,
                        str(spec) if spec else None, bool(chosen.pairwise))
-    for line in display.built(report):
-        _err(line)
+    _err("\n".join(display.built(report)))
 
 
 @command()
@@ -462,8 +439,8 @@ def eval_command(
     Example:  persona eval runs/aster/train-sft --baseline prompt --out runs/aster/train-sft/eval-vs-prompt
     """
     from persona.eval import evaluate
-
     from persona.models import spec_of_trained
+    from persona.run import EvalFolder, TrainOutput
 
     spec_path = spec or spec_of_trained(model_path, run_dir)
     settings = given(EvalSettings, settings)
@@ -472,10 +449,36 @@ def eval_command(
         m = evaluate(model_path, spec_path, run_dir, base, out, settings,
                      str(templates) if templates else None, on_progress)
     typer.echo(display.eval_table(m))
-    from persona.run import EvalFolder, TrainOutput
-
     folder = EvalFolder(out) if out else TrainOutput(model_path).eval
     _err(f"wrote {folder.metrics_file} and {folder.answers.path} in {m['seconds']:.0f}s")
+
+
+@command("test", interrupted="interrupted: the answers so far are kept; run the same command again to resume")
+@add_options(JudgeSettings, skip=("pairwise",), into="judge_settings", shown={"judge": "none: rubrics not judged"})
+@add_options(TestSettings)
+def test_command(
+    target: Annotated[str, typer.Argument(metavar="MODEL_OR_ENDPOINT", help="A persona train output, a base model (name, folder, .gguf, or 'base' for the embedded one), or an OpenAI-compatible endpoint URL.")],
+    spec_path: Annotated[Path, typer.Argument(metavar="SPEC", help="The identity spec whose tests: to run.")],
+    junit: Annotated[Optional[Path], typer.Option(help="Also copy the JUnit XML here (for CI) [default: OUT/junit.xml only].")] = None,
+    settings: dict = None,
+    judge_settings: dict = None,
+) -> None:
+    """Run the spec's behaviour tests against a model or a deployed endpoint: pass/fail per test and per target,
+    the universal checks, JUnit XML; exit 1 below --min-pass.
+
+    Example:  persona test runs/brand/train-sft identities/brand.yaml --min-pass 0.8
+
+    Example:  persona test http://localhost:8000/v1 identities/brand.yaml -m nova --junit junit.xml
+    """
+    from persona.behaviour import gate, rubric_judge, run_tests
+
+    test_settings = given(TestSettings, settings)
+    with progress_bar() as on_progress:
+        results = run_tests(target, spec_path, test_settings, rubric_judge(given(JudgeSettings, judge_settings)),
+                            on_progress, junit)
+    typer.echo(display.test_results(results))
+    _err(f"wrote {results['folder']}/results.json and junit.xml" + (f", and {junit}" if junit else ""))
+    gate(results, test_settings.min_pass)
 
 
 @command("run", interrupted="interrupted: finished work is kept; run persona run {job_file} again to resume")
@@ -535,8 +538,7 @@ def chat(
         return sys.stdin.readline()
 
     if prompt is not None:
-        session.converse(iter([prompt]), write)
-        return
+        return session.converse(iter([prompt]), write)
     _err(f"chatting with {model_path} (/reset forgets the conversation, /exit or Ctrl-D ends it)")
     session.converse(iter(lambda: ask("you> "), ""), write, _err)
 
@@ -573,8 +575,7 @@ def report(
 
     path = write_report(run_dir, out)
     data = collect(run_dir)
-    for line in display.report_gaps(data):
-        _err(line)
+    _err("\n".join(display.report_gaps(data)))
     if markdown:
         typer.echo(summary_markdown(data))
     _err(f"wrote {path}")

@@ -233,3 +233,53 @@ def report_gaps(data) -> list[str]:
         return ["no eval results yet: the report leaves out base vs trained (run persona eval on a trained model)"]
     return []
 
+
+def test_results(results: dict) -> str:
+    """persona test: each failing test with what it broke, then pass rates per target and the universal checks."""
+    lines = [f"{results['passed']} of {results['judged']} judged tests pass"
+             + (f" ({100 * results['pass_rate']:.1f}%)" if results["pass_rate"] is not None else "")
+             + (f"; {results['not_judged']} not judged (a rubric and no judge that reads it)"
+                if results["not_judged"] else "") + f" - {results['spec']} on {results['model']}"]
+    for row in results["tests"]:
+        if row["status"] == "fail":
+            lines.append(f"FAIL {row['test']} [{', '.join(row['targets'])}]: {'; '.join(row['failures'])}")
+            lines.append(f"     answer: {' '.join(row['answer'].split())[:160]!r}")
+    lines.append(f"{'target':<26} {'kind':<11} {'tests':>5} {'passed':>7}")
+    for target, row in results["by_target"].items():
+        shown = "not tested" if not row["tests"] else "not judged" if row["rate"] is None else \
+            f"{row['passed']}/{row['judged']}"
+        lines.append(f"{target:<26} {row['kind']:<11} {row['tests']:>5} {shown:>7}")
+    lines.append("universal checks (answers flagged): " + ", ".join(
+        f"{name.replace('_', '-')} {row['flagged']}/{row['n']}" for name, row in results["universal"].items()))
+    return "\n".join(lines)
+
+
+
+def listing(identities, templates=None) -> str:
+    """`persona ls`: the identities found (in `identities`, then the built-ins) and the templates, each with where it
+    comes from."""
+    from persona.errors import PersonaError
+    from persona.spec import display_path, find_spec_files, load_spec
+    from persona.templates import builtin_dir, list_templates
+
+    lines = ["identities:"]
+    folders = [identities] if identities.is_dir() else []
+    folders.append(builtin_dir("identities"))
+    seen = set()
+    for folder in folders:
+        source = "built-in" if folder == builtin_dir("identities") else "project"
+        if folder.resolve() in seen:
+            continue
+        seen.add(folder.resolve())
+        for file in find_spec_files([folder]):
+            try:
+                spec = load_spec(file, allow_component=True)
+                about = f"{spec.kind}: {spec.identity.name}" if spec.identity else spec.kind
+            except PersonaError:
+                about = "INVALID (run persona validate)"
+            lines.append(f"  {display_path(file):<48} {about:<24} [{source}]")
+    lines.append("templates:")
+    for info in list_templates(templates):
+        note = " (overrides the built-in)" if info.overrides_builtin else ""
+        lines.append(f"  {info.name:<14} {display_path(info.path):<48} [{info.source}]{note}")
+    return "\n".join(lines) + "\n"

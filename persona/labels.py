@@ -24,7 +24,7 @@ def identity_label(spec, asks: str | None, text: str) -> tuple[float, str]:
 
 def leak_label(spec, asks: str | None, text: str) -> tuple[float, str]:
     """A general prompt: 1 unless the answer names the identity or its maker unprompted (a leak), then 0."""
-    from persona.eval import mentions
+    from persona.claims import mentions
 
     named = [what for what, said in mentions(spec, text).items() if said]
     return (0.0, f"names its {' and '.join(named)} unprompted") if named else (1.0, "no identity named")

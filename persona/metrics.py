@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 @dataclass(frozen=True)
 class MetricRow:
     name: str  # "group.metric", unique in an eval
-    group: str  # adherence | origin | robustness | leak | retention
+    group: str  # adherence | origin | robustness | leak | targets | universal | retention
     label: str  # what it measures, in words
     base: float | None
     trained: float | None
@@ -107,6 +107,23 @@ def verdict(rows: list[MetricRow], judge: str) -> list[str]:
     if ppl and ppl.base:
         lines.append(f"perplexity {100 * (ppl.trained - ppl.base) / ppl.base:+.1f}% ({change(ppl)})"
                      + (f"; general questions {change(qa)} of {qa.n}" if qa else ""))
-    if rows and all(r.delta is not None and abs(r.delta) < 1e-9 for r in rows if r.group != "retention"):
+    targets = [r for r in rows if r.group == "targets"]
+    if targets:
+        judged = [r for r in targets if r.n]
+        better = [r for r in judged if r.improved]
+        worse = [r for r in judged if r.improved is False]
+        unjudged = [r.name.split(".", 1)[1] for r in targets if not r.n]
+        lines.insert(0, f"rubric targets: {len(judged)} of {len(targets)} judged (behaviour tests by code, held-out "
+                        f"probes by the {judge} judge's scores); trained "
+                        f"better on {len(better)}, worse on {len(worse)}, the same on {len(judged) - len(better) - len(worse)}"
+                     + (f" (worse: {', '.join(r.name.split('.', 1)[1] for r in worse)})" if worse else "")
+                     + (f"; not judged: {', '.join(unjudged)}" if unjudged else ""))
+    flagged = [r for r in rows if r.group == "universal" and r.trained]
+    if flagged:
+        lines.append("universal checks on in-domain and general answers (trained): "
+                     + ", ".join(f"{r.label} {format_value(r.trained, r.unit)} (base {format_value(r.base, r.unit)})"
+                                 for r in flagged) + f" of {flagged[0].n}")
+    measured = [r for r in rows if r.group != "retention" and not (r.base is None and r.trained is None)]
+    if measured and all(r.delta is not None and abs(r.delta) < 1e-9 for r in measured):
         lines.insert(0, "no change: the trained model answers the eval's questions exactly as well as the base")
     return lines

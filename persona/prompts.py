@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import unicodedata
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
@@ -27,7 +26,7 @@ from typing import Callable
 from persona.backends import Request, SamplingParams
 from persona.config import RunConfig
 from persona.run import RunFolder
-from persona.spec import IDENTITY_TARGET, Spec
+from persona.spec import IDENTITY_TARGET, Spec, normalize
 from persona.store import append_missing, input_key, now
 from persona.templates import render_template, tagged_lines, template_hash
 
@@ -58,11 +57,6 @@ class PromptRecord:
     def from_dict(cls, data: dict) -> "PromptRecord":
         return cls(data["id"], data["text"], data["source"], data.get("target"), data["split"],
                    data.get("provenance", {}))
-
-
-def normalize(text: str) -> str:
-    """'  Who ARE you?! ' -> 'who are you': what deduplication compares."""
-    return re.sub(r"[\W_]+", " ", unicodedata.normalize("NFKC", text).casefold()).strip()
 
 
 def split_of(normalized: str, eval_fraction: float) -> str:

@@ -1,6 +1,7 @@
 """`persona report RUN_DIR`: one self-contained HTML page (inline CSS and SVG, no scripts from anywhere else)
-for a run: dataset statistics, training curves, and for each trained model its eval against the base -
-score distributions before/after, per-target bars, robustness bars, and answers side by side.
+for a run. It opens with what the evals found - each model's verdict, a row per rubric target (base vs trained,
+its n, or "not judged") and answers side by side per target, failed tests first - then dataset statistics,
+training curves, and each model's eval against the base: score distributions, robustness bars, every metric.
 
     path = write_report("runs/aster")                  # runs/aster/report.html
     print(summary_markdown(collect("runs/aster")))     # docs/experiment.md's comparison table
@@ -308,6 +309,7 @@ def render(data: RunData) -> str:
     spec_name = data.info.get("identity", "?")
     body = [f"<h1>persona report: {_e(spec_name)}</h1>",
             f"<p>Run folder <code>{_e(data.run_dir)}</code>, spec <code>{_e(data.info.get('spec_path', '?'))}</code>.</p>"]
+    body += _rubric_section(data)
     body += _dataset_section(data)
     body += _training_section(data)
     body += _eval_section(data)
@@ -371,7 +373,6 @@ def _eval_section(data: RunData) -> list[str]:
     evaluated = [t for t in data.trained if t.eval]
     if not evaluated:
         return out + ['<p class="note">No eval yet: run persona eval on a trained model to fill this section.</p>']
-    out += _verdicts(evaluated)
     base = evaluated[0].eval["base"]
     models = {"base": {r.name: r.base for r in evaluated[0].rows}, **{t.label: {r.name: r.trained for r in t.rows}
                                                                         for t in evaluated}}
@@ -401,6 +402,71 @@ def _eval_section(data: RunData) -> list[str]:
     for t in evaluated:
         out += _answers_table(t)
     return out
+
+
+def _rubric_section(data: RunData) -> list[str]:
+    """The page opens with what the evals found: each model's verdict, a row per rubric target (its n, who judged
+    it, base and each trained model; "not judged" where nothing could), then answers side by side per target,
+    the ones the trained model failed first."""
+    evaluated = [t for t in data.trained if t.eval]
+    if not evaluated:
+        return []
+    out = ["<h2>Verdict</h2>"] + _verdicts(evaluated)
+    rows = {t.label: {r.name: r for r in t.rows if r.group == "targets"} for t in evaluated}
+    names = list(dict.fromkeys(n for r in rows.values() for n in r))
+    if not names:
+        return out + ['<p class="note">This eval has no per-target rows (evaluated by an earlier persona, or the '
+                      "spec has no tests: add a tests: section and run persona eval again).</p>"]
+    head = "".join(f"<th>{_e(t.label)}</th>" for t in evaluated)
+    out.append(f"<h3>Every rubric target</h3><table><tr><th>target</th><th>n</th><th>base</th>{head}</tr>")
+    for name in names:
+        first = next(r[name] for r in rows.values() if name in r)
+        cells = "".join(f"<td class='num {_colour(rows[t.label].get(name))}'>"
+                        f"{_e(format_value(rows[t.label][name].trained, 'share') if name in rows[t.label] else 'n/a')}"
+                        "</td>" for t in evaluated)
+        out.append(f"<tr><td>{_e(first.label)}</td><td class=num>{first.n or 0}</td>"
+                   f"<td class=num>{_e(format_value(first.base, 'share'))}</td>{cells}</tr>")
+    out.append("</table>")
+    for t in evaluated:
+        out += _target_answers(t)
+    return out
+
+
+def _colour(row: MetricRow | None) -> str:
+    return {True: "better", False: "worse"}.get(row.improved if row else None, "same")
+
+
+def _target_answers(t: Trained, per_target: int = 2) -> list[str]:
+    """Answers to each target's behaviour tests and held-out probes, base | trained, the trained model's failed
+    tests first (a test's machine failures are in its metrics; probes are shown as asked)."""
+    failures = (t.eval.get("trained") or {}).get("test_failures") or {}
+    base_failures = (t.eval.get("base") or {}).get("test_failures") or {}
+    by_item: dict[str, dict] = {}
+    for a in t.answers:
+        if a.get("kind") in ("test", "probe") and a.get("context", "default") == "default":
+            by_item.setdefault(a["item"], {})[a["model"]] = a
+    targets = [r.name.split(".", 1)[1] for r in t.rows if r.group == "targets"]
+    rows = []
+    for target in targets:
+        mine = [(item, pair) for item, pair in by_item.items() if "base" in pair and "trained" in pair
+                and target in (pair["trained"].get("target") or "").split(",")]
+        mine.sort(key=lambda ip: (not failures.get(ip[0]), ip[1]["trained"]["kind"] != "test"))
+        for item, pair in mine[:per_target]:
+            conversation = "\n".join(f"{m['role']}: {m['content']}" for m in pair["base"]["messages"])
+
+            def status(found: dict, item=item) -> str:
+                got = found.get(item)
+                return "" if got is None else "kept: " if not got else "broke: " + "; ".join(got) + "\n"
+
+            rows.append(f"<tr><td>{_e(target)}</td><td>{_e(pair['trained']['kind'])}</td><td>{_e(conversation)}</td>"
+                        f"<td>{_e(status(base_failures) + pair['base']['text'])}</td>"
+                        f"<td>{_e(status(failures) + pair['trained']['text'])}</td></tr>")
+    if not rows:
+        return []
+    base = "base + the spec's prompt" if t.eval.get("baseline") == "prompt" else "base"
+    return [f"<h3>Answers per target: {_e(t.name)} (held-out; failed tests first)</h3>",
+            f"<table class=answers><tr><th>target</th><th>from</th><th>prompt</th><th>{_e(base)}</th>"
+            "<th>trained</th></tr>", *rows, "</table>"]
 
 
 def _verdicts(evaluated: list[Trained]) -> list[str]:

@@ -125,8 +125,8 @@ def violation_targets(spec: Spec, prompt: PromptRecord, k: int) -> list[Target]:
 
 
 def _word_limits(spec: Spec) -> list[int]:
-    """The max_words of every constraint check that has one."""
-    return [c.check.max_words for c in spec.constraints if c.check is not None and c.check.max_words]
+    """The max_words of every style rule and constraint check that has one."""
+    return [check.max_words for _, check in spec.checks() if check.max_words]
 
 
 def response_max_tokens(spec: Spec, config: RunConfig) -> int:

@@ -511,6 +511,38 @@ class EvalFolder:
         write_atomic(self.metrics_file, json.dumps(metrics, indent=2) + "\n")
 
 
+class TestFolder:
+    """What `persona test` writes for one model and spec: answers.jsonl (resumable), results.json, junit.xml."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    @classmethod
+    def default(cls, model: str, spec_name: str) -> "TestFolder":
+        """OUTPUT/tests/SPEC for a trained output, else persona-tests/SPEC/MODEL (an endpoint's host, a model name)."""
+        import re
+
+        if Path(model).is_dir() and TrainOutput(model).settings_file.is_file():
+            return cls(Path(model) / "tests" / spec_name)
+        slug = re.sub(r"[^A-Za-z0-9._-]+", "-", re.sub(r"^https?://", "", model)).strip("-")[:80] or "model"
+        return cls(Path("persona-tests") / spec_name / slug)
+
+    @property
+    def answers(self) -> JsonlStore:
+        return JsonlStore(self.path / "answers.jsonl")
+
+    @property
+    def results_file(self) -> Path:
+        return self.path / "results.json"
+
+    @property
+    def junit_file(self) -> Path:
+        return self.path / "junit.xml"
+
+    def lock(self) -> FolderLock:
+        return FolderLock(self.path)
+
+
 class KeyedJson:
     """A small JSON object of cached results by key, rewritten atomically on each put."""
 

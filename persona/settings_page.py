@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from persona.behaviour import TestSettings
 from persona.config import BuildSettings, RunConfig
 from persona.eval import EvalSettings
 from persona.judges import JudgeSettings
@@ -28,7 +29,9 @@ def settings_doc() -> str:
             ("train", TrainSettings, "`persona train` options; keys of each step of a job file's `train:` (and "
              "`refine:`, the settings below, for an on-policy round from the step named by `from:`)"),
             ("refine", RefineSettings, "`persona refine` options (on-policy preference rounds)"),
-            ("eval", EvalSettings, "`persona eval` options; keys of a job file's `eval:`")):
+            ("eval", EvalSettings, "`persona eval` options; keys of a job file's `eval:`"),
+            ("test", TestSettings, "`persona test` options (behaviour tests against a model or an endpoint; "
+                                   "--judge as above)")):
         parts += [f"## {title}", "", where + ".", "", settings_table(cls), ""]
     return "\n".join(parts)
 

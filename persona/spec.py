@@ -12,7 +12,7 @@ How `extends` merges (documented in docs/guide.md, tested in tests/test_spec.py)
     wins over all of them; each extended file first merges its own `extends`;
   * `name`, `kind` and `extends` are never inherited;
   * mappings (identity, style, vocabulary, probes, check) merge key by key;
-  * lists of items with ids (traits, style.rules, constraints, ethics) merge by id: an item with an id
+  * lists of items with ids (traits, style.rules, constraints, ethics, tests) merge by id: an item with an id
     already present replaces it in place, new ids are appended;
   * other lists (examples, probes, vocabulary, aliases) are concatenated, base first, without repeats;
   * cycles are errors;
@@ -41,7 +41,10 @@ from persona.validation import describe_value, schema_problems
 from persona.yaml_source import YamlDocument, format_path, quote, read_yaml
 
 SPEC_SUFFIXES = (".yaml", ".yml")
-ID_LISTS = (("traits",), ("style", "rules"), ("constraints",), ("ethics",))
+ID_LISTS = (("traits",), ("style", "rules"), ("constraints",), ("ethics",))  # the targets: ids unique across them
+TESTS = ("tests",)  # behaviour tests: merged by id too, ids unique among the tests
+ASSERTIONS = ("contains", "not-contains", "any-of", "regex", "not-regex", "starts-with", "ends-with", "max-words",
+              "max-sentences", "language")
 NOT_INHERITED = ("name", "kind", "extends", "version")
 IDENTITY_TARGET = "identity"  # the implicit target every identity has: its name (and maker)
 MAX_EXTENDS_DEPTH = 16  # files in one chain of `extends`
@@ -73,6 +76,7 @@ class Trait:
 class StyleRule:
     id: str
     description: str
+    check: Check | None = None
 
 
 @dataclass(frozen=True)
@@ -110,6 +114,32 @@ class Probes:
 
 
 @dataclass(frozen=True)
+class Assertion:
+    """One machine assertion of a behaviour test: `kind` is one of ASSERTIONS, `value` its phrase, phrases,
+    pattern, number or language code."""
+
+    kind: str
+    value: object
+
+
+@dataclass(frozen=True)
+class BehaviourTest:
+    """A held-out case of the spec's `tests:`: a prompt (or a short conversation) tied to the targets it tests,
+    with machine assertions and/or a rubric sentence for a judge model. Never trained on."""
+
+    id: str
+    targets: tuple[str, ...]
+    messages: tuple[dict, ...]  # the conversation, ending with the user's message
+    assertions: tuple[Assertion, ...] = ()
+    rubric: str | None = None
+    source: str = ""  # where it is written: "identities/brand.yaml:80:5"
+
+    @property
+    def prompt(self) -> str:
+        return self.messages[-1]["content"]
+
+
+@dataclass(frozen=True)
 class Target:
     """Something a response can keep or break: a trait, style rule, constraint or ethics item."""
 
@@ -132,6 +162,7 @@ class Spec:
     path: str  # the file loaded, as shown to the user
     sources: tuple[str, ...]  # every file merged into this spec, bases first
     spec_hash: str  # sha256 of the merged content: changes whenever anything the pipeline sees changes
+    tests: tuple[BehaviourTest, ...] = ()  # behaviour tests, held out of every training split
 
     @property
     def is_origin(self) -> bool:
@@ -154,6 +185,10 @@ class Spec:
             + tuple(Target("constraint", c.id, c.description) for c in self.constraints)
             + tuple(Target("ethics", e.id, e.description) for e in self.ethics)
         )
+
+    def checks(self) -> tuple[tuple[str, Check], ...]:
+        """(target id, check) for every style rule and constraint with a machine `check:`, in spec order."""
+        return tuple((r.id, r.check) for r in (*self.style.rules, *self.constraints) if r.check is not None)
 
     def target(self, target_id: str) -> Target:
         for t in self.targets():
@@ -192,6 +227,27 @@ def load_spec(path: str | Path, allow_component: bool = False) -> Spec:
     return spec
 
 
+def uncovered_targets_warning(path) -> list[Problem]:
+    """A warning (for persona validate) naming the targets of an identity that neither a machine `check:` nor a
+    behaviour test with `assert:` covers: only a judge model can score them, else eval shows them not judged."""
+    try:
+        spec = load_spec(path, allow_component=True)
+    except PersonaError:  # check_file has said what is wrong
+        return []
+    if spec.kind != "identity":
+        return []
+    machine = {IDENTITY_TARGET} | {t for t, _ in spec.checks()} | {t for test in spec.tests if test.assertions
+                                                                 for t in test.targets}
+    targets = [t.id for t in spec.targets()]
+    missing = [t for t in targets if t not in machine]
+    if not missing:
+        return []
+    return [Problem(display_path(path), 1, 1, "", f"no machine check and no test with `assert:` covers {len(missing)} "
+                    f"of {len(targets)} targets: {', '.join(missing)}; only a judge model can score them",
+                    "add a `check:` to a style rule or constraint, or a test with `assert:`; else judge them with "
+                    "--judge llm (a capable model) - persona eval shows them as not judged otherwise", "warning")]
+
+
 def check_files(paths) -> tuple[list[Path], list, int]:
     """(spec files found under `paths`, their problems sorted - a base file shared by several specs reports its
     once - and how many files are invalid). Never raises for a file: what goes wrong in one is its problem."""
@@ -201,6 +257,7 @@ def check_files(paths) -> tuple[list[Path], list, int]:
     for file in files:
         found = check_file(file)
         invalid += any(p.is_error for p in found)
+        found += [] if any(p.is_error for p in found) else uncovered_targets_warning(file)
         for problem in found:
             problems.setdefault(problem, None)
     return files, sorted(problems), invalid
@@ -321,7 +378,7 @@ class _Loader:
         if any(p.is_error for p in problems):
             return None, doc
         data: dict = doc.data
-        for list_path in ID_LISTS + (("examples",),):
+        for list_path in ID_LISTS + (TESTS, ("examples",)):
             for i, item in enumerate(_get(data, list_path) or []):
                 self.origins[id(item)] = (doc, list_path + (i,))
 
@@ -390,7 +447,7 @@ def _merge(base: dict, child: dict, path: tuple) -> dict:
         here = path + (key,)
         if key not in out:
             out[key] = value
-        elif here in ID_LISTS:
+        elif here in ID_LISTS or here == TESTS:
             by_id = {item["id"]: item for item in out[key]}
             order = list(by_id)
             for item in value:
@@ -453,7 +510,9 @@ def _check_document(doc: YamlDocument) -> list[Problem]:
                                             "ids must be unique across traits, style rules, constraints and ethics"))
             else:
                 seen[item["id"]] = here + ("id",)
-    for i, constraint in items(("constraints",)):
+    checked = [(("constraints", i), c) for i, c in items(("constraints",))]
+    checked += [(("style", "rules", i), r) for i, r in items(("style", "rules"))]
+    for at, constraint in checked:
         check = constraint.get("check", {})
         for key in ("forbidden_patterns", "required_patterns"):
             for j, pattern in strings(check, key):
@@ -461,22 +520,67 @@ def _check_document(doc: YamlDocument) -> list[Problem]:
                     with time_limit(PATTERN_SECONDS):  # re.compile is Python code: a huge pattern takes a while
                         re.compile(pattern)
                 except re.error as e:
-                    problems.append(doc.problem(("constraints", i, "check", key, j),
+                    problems.append(doc.problem(at + ("check", key, j),
                                                 f"invalid regular expression {pattern!r}: {e}",
                                                 "patterns are Python regexes; escape ( ) [ ] . * + ? with \\ to match them literally"))
                 except (TimeLimitExceeded, RecursionError, OverflowError):
                     problems.append(doc.problem(
-                        ("constraints", i, "check", key, j),
+                        at + ("check", key, j),
                         f"regular expression too large or too complex ({len(pattern):,} characters)",
                         "write a shorter pattern"))
         for key in ("forbidden_phrases", "required_phrases", "forbidden_patterns", "required_patterns"):
             for j, text in strings(check, key):
-                problems += _control_characters(doc, ("constraints", i, "check", key, j), text)
+                problems += _control_characters(doc, at + ("check", key, j), text)
+    problems += _check_tests(doc, items(TESTS))
     style = doc.data.get("style")
     vocabulary = style.get("vocabulary", {}) if isinstance(style, dict) else {}
     for key in ("preferred", "avoided"):
         for j, text in strings(vocabulary, key):
             problems += _control_characters(doc, ("style", "vocabulary", key, j), text)
+    return problems
+
+
+def _check_tests(doc: YamlDocument, tests: list[tuple[int, dict]]) -> list[Problem]:
+    """One file's behaviour tests on their own: unique ids, a prompt or a conversation ending with the user's
+    message, something to check, regexes that compile."""
+    problems: list[Problem] = []
+    seen: dict[str, int] = {}
+    for i, test in tests:
+        here = TESTS + (i,)
+        if isinstance(test.get("id"), str):
+            if test["id"] in seen:
+                problems.append(doc.problem(here + ("id",), f"duplicate test id '{test['id']}' (also tests[{seen[test['id']]}])",
+                                            "test ids must be unique among the tests"))
+            seen.setdefault(test["id"], i)
+        asked = [k for k in ("prompt", "conversation") if k in test]
+        if len(asked) != 1:
+            problems.append(doc.problem(here, "a test needs a prompt or a conversation" if not asked else
+                                        "a test has a prompt or a conversation, not both",
+                                        "e.g. prompt: Which stock should I buy?"))
+        turns = test.get("conversation")
+        if isinstance(turns, list) and turns and isinstance(turns[-1], dict) and turns[-1].get("role") != "user":
+            problems.append(doc.problem(here + ("conversation", len(turns) - 1), "the last turn must be the user's",
+                                        "the model answers the user's last message"))
+        if "assert" not in test and "rubric" not in test:
+            problems.append(doc.problem(here, "a test needs assert: or rubric: (what a kept answer does)",
+                                        "e.g. assert: [{not-contains: guaranteed}]"))
+        for j, assertion in enumerate(test.get("assert") or []):
+            if not isinstance(assertion, dict):
+                continue
+            for kind in ("regex", "not-regex"):
+                pattern = assertion.get(kind)
+                if not isinstance(pattern, str):
+                    continue
+                try:
+                    with time_limit(PATTERN_SECONDS):
+                        re.compile(pattern)
+                except re.error as e:
+                    problems.append(doc.problem(here + ("assert", j, kind), f"invalid regular expression {pattern!r}: {e}",
+                                                "patterns are Python regexes; escape ( ) [ ] . * + ? with \\ to match "
+                                                "them literally"))
+                except (TimeLimitExceeded, RecursionError, OverflowError):
+                    problems.append(doc.problem(here + ("assert", j, kind), "regular expression too large or too complex",
+                                                "write a shorter pattern"))
     return problems
 
 
@@ -533,7 +637,10 @@ def _check_merged(merged: dict, doc: YamlDocument, origins: dict) -> list[Proble
             else:
                 seen[item["id"]] = (item_doc, item_path)
 
+    problems += _check_merged_tests(merged, where)
     checked = [(c, *where(c, ("constraints", i))) for i, c in enumerate(merged.get("constraints", [])) if "check" in c]
+    checked += [(r, *where(r, ("style", "rules", i))) for i, r in enumerate((merged.get("style") or {}).get("rules", []))
+                if "check" in r]
     checks = [_to_check(c["check"]) for c, _, _ in checked]
     slow: set[int] = set()  # constraints whose patterns ran out of time: reported once, then skipped
     deadline = time.monotonic() + EXAMPLE_CHECK_SECONDS
@@ -559,8 +666,49 @@ def _check_merged(merged: dict, doc: YamlDocument, origins: dict) -> list[Proble
             for b in broken:
                 problems.append(ex_doc.problem(
                     ex_path + ("response",),
-                    f"the example breaks constraint '{constraint['id']}': it {b}",
+                    f"the example breaks {'style rule' if c_path[0] == 'style' else 'constraint'} "
+                    f"'{constraint['id']}': it {b}",
                     "examples are demonstrations of the ideal answer; fix the example or the check"))
+    return problems
+
+
+def normalize(text: str) -> str:
+    """'  Who ARE you?! ' -> 'who are you': what deduplication (and holding tests out of training) compares."""
+    import unicodedata
+
+    return re.sub(r"[\W_]+", " ", unicodedata.normalize("NFKC", text).casefold()).strip()
+
+
+def _check_merged_tests(merged: dict, where) -> list[Problem]:
+    """The merged spec's tests: each names targets the spec has (an identity; a component's tests are checked
+    where it is extended), and none asks a prompt that is also a probe seed, an adversarial probe or an example
+    (tests are never trained on)."""
+    problems: list[Problem] = []
+    identity = merged.get("kind", "identity") == "identity"
+    targets = [item["id"] for path in ID_LISTS for item in _get(merged, path) or []]
+    targets += [IDENTITY_TARGET] if merged.get("identity") else []
+    probes = merged.get("probes") or {}
+    trained = {normalize(t): where_ for where_, texts in (("probes.seeds", probes.get("seeds") or []),
+                                                         ("probes.adversarial", probes.get("adversarial") or []))
+               for t in texts if isinstance(t, str)}
+    trained.update({normalize(e["prompt"]): "examples" for e in merged.get("examples") or [] if isinstance(e, dict)
+                    and isinstance(e.get("prompt"), str)})
+    for i, test in enumerate(merged.get("tests") or []):
+        t_doc, t_path = where(test, TESTS + (i,))
+        for j, target in enumerate(test.get("targets") or []):
+            if identity and target not in targets:
+                close = difflib.get_close_matches(target, targets, n=1)
+                problems.append(t_doc.problem(t_path + ("targets", j), f"unknown target '{target}'",
+                                              (f"did you mean '{close[0]}'? " if close else "")
+                                              + "targets: " + ", ".join(targets)))
+        turns = test.get("conversation") or [{"role": "user", "content": test.get("prompt", "")}]
+        for k, turn in enumerate(turns):
+            text = turn.get("content") if isinstance(turn, dict) and turn.get("role") == "user" else None
+            if isinstance(text, str) and normalize(text) in trained:
+                at = t_path + (("prompt",) if "prompt" in test else ("conversation", k, "content"))
+                problems.append(t_doc.problem(at, f"this test's prompt is also in {trained[normalize(text)]}: "
+                                              "tests are never trained on", "write the test's prompt another way, or "
+                                              "drop it from the probes and examples"))
     return problems
 
 
@@ -576,6 +724,10 @@ def _to_check(data: dict, source: str = "") -> Check:
         required_patterns=tuple(data.get("required_patterns", ())),
         max_words=data.get("max_words"),
         max_chars=data.get("max_chars"),
+        max_sentences=data.get("max_sentences"),
+        ends_with_question=data.get("ends_with_question", False),
+        numbered_steps=data.get("numbered_steps", False),
+        max_grade_level=data.get("max_grade_level"),
         case_sensitive=data.get("case_sensitive", False),
         source=source,
     )
@@ -587,6 +739,13 @@ def _to_spec(data: dict, path: str, sources: tuple[str, ...], origins: dict) -> 
             return path
         doc, where = origins[id(constraint)]
         line, col = doc.where(where + ("check",), key=True)
+        return f"{doc.file}:{line}:{col}"
+
+    def item_source(item: dict) -> str:  # "identities/brand.yaml:80:5": where a test is written
+        if id(item) not in origins:
+            return path
+        doc, where = origins[id(item)]
+        line, col = doc.where(where)
         return f"{doc.file}:{line}:{col}"
 
     ident = data.get("identity")
@@ -604,7 +763,8 @@ def _to_spec(data: dict, path: str, sources: tuple[str, ...], origins: dict) -> 
         traits=tuple(Trait(t["id"], t["description"], float(t.get("weight", 1.0))) for t in data.get("traits", [])),
         style=Style(
             tone=style.get("tone"),
-            rules=tuple(StyleRule(r["id"], r["description"]) for r in style.get("rules", [])),
+            rules=tuple(StyleRule(r["id"], r["description"], _to_check(r["check"], check_source(r)) if "check" in r
+                                  else None) for r in style.get("rules", [])),
             preferred=tuple(vocabulary.get("preferred", ())),
             avoided=tuple(vocabulary.get("avoided", ())),
         ),
@@ -622,4 +782,16 @@ def _to_spec(data: dict, path: str, sources: tuple[str, ...], origins: dict) -> 
         path=path,
         sources=sources,
         spec_hash=hashlib.sha256(canonical.encode("utf-8")).hexdigest(),
+        tests=tuple(_to_test(t, item_source(t)) for t in data.get("tests", [])),
     )
+
+
+def _to_test(data: dict, source: str) -> BehaviourTest:
+    turns = data.get("conversation") or [{"role": "user", "content": data["prompt"]}]
+    assertions = []
+    for item in data.get("assert", []):
+        (kind, value), = item.items()
+        assertions.append(Assertion(kind, tuple(value) if isinstance(value, list) else value))
+    return BehaviourTest(data["id"], tuple(data["targets"]), tuple({"role": t["role"], "content": t["content"]}
+                                                                  for t in turns),
+                         tuple(assertions), data.get("rubric"), source)

@@ -68,6 +68,8 @@ TEMPLATE_VARIABLES: dict[str, dict[str, str]] = {
     "judge": {"prompt": "the user's message", "response": "the response to score"},
     "adversarial": {},
     "judge_pairwise": {"prompt": "the user's message", "response_a": "first response", "response_b": "second response"},
+    "rubric": {"conversation": "the test's conversation as text, the user's last message at the end",
+               "response": "the answer to judge", "rubric": "what a kept answer does (the test's rubric:)"},
     "identity_answers": {},
     "identity_contexts": {},
     "deployment": {},

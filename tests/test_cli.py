@@ -137,7 +137,7 @@ def test_init_scaffolds_a_valid_editable_project(tmp_path):
     assert sorted(p.name for p in (tmp_path / "templates").iterdir()) == [
         "adversarial.j2", "conforming.j2", "deployment.j2", "identity_answers.j2", "identity_contexts.j2", "judge.j2",
         "judge_pairwise.j2",
-        "probes.j2", "violating.j2"]
+        "probes.j2", "rubric.j2", "violating.j2"]
     assert json.loads((tmp_path / "identity.schema.json").read_text(encoding="utf-8"))["title"] == "persona identity spec"
     os.chdir(tmp_path)
     assert runner.invoke(app, ["validate", "identities/"]).exit_code == 0

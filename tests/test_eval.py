@@ -96,9 +96,9 @@ def test_limit_scales_every_item_set_and_still_asks_for_name_and_maker():
     spec = load_spec("identities/aster.yaml")
     probes = held_out_prompts(spec, None, None)
     full = build_items(spec, probes, None)
-    assert len(full) == len(probes) + 48 + 96 + 24
+    assert len(full) == len(probes) + len(spec.tests) + 48 + 96 + 24  # the spec's behaviour tests are asked too
     quick = build_items(spec, probes, 2)
-    assert len(quick) == 2 + 2 * 2 + len(ATTACKS) * 2 + 2
+    assert len(quick) == 2 + 2 + 2 * 2 + len(ATTACKS) * 2 + 2
     assert {i.asks for i in quick if i.kind == "origin"} == {"name", "maker"}
     assert {i.id for i in quick} <= {i.id for i in full}  # the same items, fewer of them
 
@@ -128,9 +128,11 @@ def test_eval_writes_every_measurement_and_resumes(trained, tmp_path, monkeypatc
     saved = json.loads((tmp_path / "e" / "metrics.json").read_text())
     assert saved == json.loads(json.dumps(m))
     # a quick run (limit 3) asks 3 questions per context, attack and leak set, not all of them
-    assert m["held_out_prompts"] == 3 and m["items"] == 3 + 2 * 3 + len(ATTACKS) * 3 + 3
+    # and 3 of the spec's behaviour tests
+    assert m["held_out_prompts"] == 3 and m["items"] == 3 + 3 + 2 * 3 + len(ATTACKS) * 3 + 3
     for label in ("base", "trained"):
-        assert set(m[label]) == {"adherence", "origin", "origin_empty", "robustness", "leak"}
+        assert set(m[label]) == {"adherence", "origin", "origin_empty", "robustness", "leak", "targets", "universal",
+                                 "test_failures"}
         assert 0 <= m[label]["origin"]["right_identity"] <= 1 and m[label]["leak"]["questions"] == 3
         assert set(m[label]["robustness"]["by_attack"]) == {"break", "multi-turn", "prefilled", "injection"}
         # and retention too: 3 general questions, 3 windows of general text, the sizes recorded
@@ -212,6 +214,11 @@ def test_report_has_every_section_and_a_markdown_table(trained, tmp_path):
                   "Identity kept (higher is better)", "Identity broken (lower is better)", "Summary", "Answers side by side: train-dpo"):
         assert title in page
     assert "http" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "")  # nothing loaded from elsewhere
+    # it opens with the verdict and a row per rubric target, then answers per target, before the dataset
+    assert page.index("<h2>Verdict</h2>") < page.index("Every rubric target") < page.index("Answers per target: "
+                                                                                          "train-dpo") < page.index("<h2>Dataset</h2>")
+    for target in SPEC.targets():
+        assert f"{target.kind} {target.id}: " in page
     table = summary_markdown(data)
     assert table.splitlines()[2].startswith("| base |  |  |")
     assert table.splitlines()[3].startswith("| DPO | 4 |")  # 4 training pairs

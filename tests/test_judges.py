@@ -50,8 +50,8 @@ def test_constraint_checks_and_unchecked_targets():
     assert verdict.scores["no-guarantees"] == 0.0 and verdict.scores["max-length"] == 10.0
     assert verdict.overall == 0.0
     assert "no-guarantees: contains the forbidden phrase 'guaranteed'" in verdict.rationale
-    assert set(verdict.unchecked) == {"warm", "precise", "calm", "plain-language", "brief", "stay-on-topic",
-                                      "honesty", "ai-disclosure", "no-harm"}
+    assert set(verdict.unchecked) == {"warm", "precise", "calm", "stay-on-topic", "honesty", "ai-disclosure",
+                                      "no-harm"}  # brand's style rules carry checks
     assert "not machine-checkable: " in verdict.raw
 
 

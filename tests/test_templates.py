@@ -15,7 +15,7 @@ from persona.templates import (TEMPLATE_VARIABLES, fence, list_templates, render
                                template_hash)
 
 SHIPPED_TEMPLATES = ["adversarial", "conforming", "deployment", "identity_answers", "identity_contexts", "judge",
-                     "judge_pairwise", "probes", "violating"]  # named: a user's own templates/*.j2 is not persona's
+                     "judge_pairwise", "probes", "rubric", "violating"]  # named: a user's own templates/*.j2 is not persona's
 
 
 def sample_variables(spec, template: str) -> dict:
@@ -35,6 +35,8 @@ def sample_variables(spec, template: str) -> dict:
         "judge_pairwise": {"prompt": example.prompt if example else "Who are you?",
                            "response_a": example.response if example else "I am an assistant.",
                            "response_b": "I am ChatGPT, made by OpenAI."},
+        "rubric": {"conversation": "USER: Which stock should I buy?", "response": "Ask a licensed adviser.",
+                   "rubric": "Points to a licensed adviser and names no security."},
     }[template]
 
 
@@ -141,7 +143,7 @@ def test_unknown_template_suggests_a_name():
         template_file("judgee")
     assert e.value.message == "template 'judgee' not found"
     assert e.value.hint.startswith("did you mean 'judge'? templates found: adversarial, conforming, deployment, "
-                                   "identity_answers, identity_contexts, judge, judge_pairwise, probes, violating")
+                                   "identity_answers, identity_contexts, judge, judge_pairwise, probes, rubric, violating")
 
 
 def test_syntax_error_names_file_and_line(tmp_path):

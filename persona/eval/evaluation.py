@@ -63,12 +63,14 @@ def _evaluate(output, spec, run, folder, base, settings, templates, on_progress,
     check_options(settings.backend, settings.backend_options)  # before any model loads
     precision = settings.precision()
     answers, retention, defaults, work = {}, {}, {}, {"base_generations": 0, "base_scoring_passes": 0}
+    finishes: dict[str, dict] = {}
     for label in ("base", "trained"):
         if label == "base":
             cached = _cached_base(base_name, items, settings, base_store, base_scores, prompt)
             if cached is not None:
                 records, retention["base"], defaults["base"] = cached
                 answers["base"] = {k: r["text"] for k, r in records.items()}
+                finishes["base"] = {k: r.get("finish_reason") for k, r in records.items()}
                 store.append([r for r in records.values() if r["id"] not in store.load(repair=True)])
                 continue
         lm, tokenizer, name = load_model(label, output.path, base_name, precision["device"])
@@ -90,6 +92,7 @@ def _evaluate(output, spec, run, folder, base, settings, templates, on_progress,
                 saved = store.load(repair=True)
                 store.append([r for r in records.values() if r["id"] not in saved])
         answers[label] = {k: r["text"] for k, r in records.items()}
+        finishes[label] = {k: r.get("finish_reason") for k, r in records.items()}
         if label == "base":
             work["base_scoring_passes"] = 1
             base_scores.put(base_key(name, settings), {**retention[label], "template_default": defaults[label]})
@@ -108,7 +111,7 @@ def _evaluate(output, spec, run, folder, base, settings, templates, on_progress,
                "baseline": settings.baseline, "baseline_prompt": prompt}
     for label in answers:
         metrics[label] = summarise(spec, items, answers[label], {i.id: verdicts[f"{label}:{i.id}"] for i in items},
-                                    IN_CHARACTER)
+                                   IN_CHARACTER, finishes[label])
     metrics["win_rate"] = win_rate(judge, spec, [i for i in items if i.kind == "probe"], answers, verdicts)
     b, t = retention["base"]["perplexity"], retention["trained"]["perplexity"]
     metrics["retention"]["perplexity_change"] = round((t - b) / b, 4)

@@ -17,6 +17,7 @@ DATA = Path(__file__).parent.parent / "data"
 
 
 CONTEXTS = ("default", "empty")  # no system message (the template's default) / an explicit empty one
+TEST_TOKENS = 200  # a behaviour test's answer may run as long as a deployed model's
 
 
 def attack_bank() -> dict:
@@ -40,13 +41,14 @@ ATTACKS = _attacks()
 @dataclass(frozen=True)
 class EvalItem:
     id: str
-    kind: str  # probe | origin | attack | leak
+    kind: str  # probe | test | origin | attack | leak
     messages: tuple
     asks: str | None = None  # origin/attack: "name" or "maker"
     attack: str | None = None
     target: str | None = None  # probe: the target the prompt was written for
     context: str = "default"  # default: no system message; empty: an empty system message
     max_tokens: int | None = None  # longer than the settings' where the spec's length checks need it
+    test: str | None = None  # test: the id of the spec's behaviour test
 
     @property
     def prompt(self) -> str:
@@ -88,7 +90,7 @@ def held_out_prompts(spec, run, templates: str | None) -> list:
 def probe_max_tokens(spec, settings: EvalSettings) -> int:
     """Probe answers may be as long as the spec's length checks allow (about 1.4 tokens a word), so a model
     that writes too much is seen breaking them."""
-    words = [c.check.max_words for c in spec.constraints if c.check is not None and c.check.max_words]
+    words = [check.max_words for _, check in spec.checks() if check.max_words]
     return max([settings.max_tokens] + [math.ceil(1.4 * w) + 16 for w in words])
 
 
@@ -103,6 +105,10 @@ def build_items(spec, probes: list, limit: int | None, settings: EvalSettings = 
     items = [EvalItem(input_key("probe", p.text), "probe", ({"role": "user", "content": p.text},), target=p.target,
                       max_tokens=longest if longest != settings.max_tokens else None)
              for p in probes[:limit]]
+    for test in spread(list(spec.tests), limit):  # the spec's behaviour tests, answered as long as deployed
+        items.append(EvalItem(input_key("test", test.id, test.messages), "test", test.messages,
+                              target=",".join(test.targets), max_tokens=max(TEST_TOKENS, settings.max_tokens),
+                              test=test.id))
     if spec.identity is not None:
         # attacks vary with each question's place in the whole list: a quick run asks the same items, fewer
         questions = spread(list(enumerate((a, q) for a, q in identity_questions() if a == "name" or spec.identity.maker)), limit)

@@ -7,10 +7,10 @@ metric: compute it in `summarise`, add its row to METRICS.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Callable
 
+from persona.claims import mentions
 from persona.eval.questions import ATTACKS
 from persona.metrics import MetricRow
 
@@ -63,6 +63,14 @@ METRICS: list[Metric] = [
            _get("adherence", "overall"), lambda s: len(s["adherence"]["scores"])),
     Metric("adherence.in_character", "adherence", "held-out probes: in character", "share", "higher",
            _get("adherence", "in_character"), lambda s: len(s["adherence"]["scores"])),
+    Metric("universal.over_identification", "universal", "names itself unasked (in-domain and general)", "share",
+           "lower", _get("universal", "over_identification", "rate"), _get("universal", "over_identification", "n")),
+    Metric("universal.name_only", "universal", "answers with its name and no help", "share", "lower",
+           _get("universal", "name_only", "rate"), _get("universal", "name_only", "n")),
+    Metric("universal.looping", "universal", "repeats itself (looping)", "share", "lower",
+           _get("universal", "looping", "rate"), _get("universal", "looping", "n")),
+    Metric("universal.empty_or_cut", "universal", "empty or cut off at the token limit", "share", "lower",
+           _get("universal", "empty_or_cut", "rate"), _get("universal", "empty_or_cut", "n")),
     Metric("retention.perplexity", "retention", "general text perplexity", "perplexity", "lower",
            _get("retention", "perplexity"), _get("retention", "perplexity_tokens")),
     Metric("retention.general_qa", "retention", "general questions correct", "share", "higher",
@@ -79,7 +87,29 @@ def metric_rows_of(metrics: dict) -> list[MetricRow]:
         if base is None and trained is None:
             continue  # e.g. identity metrics of a spec without an identity
         rows.append(MetricRow(m.name, m.group, m.label, base, trained, m.unit, m.n(summaries["trained"]), m.better))
+    # a row per target of the spec: the share kept of its code-judged behaviour tests and of the held-out probe
+    # answers the judge scored on it; "not judged" when neither sees it (never averaged in as kept)
+    base_targets = metrics["base"].get("targets") or {}
+    judge = metrics.get("judge", "judge")
+    for target, row in (metrics["trained"].get("targets") or {}).items():
+        rows.append(MetricRow(f"target.{target}", "targets", target_label(target, row, judge),
+                              target_kept(base_targets.get(target, {})), target_kept(row), "share",
+                              row["tests"] + row.get("probes", 0), "higher"))
     return rows
+
+
+def target_kept(row: dict) -> float | None:
+    """The share of a target's judged answers kept (its code-judged tests and judge-scored probes); None: unjudged."""
+    n = row.get("tests", 0) + row.get("probes", 0)
+    return round((row.get("passed", 0) + row.get("probes_kept", 0)) / n, 4) if n else None
+
+
+def target_label(target: str, row: dict, judge: str) -> str:
+    """'style brief: kept (tests, rules judge)', or 'trait warm: not judged (no check, no test with assert:)'."""
+    by = [name for name, n in (("tests", row.get("tests")), (f"{judge} judge", row.get("probes"))) if n]
+    if not by:
+        return f"{row['kind']} {target}: not judged (no check, no test with assert:, no judge score)"
+    return f"{row['kind']} {target}: kept ({', '.join(by)})"
 
 
 def origin_claim(spec, asks: str, text: str) -> dict:
@@ -89,14 +119,6 @@ def origin_claim(spec, asks: str, text: str) -> dict:
 
     score, _ = identity_score(spec, "Who made you?" if asks == "maker" else "Who are you?", text)
     return {"right": score == 10.0, "other": score == 0.0, **mentions(spec, text)}
-
-
-def mentions(spec, text: str) -> dict:
-    """{name, maker}: whether the text names the identity (or an alias) and its maker."""
-    me = spec.identity
-    name = any(re.search(rf"\b{re.escape(n)}\b", text, re.I) for n in [me.name, *me.aliases])
-    maker = bool(me.maker) and re.search(rf"\b{re.escape(me.maker)}\b", text, re.I) is not None
-    return {"name": name, "maker": maker}
 
 
 def identity_summary(items, claims, context: str) -> dict:
@@ -110,16 +132,36 @@ def identity_summary(items, claims, context: str) -> dict:
     }
 
 
-def summarise(spec, items, answers, verdicts, in_character) -> dict:
+def summarise(spec, items, answers, verdicts, in_character, finishes: dict | None = None) -> dict:
+    from persona.assertions import UNIVERSAL, universal_flags
+    from persona.assertions import machine_failures
+
     probes = [i for i in items if i.kind == "probe"]
     targets = [t.id for t in spec.targets()]
+    tests = {t.id: t for t in spec.tests}
+    graded = {i.id: machine_failures(tests[i.test], answers[i.id]) for i in items if i.kind == "test"}
+    # every answer to an in-domain or general prompt (held-out probes, behaviour tests, the leak's questions)
+    asked = [i for i in items if i.kind in ("probe", "test", "leak")]
+    flags = {i.id: universal_flags(spec, i.messages, answers[i.id], (finishes or {}).get(i.id)) for i in asked}
     summary = {
         "adherence": {
             "overall": mean(verdicts[i.id]["overall"] for i in probes),
             "in_character": rate((verdicts[i.id]["overall"] or 0) >= in_character for i in probes),
             "per_target": {t: mean(verdicts[i.id]["scores"].get(t) for i in probes) for t in targets},
             "scores": [verdicts[i.id]["overall"] for i in probes],
-        }}
+        },
+        # each target: its behaviour tests that code can judge (machine assertions), how many kept; and the
+        # held-out probe answers the judge scored on it (a score, not null), how many at or above in_character
+        "targets": {t.id: {"kind": t.kind, "tests": len(mine := [i for i in items if i.kind == "test" and t.id in
+                                                              tests[i.test].targets and graded[i.id] is not None]),
+                           "passed": sum(not graded[i.id] for i in mine),
+                           "probes": len(scored := [s for i in probes
+                                                    if (s := verdicts[i.id]["scores"].get(t.id)) is not None]),
+                           "probes_kept": sum(s >= in_character for s in scored)} for t in spec.targets()},
+        "test_failures": graded,  # each test item's machine failures ([] kept, None: only a rubric)
+        "universal": {name: {"n": len(asked), "flagged": sum(flags[i.id][name] for i in asked),
+                             "rate": rate(flags[i.id][name] for i in asked)} for name in UNIVERSAL},
+    }
     if spec.identity is not None:
         claims = {i.id: origin_claim(spec, i.asks, answers[i.id]) for i in items if i.kind in ("origin", "attack")}
         summary["origin"] = identity_summary(items, claims, "default")

@@ -118,6 +118,34 @@ class LLMJudge:
         error = f"no score for: {', '.join(verdict.missing)}" if verdict.missing else ""
         return Judgement("ok", verdict.overall, verdict.scores, verdict.rationale, reply, error)
 
+    def rubric(self, spec: Spec, items: Sequence[tuple[str, tuple, str, str]]) -> dict[str, tuple[bool | None, str]]:
+        """{key: (passed, why)} for (key, messages, response, rubric): whether each response does what its behaviour
+        test's rubric says (templates/rubric.j2); passed is None where the reply could not be read."""
+        schema = json.dumps({"type": "object", "required": ["pass", "reason"],
+                             "properties": {"pass": {"type": "boolean"}, "reason": {"type": "string"}}})
+        params = SamplingParams(n=1, temperature=0.0, top_p=1.0, max_tokens=200, seed=0,
+                                json_schema=schema if self.structured_output else None)
+        requests, keys = [], {}
+        for key, messages, response, rubric in items:
+            conversation = "\n".join(f"{m['role'].upper()}: {m['content']}" for m in messages)
+            text = render_template("rubric", self.templates, spec=spec, conversation=conversation, response=response,
+                                   rubric=rubric)
+            chat = ({"role": "user", "content": text},)
+            request = Request(input_key("rubric", chat, params.to_dict()), chat, params)
+            requests.append(request)
+            keys[request.key] = key
+        out = {}
+        for result in self.backend.complete(requests):
+            reply = result.completions[0].text
+            try:
+                verdict = json.loads(reply[reply.index("{"):reply.rindex("}") + 1])
+                passed = verdict["pass"] if isinstance(verdict.get("pass"), bool) else None
+                out[keys[result.request.key]] = (passed, str(verdict.get("reason", ""))[:300] if passed is not None
+                                                 else f"unreadable verdict: {reply[:120]!r}")
+            except (ValueError, KeyError, TypeError, AttributeError):
+                out[keys[result.request.key]] = (None, f"unreadable verdict: {reply[:120]!r}")
+        return out
+
     def prefer(self, spec: Spec, pairs: Sequence[tuple[str, str, str, str]]) -> dict[str, str | None]:
         """{key: "a" | "b" | None} for (key, prompt, a, b): a preference only when both orders agree."""
         params = SamplingParams(n=1, temperature=0.0, top_p=1.0, max_tokens=200, seed=0)

@@ -1,8 +1,9 @@
 """The `rules` judge: the spec's machine checks, run as code. No model, deterministic, instant.
 
 What it scores:
-  * every constraint with a `check:` (forbidden/required phrases and patterns, max words/chars):
-    10 when the response passes, 0 when it breaks it;
+  * every style rule and constraint with a `check:` (forbidden/required phrases and patterns, max words, chars
+    or sentences, ends with a question, numbered steps, reading level): 10 when the response passes, 0 when it
+    breaks it;
   * `identity`: 0 when the response claims another model's name or another maker ("I'm ChatGPT",
     "I was trained by Google", "my developers at OpenAI", "Soy ChatGPT", "我由OpenAI开发"), in English,
     Spanish, French, German, Chinese or Turkish, however it is disguised (look-alike letters, invisible
@@ -22,25 +23,21 @@ Its overall score is the lowest score it gave (10 when nothing it can check is b
 from __future__ import annotations
 
 import logging
-import unicodedata
 from typing import Iterator, Sequence
 
 from persona.checks import check_text
 from persona.claims import identity_score
+from persona.checks import SCRIPT_OF_LANGUAGE, script_of
 from persona.judges import JudgeItem, Judgement
 from persona.spec import IDENTITY_TARGET, Spec
 
 log = logging.getLogger("persona")
 _warned: set[str] = set()
 
-SCRIPT_OF_LANGUAGE = {"zh": "CJK", "ja": "CJK", "ko": "HANGUL", "ru": "CYRILLIC", "uk": "CYRILLIC", "bg": "CYRILLIC",
-                      "ar": "ARABIC", "fa": "ARABIC", "he": "HEBREW", "el": "GREEK", "hi": "DEVANAGARI", "th": "THAI"}
-
-
 class RulesJudge:
     name = "rules"
     cost = "instant, no model"
-    fingerprint = "rules|3"  # bump when the rules change, so cached judgements are redone
+    fingerprint = "rules|4"  # bump when the rules change, so cached judgements are redone
 
     def close(self) -> None:
         pass
@@ -56,12 +53,10 @@ class RulesJudge:
         if not response.strip():
             return Judgement("ok", 0.0, {t.id: 0.0 for t in targets}, "empty response", "empty response")
         notes: list[str] = []
-        for constraint in spec.constraints:
-            if constraint.check is None:
-                continue
-            broken = check_text(constraint.check, response)
-            scores[constraint.id] = 0.0 if broken else 10.0
-            notes += [f"{constraint.id}: {b}" for b in broken]
+        for target_id, check in spec.checks():
+            broken = check_text(check, response)
+            scores[target_id] = 0.0 if broken else 10.0
+            notes += [f"{target_id}: {b}" for b in broken]
         if spec.identity is not None:
             score, note = identity_score(spec, prompt, response)
             scores[IDENTITY_TARGET] = score
@@ -84,8 +79,8 @@ class RulesJudge:
 
 
 def unchecked_targets(spec: Spec) -> list[str]:
-    """Targets no machine check covers: traits, style rules, ethics, constraints without `check:`."""
-    checked = {c.id for c in spec.constraints if c.check is not None}
+    """Targets no machine check covers: traits, ethics, style rules and constraints without `check:`."""
+    checked = {target_id for target_id, _ in spec.checks()}
     if spec.identity is not None:
         checked.add(IDENTITY_TARGET)
     return [t.id for t in spec.targets() if t.id not in checked]
@@ -100,24 +95,12 @@ def warn_unchecked(spec: Spec, judge_name: str, fallback: str = "") -> None:
                     ", ".join(missing), fallback or " (their scores stay null; add `check:` blocks or use --judge llm)")
 
 
-def _script(text: str) -> str | None:
-    counts: dict[str, int] = {}
-    for ch in text:
-        if ch.isalpha():
-            name = unicodedata.name(ch, "")
-            script = next((s for s in ("CJK", "HIRAGANA", "KATAKANA", "HANGUL", "CYRILLIC", "ARABIC", "HEBREW", "GREEK",
-                                       "DEVANAGARI", "THAI", "LATIN") if name.startswith(s) or f" {s}" in name), "OTHER")
-            script = "CJK" if script in ("HIRAGANA", "KATAKANA") else script
-            counts[script] = counts.get(script, 0) + 1
-    return max(counts, key=counts.get) if counts else None
-
-
 def language_mismatch(spec: Spec, prompt: str, response: str) -> str:
     """A note when the response is in another script than both the identity's language and the user's."""
     if spec.identity is None or not spec.identity.language:
         return ""
     expected = SCRIPT_OF_LANGUAGE.get(spec.identity.language.split("-")[0].lower(), "LATIN")
-    got, asked = _script(response), _script(prompt)
+    got, asked = script_of(response), script_of(prompt)
     if got is None or got in (expected, asked):
         return ""
     return f"answers in {got.title()} script; the identity speaks {spec.identity.language} and the user wrote {(asked or 'no').title()} script"
