@@ -80,19 +80,23 @@ def assertion_failure(assertion, text: str, where: str = "") -> str | None:
         expected = SCRIPT_OF_LANGUAGE.get(value.split("-")[0].lower(), "LATIN")
         got = script_of(text)
         return None if got in (None, expected) else f"is in {got.title()} script, not {value}'s"
-    raise PersonaError(f"{where}: unknown assertion '{kind}'", hint="assertions: " + ", ".join(sorted(ASSERTION_KINDS)))
+    from persona.spec import ASSERTIONS
+
+    raise PersonaError(f"{where}: unknown assertion '{kind}'", hint="assertions: " + ", ".join(sorted(ASSERTIONS)))
 
 
-ASSERTION_KINDS = ("contains", "not-contains", "any-of", "regex", "not-regex", "starts-with", "ends-with", "max-words",
-                   "max-sentences", "language")
+# questions about what it is (a person? a bot?) or challenges about who made it: naming itself answers them
+ASKS_NATURE = re.compile(r"\b(real (person|human|people)|human being|an? (human|person|bot|robot|machine|ai)\b|"
+                         r"(talking|chatting|speaking) (to|with) (a|an|the) |(trained|made|built|created|developed) "
+                         r"(you|by)\b|pretend(ing)? to be)", re.I)
 
 
 def asks_who(messages) -> bool:
-    """Whether the user's last message asks who the assistant is or who made it."""
+    """Whether the user's last message asks who the assistant is or who made it (or what it is: a person, a bot)."""
     from persona.claims import IDENTITY_QUESTION, MAKER_QUESTION
 
     question = messages[-1]["content"] if messages else ""
-    return bool(IDENTITY_QUESTION.search(question) or MAKER_QUESTION.search(question))
+    return bool(IDENTITY_QUESTION.search(question) or MAKER_QUESTION.search(question) or ASKS_NATURE.search(question))
 
 
 def universal_flags(spec, messages, text: str, finish_reason: str | None = None) -> dict[str, bool]:

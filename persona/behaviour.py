@@ -38,6 +38,9 @@ class TestSettings:
     base: str | None = setting(None, "A trained adapter's base model, if it moved.", shown="the one it was trained on")
     max_tokens: int = setting(200, "Longest answer, in tokens.", min=1)
     batch_size: int | None = setting(None, "hf: sequences per generation batch.", min=1)
+    repetition_penalty: float = setting(1.0, "A model here (not an endpoint): the repetition penalty; 1.0 is plain "
+                                        "greedy decoding, what a server such as vllm serve or transformers serve "
+                                        "does unless told otherwise (persona generate and eval use 1.1).", min=1.0)
     min_pass: float | None = setting(None, "Exit 1 when fewer than this share (0-1) of the judged tests pass.",
                                      min=0.0, max=1.0)
     out: str | None = setting(None, "Where the answers, results.json and junit.xml go.",
@@ -66,11 +69,13 @@ def _answering(target: str, settings: TestSettings):
         from persona.models import trained_fingerprint
 
         loaded = load_model("trained", target, settings.base)
-        return (answering_backend("hf", {}, loaded=loaded, batch_size=settings.batch_size),
+        return (answering_backend("hf", {}, loaded=loaded, batch_size=settings.batch_size,
+                                  repetition_penalty=settings.repetition_penalty),
                 f"{target} {trained_fingerprint(target)}")
     name = None if target in ("base", "embedded") else target
     loaded = load_model("base", None, name)
-    return answering_backend("hf", {}, loaded=loaded, batch_size=settings.batch_size), loaded[2]
+    return answering_backend("hf", {}, loaded=loaded, batch_size=settings.batch_size,
+                             repetition_penalty=settings.repetition_penalty), loaded[2]
 
 
 def _first_model(base_url: str, api_key_env: str) -> str:

@@ -283,7 +283,7 @@ def judge_command(
         from persona.judges import load_judge
 
         with progress_bar() as on_progress:
-            report = run_calibration(load_judge(judge_name, **options), on_progress)
+            report = run_calibration(load_judge(judge_name, **options), on_progress, with_targets=True)
         typer.echo(display.calibration_table(report))
         return
     if run_dir is None:

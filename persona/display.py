@@ -71,6 +71,16 @@ def calibration_table(report) -> str:
         shown = "n/a" if overall is None else f"{overall:.1f}"
         out(f"  miss: {name}: {note} (labelled {'in' if label else 'out of'} character, "
             f"scored {shown}: {rationale[:90]})")
+    if report.by_target:
+        out(f"per target (hand-labelled, its score on that target only): {'n':>4} {'judged':>7} {'accuracy':>9} "
+            f"{'p':>7}  verdict")
+        for key, t in report.by_target.items():
+            accuracy = "n/a" if t["accuracy"] is None else f"{t['accuracy']:.1%}"
+            verdict = ("judged: beats chance" if t["beats_chance"] else
+                       "not judged: no score" if not t["judged"] else "not judged: no better than chance")
+            out(f"  {key:<55} {t['n']:>4} {t['judged']:>7} {accuracy:>9} {t['p']:>7.3f}  {verdict}")
+        good = sum(t["beats_chance"] for t in report.by_target.values())
+        out(f"{report.judge} judges {good} of {len(report.by_target)} targets better than chance")
     return "\n".join(lines)
 
 

@@ -102,7 +102,11 @@ def verdict(rows: list[MetricRow], judge: str) -> list[str]:
                      + (f"; names itself in answers to general questions {change(leak)} of {leak.n}" if leak else ""))
     adherence = find(rows, "adherence.in_character")
     if adherence:
-        lines.append(f"held-out probes in character ({judge} judge) {change(adherence)} of {adherence.n}")
+        targets = [r for r in rows if r.group == "targets"]
+        seen = sum("judge" in r.label.split("kept (", 1)[-1] and "unused" not in r.label for r in targets)
+        lines.append(f"held-out probes in character ({judge} judge) {change(adherence)} of {adherence.n}"
+                     + (f" - the {judge} judge sees {seen} of {len(targets)} targets; the rest count as kept there"
+                        if targets and seen < len(targets) else ""))
     ppl, qa = find(rows, "retention.perplexity"), find(rows, "retention.general_qa")
     if ppl and ppl.base:
         lines.append(f"perplexity {100 * (ppl.trained - ppl.base) / ppl.base:+.1f}% ({change(ppl)})"
@@ -114,7 +118,7 @@ def verdict(rows: list[MetricRow], judge: str) -> list[str]:
         worse = [r for r in judged if r.improved is False]
         unjudged = [r.name.split(".", 1)[1] for r in targets if not r.n]
         lines.insert(0, f"rubric targets: {len(judged)} of {len(targets)} judged (behaviour tests by code, held-out "
-                        f"probes by the {judge} judge's scores); trained "
+                        f"probes by the {judge} judge's scores; {sum(r.n >= 8 for r in judged)} with n >= 8); trained "
                         f"better on {len(better)}, worse on {len(worse)}, the same on {len(judged) - len(better) - len(worse)}"
                      + (f" (worse: {', '.join(r.name.split('.', 1)[1] for r in worse)})" if worse else "")
                      + (f"; not judged: {', '.join(unjudged)}" if unjudged else ""))

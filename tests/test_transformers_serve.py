@@ -120,3 +120,44 @@ def test_generate_judge_and_build_through_transformers_serve(transformers_server
     written = re.search(r"datasets written to (\S+)/, (\S+)/ and (\S+)/", built.stderr)
     assert written, built.stderr
     assert all(Path(folder, "train.jsonl").exists() for folder in written.groups())
+
+
+@pytest.fixture
+def greedy_server(tiny_model_dir, tmp_path):
+    """`transformers serve` on the tiny model as saved (greedy), on a free port; stopped afterwards."""
+    missing = [name for name in ("fastapi", "uvicorn") if importlib.util.find_spec(name) is None]
+    if missing:
+        pytest.skip(f"transformers serve needs {', '.join(missing)}: pip install 'persona-tune[dev]'")
+    port = free_port()
+    log_path = tmp_path / "serve-greedy.log"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    with open(log_path, "w") as log:
+        server = subprocess.Popen([sys.executable, "-c", SERVE, "serve", str(tiny_model_dir), "--host", "127.0.0.1",
+                                   "--port", str(port), "--device", "cpu"], stdout=log, stderr=subprocess.STDOUT, env=env)
+    try:
+        problem = wait_for_health(server, port, START_TIMEOUT_S)
+        if problem:
+            pytest.skip(f"transformers serve {problem}: {log_path.read_text()[-500:]}")
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+def test_persona_test_on_a_served_model_gives_what_it_gives_in_process(greedy_server, tiny_model_dir, tmp_path):
+    """The regression gate on a deployed model: `persona test URL SPEC` against `transformers serve` answers the
+    spec's behaviour tests as the same model does in process (greedy), so pass and fail agree test by test."""
+    served = persona("test", greedy_server, "identities/aster.yaml", "-m", str(tiny_model_dir), "--max-tokens", "12",
+                     "--out", str(tmp_path / "served"))
+    local = persona("test", str(tiny_model_dir), "identities/aster.yaml", "--max-tokens", "12", "--batch-size", "1",
+                    "--out", str(tmp_path / "local"))
+    assert served.returncode == 0 and local.returncode == 0, served.stderr + local.stderr
+    on_server, here = (json.loads((tmp_path / name / "results.json").read_text()) for name in ("served", "local"))
+    assert [r["test"] for r in on_server["tests"]] == [r["test"] for r in here["tests"]]
+    same = sum(a["answer"].strip() == b["answer"].strip() for a, b in zip(on_server["tests"], here["tests"]))
+    assert same == len(here["tests"]), [(a["answer"], b["answer"]) for a, b in zip(on_server["tests"], here["tests"])]
+    assert [r["status"] for r in on_server["tests"]] == [r["status"] for r in here["tests"]]

@@ -109,9 +109,14 @@ def _evaluate(output, spec, run, folder, base, settings, templates, on_progress,
                "held_out_prompts": len([i for i in items if i.kind == "probe"]), "retention": retention,
                "template_default": defaults, "work": work, "precision": precision,
                "baseline": settings.baseline, "baseline_prompt": prompt}
+    from persona.calibration import target_accuracy
+
+    # the judge's accuracy per target on persona's hand-labelled set, where it has labels for this identity: a
+    # target it does not judge better than chance is counted from its behaviour tests only
+    metrics["judge_accuracy"] = accuracy = target_accuracy(judge, spec)
     for label in answers:
         metrics[label] = summarise(spec, items, answers[label], {i.id: verdicts[f"{label}:{i.id}"] for i in items},
-                                   IN_CHARACTER, finishes[label])
+                                   IN_CHARACTER, finishes[label], accuracy)
     metrics["win_rate"] = win_rate(judge, spec, [i for i in items if i.kind == "probe"], answers, verdicts)
     b, t = retention["base"]["perplexity"], retention["trained"]["perplexity"]
     metrics["retention"]["perplexity_change"] = round((t - b) / b, 4)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from persona.claims import mentions
-from persona.eval.questions import ATTACKS
+from persona.eval.questions import ATTACKS, TEST_TOKENS
 from persona.metrics import MetricRow
 
 
@@ -69,7 +69,7 @@ METRICS: list[Metric] = [
            _get("universal", "name_only", "rate"), _get("universal", "name_only", "n")),
     Metric("universal.looping", "universal", "repeats itself (looping)", "share", "lower",
            _get("universal", "looping", "rate"), _get("universal", "looping", "n")),
-    Metric("universal.empty_or_cut", "universal", "empty or cut off at the token limit", "share", "lower",
+    Metric("universal.empty_or_cut", "universal", "empty, or cut off with 200+ tokens of room", "share", "lower",
            _get("universal", "empty_or_cut", "rate"), _get("universal", "empty_or_cut", "n")),
     Metric("retention.perplexity", "retention", "general text perplexity", "perplexity", "lower",
            _get("retention", "perplexity"), _get("retention", "perplexity_tokens")),
@@ -106,10 +106,17 @@ def target_kept(row: dict) -> float | None:
 
 def target_label(target: str, row: dict, judge: str) -> str:
     """'style brief: kept (tests, rules judge)', or 'trait warm: not judged (no check, no test with assert:)'."""
-    by = [name for name, n in (("tests", row.get("tests")), (f"{judge} judge", row.get("probes"))) if n]
-    if not by:
-        return f"{row['kind']} {target}: not judged (no check, no test with assert:, no judge score)"
-    return f"{row['kind']} {target}: kept ({', '.join(by)})"
+    known = row.get("judge_accuracy")
+    scored = f"{judge} judge" + (f" {100 * known['accuracy']:.0f}% of {known['judged']} labels"
+                                 if known and known.get("beats_chance") else "")
+    by = [name for name, n in (("tests", row.get("tests")), (scored, row.get("probes"))) if n]
+    if known and known.get("judged") and not known.get("beats_chance"):
+        by.append(f"{judge} judge unused: chance on {known['judged']} labels")
+    name = target if row["kind"] == target else f"{row['kind']} {target}"  # "identity", not "identity identity"
+    if not row.get("tests") and not row.get("probes"):
+        return f"{name}: not judged (" + ("; ".join(by[-1:]) or "no check, no test with assert:, "
+                                                          "no judge score") + ")"
+    return f"{name}: kept ({', '.join(by)})"
 
 
 def origin_claim(spec, asks: str, text: str) -> dict:
@@ -132,9 +139,14 @@ def identity_summary(items, claims, context: str) -> dict:
     }
 
 
-def summarise(spec, items, answers, verdicts, in_character, finishes: dict | None = None) -> dict:
-    from persona.assertions import UNIVERSAL, universal_flags
-    from persona.assertions import machine_failures
+def summarise(spec, items, answers, verdicts, in_character, finishes: dict | None = None,
+              accuracy: dict | None = None) -> dict:
+    """A model's numbers from its answers and their verdicts. `accuracy`: the judge's calibration per target
+    (persona.calibration.target_accuracy); a target it does not judge better than chance gets no probe scores."""
+    from persona.assertions import UNIVERSAL, machine_failures, universal_flags
+
+    accuracy = accuracy or {}
+    usable = {t.id for t in spec.targets() if accuracy.get(t.id, {"beats_chance": True})["beats_chance"]}
 
     probes = [i for i in items if i.kind == "probe"]
     targets = [t.id for t in spec.targets()]
@@ -142,7 +154,10 @@ def summarise(spec, items, answers, verdicts, in_character, finishes: dict | Non
     graded = {i.id: machine_failures(tests[i.test], answers[i.id]) for i in items if i.kind == "test"}
     # every answer to an in-domain or general prompt (held-out probes, behaviour tests, the leak's questions)
     asked = [i for i in items if i.kind in ("probe", "test", "leak")]
-    flags = {i.id: universal_flags(spec, i.messages, answers[i.id], (finishes or {}).get(i.id)) for i in asked}
+    # cut off counts only where the answer had a deployment's room (TEST_TOKENS or more): a short eval budget that
+    # cuts a good general answer says nothing about the model
+    flags = {i.id: universal_flags(spec, i.messages, answers[i.id], (finishes or {}).get(i.id)
+                                   if (i.max_tokens or 0) >= TEST_TOKENS else None) for i in asked}
     summary = {
         "adherence": {
             "overall": mean(verdicts[i.id]["overall"] for i in probes),
@@ -155,9 +170,10 @@ def summarise(spec, items, answers, verdicts, in_character, finishes: dict | Non
         "targets": {t.id: {"kind": t.kind, "tests": len(mine := [i for i in items if i.kind == "test" and t.id in
                                                               tests[i.test].targets and graded[i.id] is not None]),
                            "passed": sum(not graded[i.id] for i in mine),
-                           "probes": len(scored := [s for i in probes
-                                                    if (s := verdicts[i.id]["scores"].get(t.id)) is not None]),
-                           "probes_kept": sum(s >= in_character for s in scored)} for t in spec.targets()},
+                           "probes": len(scored := [s for i in probes if t.id in usable
+                                                    and (s := verdicts[i.id]["scores"].get(t.id)) is not None]),
+                           "probes_kept": sum(s >= in_character for s in scored),
+                           "judge_accuracy": accuracy.get(t.id)} for t in spec.targets()},
         "test_failures": graded,  # each test item's machine failures ([] kept, None: only a rubric)
         "universal": {name: {"n": len(asked), "flagged": sum(flags[i.id][name] for i in asked),
                              "rate": rate(flags[i.id][name] for i in asked)} for name in UNIVERSAL},
