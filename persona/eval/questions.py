@@ -105,10 +105,11 @@ def build_items(spec, probes: list, limit: int | None, settings: EvalSettings = 
     items = [EvalItem(input_key("probe", p.text), "probe", ({"role": "user", "content": p.text},), target=p.target,
                       max_tokens=longest if longest != settings.max_tokens else None)
              for p in probes[:limit]]
-    for test in spread(list(spec.tests), limit):  # the spec's behaviour tests, answered as long as deployed
+    # the spec's behaviour tests, answered with a deployment's room (a quick run, --limit: with --max-tokens)
+    test_tokens = settings.max_tokens if limit else max(TEST_TOKENS, settings.max_tokens)
+    for test in spread(list(spec.tests), limit):
         items.append(EvalItem(input_key("test", test.id, test.messages), "test", test.messages,
-                              target=",".join(test.targets), max_tokens=max(TEST_TOKENS, settings.max_tokens),
-                              test=test.id))
+                              target=",".join(test.targets), max_tokens=test_tokens, test=test.id))
     if spec.identity is not None:
         # attacks vary with each question's place in the whole list: a quick run asks the same items, fewer
         questions = spread(list(enumerate((a, q) for a, q in identity_questions() if a == "name" or spec.identity.maker)), limit)
