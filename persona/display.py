@@ -146,8 +146,12 @@ def eval_table(m: dict) -> str:
     if prompted:
         lines.append(f"baseline: the base model prompted with {m.get('baseline_prompt')!r}")
     lines.append(f"{'':<46} {'n':>5} {'base+prompt' if prompted else 'base':>11} {'trained':>10}")
-    lines += [f"{row.label:<46} {row.n if row.n is not None else '':>5} {format_value(row.base, row.unit):>11} "
-              f"{format_value(row.trained, row.unit):>10}" for row in metric_rows(m)]
+    for row in metric_rows(m):  # a label too long for its column gets a line of its own, the numbers below it
+        label = row.label if len(row.label) <= 46 else ""
+        if not label:
+            lines.append(row.label)
+        lines.append(f"{label:<46} {row.n if row.n is not None else '':>5} {format_value(row.base, row.unit):>11} "
+                     f"{format_value(row.trained, row.unit):>10}")
     w = m["win_rate"]
     if w["win"] is not None:
         lines.append(f"trained vs base on held-out probes: win {pct(w['win'])}, tie {pct(w['tie'])}, "
