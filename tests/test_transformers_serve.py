@@ -11,6 +11,7 @@ pip install 'persona-tune[dev]').
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -41,23 +42,23 @@ def sampling_model_dir(tiny_model_dir, tmp_path):
     return folder
 
 
-@pytest.fixture
-def transformers_server(sampling_model_dir, tmp_path):
-    """(base_url, log path) of `transformers serve` on the tiny model, on a free port; stopped afterwards."""
+@contextlib.contextmanager
+def served(folder, log_path):
+    """`transformers serve` on `folder`, on a free port: yields its base URL; stopped afterwards. Skips the test,
+    with the reason, when it cannot start."""
     missing = [name for name in ("fastapi", "uvicorn") if importlib.util.find_spec(name) is None]
     if missing:
         pytest.skip(f"transformers serve needs {', '.join(missing)}: pip install 'persona-tune[dev]'")
     port = free_port()
-    log_path = tmp_path / "serve.log"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     with open(log_path, "w") as log:
-        server = subprocess.Popen([sys.executable, "-c", SERVE, "serve", str(sampling_model_dir), "--host", "127.0.0.1",
+        server = subprocess.Popen([sys.executable, "-c", SERVE, "serve", str(folder), "--host", "127.0.0.1",
                                    "--port", str(port), "--device", "cpu"], stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
         problem = wait_for_health(server, port, START_TIMEOUT_S)
         if problem:
             pytest.skip(f"transformers serve {problem}: {log_path.read_text()[-500:]}")
-        yield f"http://127.0.0.1:{port}/v1", log_path
+        yield f"http://127.0.0.1:{port}/v1"
     finally:
         server.terminate()
         try:
@@ -65,6 +66,13 @@ def transformers_server(sampling_model_dir, tmp_path):
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
+
+
+@pytest.fixture
+def transformers_server(sampling_model_dir, tmp_path):
+    """(base_url, log path) of `transformers serve` on the tiny model, set to sample."""
+    with served(sampling_model_dir, tmp_path / "serve.log") as base_url:
+        yield base_url, tmp_path / "serve.log"
 
 
 def persona(*args: str) -> subprocess.CompletedProcess:
@@ -124,28 +132,9 @@ def test_generate_judge_and_build_through_transformers_serve(transformers_server
 
 @pytest.fixture
 def greedy_server(tiny_model_dir, tmp_path):
-    """`transformers serve` on the tiny model as saved (greedy), on a free port; stopped afterwards."""
-    missing = [name for name in ("fastapi", "uvicorn") if importlib.util.find_spec(name) is None]
-    if missing:
-        pytest.skip(f"transformers serve needs {', '.join(missing)}: pip install 'persona-tune[dev]'")
-    port = free_port()
-    log_path = tmp_path / "serve-greedy.log"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    with open(log_path, "w") as log:
-        server = subprocess.Popen([sys.executable, "-c", SERVE, "serve", str(tiny_model_dir), "--host", "127.0.0.1",
-                                   "--port", str(port), "--device", "cpu"], stdout=log, stderr=subprocess.STDOUT, env=env)
-    try:
-        problem = wait_for_health(server, port, START_TIMEOUT_S)
-        if problem:
-            pytest.skip(f"transformers serve {problem}: {log_path.read_text()[-500:]}")
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+    """`transformers serve` on the tiny model as saved (greedy)."""
+    with served(tiny_model_dir, tmp_path / "serve-greedy.log") as base_url:
+        yield base_url
 
 
 def test_persona_test_on_a_served_model_gives_what_it_gives_in_process(greedy_server, tiny_model_dir, tmp_path):

@@ -38,6 +38,10 @@ def _get(*keys):
     return read
 
 
+UNIVERSAL_LABELS = {"over_identification": "names itself unasked (in-domain and general)",
+                    "name_only": "answers with its name and no help", "looping": "repeats itself (looping)",
+                    "empty_or_cut": "empty, or cut off with 200+ tokens of room"}
+
 # Adding a metric: compute it in summarise, add its row here.
 METRICS: list[Metric] = [
     Metric("origin.right_identity", "identity", "right identity (template default)", "share", "higher",
@@ -63,14 +67,8 @@ METRICS: list[Metric] = [
            _get("adherence", "overall"), lambda s: len(s["adherence"]["scores"])),
     Metric("adherence.in_character", "adherence", "held-out probes: in character", "share", "higher",
            _get("adherence", "in_character"), lambda s: len(s["adherence"]["scores"])),
-    Metric("universal.over_identification", "universal", "names itself unasked (in-domain and general)", "share",
-           "lower", _get("universal", "over_identification", "rate"), _get("universal", "over_identification", "n")),
-    Metric("universal.name_only", "universal", "answers with its name and no help", "share", "lower",
-           _get("universal", "name_only", "rate"), _get("universal", "name_only", "n")),
-    Metric("universal.looping", "universal", "repeats itself (looping)", "share", "lower",
-           _get("universal", "looping", "rate"), _get("universal", "looping", "n")),
-    Metric("universal.empty_or_cut", "universal", "empty, or cut off with 200+ tokens of room", "share", "lower",
-           _get("universal", "empty_or_cut", "rate"), _get("universal", "empty_or_cut", "n")),
+    *[Metric(f"universal.{name}", "universal", label, "share", "lower", _get("universal", name, "rate"),
+             _get("universal", name, "n")) for name, label in UNIVERSAL_LABELS.items()],
     Metric("retention.perplexity", "retention", "general text perplexity", "perplexity", "lower",
            _get("retention", "perplexity"), _get("retention", "perplexity_tokens")),
     Metric("retention.general_qa", "retention", "general questions correct", "share", "higher",
