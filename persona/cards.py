@@ -89,12 +89,18 @@ def model_card(output: TrainOutput, evaluation: dict | None = None) -> str:
         lines += [f"Reward model: pairwise accuracy {pct(reward['eval_pairwise_accuracy'])} on {reward['eval_pairs']} "
                   f"held-out pairs ({pct(reward['train_pairwise_accuracy'])} on {reward['train_pairs']} training "
                   f"pairs); use it as a judge with `--judge reward:{output.path}`.", ""]
+        from persona.display import reward_targets
+
+        if reward.get("targets"):
+            lines += ["```", *reward_targets(reward["targets"]), "```", ""]
     if not evaluation:
         lines += ["Evaluation numbers appear here once `persona eval` has run.", ""]
         return "\n".join(lines)
     lines += ["## Evaluation (persona eval, base -> trained)", ""]
     for row in metric_rows(evaluation):
         size = f" (n={row.n})" if row.n else ""
-        lines.append(f"- {row.label}{size}: {format_value(row.base, row.unit)} -> {format_value(row.trained, row.unit)}")
+        prompted = f" (base + prompt {format_value(row.prompted, row.unit)})" if row.prompted is not None else ""
+        lines.append(f"- {row.label}{size}: {format_value(row.base, row.unit)} -> {format_value(row.trained, row.unit)}"
+                     + prompted)
     lines.append(f"- judge: {evaluation.get('judge')}")
     return "\n".join(lines) + "\n"

@@ -55,6 +55,8 @@ from persona.store import write_atomic
 @dataclass
 class BuildReport:
     pairs: dict = field(default_factory=dict)  # split -> count
+    # a reward model's pairs (datasets/reward): split -> {"whole": the DPO pairs, "targets": {target: pairs aimed at it}}
+    reward: dict = field(default_factory=dict)
     kto: dict = field(default_factory=dict)  # split -> {"desirable": n, "undesirable": n}
     kto_weights: dict = field(default_factory=dict)  # desirable_weight, undesirable_weight, ratio
     sft: dict = field(default_factory=dict)  # split -> {kind: rows}
@@ -248,6 +250,11 @@ def build_datasets(spec: Spec, responses: list[ResponseRecord], judgements: dict
                          "rejected_mean_chars": round(sum(rejected_len) / len(all_pairs), 1),
                          "chosen_longer_share": round(sum(c > r for c, r in zip(chosen_len, rejected_len)) / len(all_pairs), 3)}
 
+    reward = reward_pairs(judgements, by_prompt, pairs, prompt_of, settings)
+    report.reward = {split: {"whole": sum(not r["judged_target"] for r in rows),
+                             "targets": dict(Counter(r["judged_target"] for r in rows if r["judged_target"]))}
+                     for split, rows in reward.items()}
+
     sft: dict[str, list[dict]] = {"train": [], "eval": []}
     for r, score, _ in judged.values():
         if accepted(r, score):
@@ -282,12 +289,46 @@ def build_datasets(spec: Spec, responses: list[ResponseRecord], judgements: dict
         if kind in ("conforming", "violating") or any(bins):
             report.histograms[kind] = bins
 
-    report.paths = {kind: str(run.dataset(kind)) for kind in ("sft", "dpo", "kto")}
+    report.paths = {kind: str(run.dataset(kind)) for kind in ("sft", "dpo", "kto", "reward")}
     _write_dataset(run.dataset("sft"), sft, spec, report, "sft")
     _write_dataset(run.dataset("dpo"), pairs, spec, report, "dpo")
     _write_dataset(run.dataset("kto"), kto, spec, report, "kto")
+    _write_dataset(run.dataset("reward"), reward, spec, report, "reward")
     write_atomic(run.build_file, json.dumps(asdict(report), indent=2) + "\n")
     return report
+
+
+def reward_pairs(judgements: dict, by_prompt: dict, pairs: dict, prompt_of, settings: BuildSettings) -> dict:
+    """A reward model's pairs: the DPO pairs (the whole answer, `judged_target` None), and per target the run's
+    content-matched pairs - same prompt, an answer written to keep the persona vs one written to break target T
+    (`judged_target` T). Those are the generator's intent, not the judge's verdict: the DPO pairs drop them when the
+    judge cannot see T (a tie), which is exactly where a learned judge is wanted. Dropped: a violating answer the
+    judge says kept T, a conforming one it says broke T, and near-duplicate texts."""
+    def on_target(r: ResponseRecord, target: str) -> float | None:
+        return ((judgements.get(r.id) or {}).get("scores") or {}).get(target)
+
+    # no "margin" column: TRL's RewardTrainer would read it as a margin in reward units, not a 0-10 score gap
+    rows: dict[str, list[dict]] = {split: [{**{k: v for k, v in p.items() if k != "margin"}, "judged_target": None}
+                                           for p in pairs[split]] for split in pairs}
+    for prompt_id, group in by_prompt.items():
+        goods = [r for r, _, _ in group if r.kind in CHOSEN_KINDS and not r.truncated and not r.asked_as]
+        aimed = [r for r, _, _ in group if r.kind == "violating" and r.target]
+        for i, bad in enumerate(aimed):
+            broke = on_target(bad, bad.target)
+            if broke is not None and broke >= IN_CHARACTER:
+                continue
+            kept = [g for g in goods if (on_target(g, bad.target) is None or on_target(g, bad.target) >= IN_CHARACTER)]
+            if not kept:
+                continue
+            good = kept[i % len(kept)]
+            if difflib.SequenceMatcher(None, normalize(good.text), normalize(bad.text)).ratio() >= settings.near_duplicate:
+                continue
+            pair_id = f"{good.id}>{bad.id}@{bad.target}"
+            rows[good.split].append({
+                "prompt": prompt_of(pair_id, good.prompt), "chosen": _conversation("assistant", good.text),
+                "rejected": _conversation("assistant", bad.text), "id": pair_id, "prompt_id": prompt_id,
+                "rejected_target": bad.target, "judged_target": bad.target, "chosen_kind": good.kind})
+    return rows
 
 
 def _write_dataset(folder: DatasetFolder, splits: dict[str, list[dict]], spec: Spec, report: BuildReport, kind: str) -> None:
@@ -319,7 +360,8 @@ def _card(spec: Spec, report: BuildReport, kind: str, splits: list[str], digest:
     import yaml
 
     me = spec.identity
-    title = {"dpo": "preference pairs (DPO / IPO)", "kto": "KTO thumbs-up/down rows", "sft": "SFT demonstrations"}[kind]
+    title = {"dpo": "preference pairs (DPO / IPO)", "kto": "KTO thumbs-up/down rows", "sft": "SFT demonstrations",
+             "reward": "reward model pairs (whole answer and per target)"}[kind]
     meta = {"configs": [{"config_name": f"rows-{digest}",
                          "data_files": [{"split": s, "path": f"{s}.jsonl"} for s in (splits or ["train"])]}],
             "pretty_name": f"{spec.name}: {title}",
@@ -328,7 +370,9 @@ def _card(spec: Spec, report: BuildReport, kind: str, splits: list[str], digest:
             "task_categories": ["text-generation"],
             "tags": ["persona", "trl", kind],
             "size_categories": [_size_category(sum(sum(v.values()) if isinstance(v, dict) else v for v in (
-                {"dpo": report.pairs, "kto": report.kto, "sft": report.sft}[kind]).values()))]}
+                {"dpo": report.pairs, "kto": report.kto, "sft": report.sft,
+                 "reward": {s: v["whole"] + sum(v["targets"].values()) for s, v in report.reward.items()}}[kind]
+            ).values()))]}
     if kind == "kto":
         meta["kto_weights"] = dict(report.kto_weights)
     front = "---\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True) + "---\n"

@@ -43,6 +43,12 @@ def built(report, judged_now: int | None = None) -> list[str]:
         f"{cover.get('covered', 0)} of {cover.get('prompts', 0)} train prompts have an accepted answer")
     out(f"dpo/ipo pairs: {pairs.get('train', 0)} train + {pairs.get('eval', 0)} eval; acceptance rate "
         f"{report.acceptance_rate:.1%} of {report.candidates} violating responses; judge agreement {agreement}")
+    reward = report.reward.get("train") or {}
+    if reward:
+        aimed = reward.get("targets") or {}
+        out(f"reward model pairs: {reward.get('whole', 0)} whole-answer + {sum(aimed.values())} aimed at one of "
+            f"{len(aimed)} targets (train)" + (f"; fewest: {min(aimed, key=aimed.get)} {min(aimed.values())}"
+                                               if aimed else ""))
     out(f"kto rows: train {kto['train']['desirable']} desirable / {kto['train']['undesirable']} undesirable "
         f"(weights {report.kto_weights['desirable_weight']} / {report.kto_weights['undesirable_weight']}), "
         f"eval {kto['eval']['desirable']} / {kto['eval']['undesirable']}")
@@ -133,6 +139,24 @@ def trained(result, method: str) -> list[str]:
         accuracy = "n/a (no eval split)" if r["eval_pairwise_accuracy"] is None else f"{100 * r['eval_pairwise_accuracy']:.1f}%"
         out(f"reward model: pairwise accuracy {accuracy} on {r['eval_pairs']} held-out pairs; "
             f"judge with --judge reward:{result.output_dir}")
+        lines.extend(reward_targets(r.get("targets") or {}))
+    return lines
+
+
+def reward_targets(targets: dict) -> list[str]:
+    """A reward model's held-out pairwise accuracy per target, and which targets its judge scores."""
+    from persona.judges.reward import refusal
+
+    if not targets:
+        return []
+    lines = ["  per target (held-out pairs aimed at it; the judge scores a target only where it beats chance):"]
+    width = max(len(t) for t in targets)
+    for target, numbers in targets.items():
+        accuracy = numbers.get("eval_pairwise_accuracy")
+        shown = "   n/a" if accuracy is None else f"{100 * accuracy:5.1f}%"
+        why = refusal(numbers)
+        lines.append(f"    {target:<{width}}  {shown} of {numbers.get('eval_pairs', 0):>3}  "
+                     + ("scored" if why is None else f"not judged: {why}"))
     return lines
 
 
@@ -143,15 +167,19 @@ def eval_table(m: dict) -> str:
 
     lines = [f"verdict ({m['judge']} judge):"] + [f"  {line}" for line in m.get("verdict", [])] + [""]
     prompted = m.get("baseline") == "prompt"
-    if prompted:
-        lines.append(f"baseline: the base model prompted with {m.get('baseline_prompt')!r}")
-    lines.append(f"{'':<46} {'n':>5} {'base+prompt' if prompted else 'base':>11} {'trained':>10}")
+    both = "prompted" in m  # --baseline both: base | base + prompt | trained
+    if prompted or both:
+        lines.append(f"{'baseline' if prompted else 'base+prompt'}: the base model prompted with "
+                     f"{m.get('baseline_prompt')!r}")
+    lines.append(f"{'':<46} {'n':>5} {'base+prompt' if prompted else 'base':>11} "
+                 + (f"{'base+prompt':>11} " if both else "") + f"{'trained':>10}")
     for row in metric_rows(m):  # a label too long for its column gets a line of its own, the numbers below it
         label = row.label if len(row.label) <= 46 else ""
         if not label:
             lines.append(row.label)
         lines.append(f"{label:<46} {row.n if row.n is not None else '':>5} {format_value(row.base, row.unit):>11} "
-                     f"{format_value(row.trained, row.unit):>10}")
+                     + (f"{format_value(row.prompted, row.unit):>11} " if both else "")
+                     + f"{format_value(row.trained, row.unit):>10}")
     w = m["win_rate"]
     if w["win"] is not None:
         lines.append(f"trained vs base on held-out probes: win {pct(w['win'])}, tie {pct(w['tie'])}, "

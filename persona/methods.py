@@ -45,7 +45,7 @@ METHODS: dict[str, Method] = {
     "ipo": Method("DPOTrainer", "DPOConfig", "dpo", {"beta": 0.1, "loss_type": ["ipo"], "sft_weight": 0.0},
                   options=("sft_weight",), about="preference pairs, IPO's squared loss (beta is its tau)"),
     "kto": Method("KTOTrainer", "KTOConfig", "kto", {"beta": 0.1}, about="thumbs-up/down rows (pairs are unpaired)"),
-    "reward": Method("RewardTrainer", "RewardConfig", "dpo", {"learning_rate": 1e-4}, model="reward", reference=False,
+    "reward": Method("RewardTrainer", "RewardConfig", "reward", {"learning_rate": 1e-4}, model="reward", reference=False,
                      about="a reward model on the pairs, usable as --judge reward:PATH"),
     # RL: the model's own samples, scored by reward functions (persona refine --method grpo: the identity and
     # leak checks); beta > 0 keeps a KL term to the start (with LoRA the reference is the adapter switched off)
@@ -60,7 +60,8 @@ METHODS: dict[str, Method] = {
 }
 
 
-COLUMNS = {"dpo": ("prompt", "chosen", "rejected"), "kto": ("prompt", "completion", "label"),
+COLUMNS = {"dpo": ("prompt", "chosen", "rejected"), "reward": ("prompt", "chosen", "rejected"),
+           "kto": ("prompt", "completion", "label"),
            "sft": ("prompt", "completion"), "prompts": ("prompt",)}
 
 

@@ -28,6 +28,7 @@ class MetricRow:
     unit: str  # share | score | perplexity | change
     n: int | None = None  # sample size (questions, prompts, tokens) behind the number
     better: str = "higher"  # higher | lower
+    prompted: float | None = None  # the base model given the spec's deployment prompt (eval --baseline both)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -75,7 +76,7 @@ def find(rows: list[MetricRow], name: str) -> MetricRow | None:
     return next((r for r in rows if r.name == name), None)
 
 
-def verdict(rows: list[MetricRow], judge: str) -> list[str]:
+def verdict(rows: list[MetricRow], judge: str, reference_change: dict | None = None) -> list[str]:
     """What changed, in words and numbers, most important first; it says so when nothing did.
 
         ["right identity 0.0% -> 95.8% on 24 held-out questions (template default); 0.0% -> 91.7% with an
@@ -111,6 +112,13 @@ def verdict(rows: list[MetricRow], judge: str) -> list[str]:
     if ppl and ppl.base:
         lines.append(f"perplexity {100 * (ppl.trained - ppl.base) / ppl.base:+.1f}% ({change(ppl)})"
                      + (f"; general questions {change(qa)} of {qa.n}" if qa else ""))
+    help_ = find(rows, "retention.reference_perplexity")
+    if help_ and help_.base:
+        noise = reference_change or {}
+        lines.append(f"in-domain help: perplexity of {help_.n} good answers (the spec's references) "
+                     f"{100 * (help_.trained - help_.base) / help_.base:+.1f}% ({change(help_)})"
+                     + (f", 95% interval over the answers {100 * noise['low']:+.1f}% to {100 * noise['high']:+.1f}%"
+                        if noise else ""))
     targets = [r for r in rows if r.group == "targets"]
     if targets:
         judged = [r for r in targets if r.n]

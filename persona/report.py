@@ -418,14 +418,20 @@ def _rubric_section(data: RunData) -> list[str]:
         return out + ['<p class="note">This eval has no per-target rows (evaluated by an earlier persona, or the '
                       "spec has no tests: add a tests: section and run persona eval again).</p>"]
     head = "".join(f"<th>{_e(t.label)}</th>" for t in evaluated)
-    out.append(f"<h3>Every rubric target</h3><table><tr><th>target</th><th>n</th><th>base</th>{head}</tr>")
+    prompted = any("prompted" in t.eval for t in evaluated)  # eval --baseline both: base | base + prompt | ...
+    out.append("<h3>Every rubric target</h3><table><tr><th>target</th><th>n</th><th>base</th>"
+               + ("<th>base + the spec's prompt</th>" if prompted else "") + f"{head}</tr>")
     for name in names:
         first = next(r[name] for r in rows.values() if name in r)
+        with_prompt = next((r[name].prompted for r in rows.values() if name in r and r[name].prompted is not None),
+                           None)
         cells = "".join(f"<td class='num {_colour(rows[t.label].get(name))}'>"
                         f"{_e(format_value(rows[t.label][name].trained, 'share') if name in rows[t.label] else 'n/a')}"
                         "</td>" for t in evaluated)
         out.append(f"<tr><td>{_e(first.label)}</td><td class=num>{first.n or 0}</td>"
-                   f"<td class=num>{_e(format_value(first.base, 'share'))}</td>{cells}</tr>")
+                   f"<td class=num>{_e(format_value(first.base, 'share'))}</td>"
+                   + (f"<td class=num>{_e(format_value(with_prompt, 'share'))}</td>" if prompted else "")
+                   + f"{cells}</tr>")
     out.append("</table>")
     for t in evaluated:
         out += _target_answers(t)
@@ -441,6 +447,8 @@ def _target_answers(t: Trained, per_target: int = 2) -> list[str]:
     tests first (a test's machine failures are in its metrics; probes are shown as asked)."""
     failures = (t.eval.get("trained") or {}).get("test_failures") or {}
     base_failures = (t.eval.get("base") or {}).get("test_failures") or {}
+    prompted = "prompted" in t.eval  # eval --baseline both: the prompted base's answers beside them
+    prompted_failures = (t.eval.get("prompted") or {}).get("test_failures") or {}
     by_item: dict[str, dict] = {}
     for a in t.answers:
         if a.get("kind") in ("test", "probe") and a.get("context", "default") == "default":
@@ -449,7 +457,7 @@ def _target_answers(t: Trained, per_target: int = 2) -> list[str]:
     rows = []
     for target in targets:
         mine = [(item, pair) for item, pair in by_item.items() if "base" in pair and "trained" in pair
-                and target in (pair["trained"].get("target") or "").split(",")]
+                and (not prompted or "prompted" in pair) and target in (pair["trained"].get("target") or "").split(",")]
         mine.sort(key=lambda ip: (not failures.get(ip[0]), ip[1]["trained"]["kind"] != "test"))
         for item, pair in mine[:per_target]:
             conversation = "\n".join(f"{m['role']}: {m['content']}" for m in pair["base"]["messages"])
@@ -458,15 +466,17 @@ def _target_answers(t: Trained, per_target: int = 2) -> list[str]:
                 got = found.get(item)
                 return "" if got is None else "kept: " if not got else "broke: " + "; ".join(got) + "\n"
 
+            middle = (f"<td>{_e(status(prompted_failures) + pair['prompted']['text'])}</td>" if prompted
+                      else "")
             rows.append(f"<tr><td>{_e(target)}</td><td>{_e(pair['trained']['kind'])}</td><td>{_e(conversation)}</td>"
-                        f"<td>{_e(status(base_failures) + pair['base']['text'])}</td>"
+                        f"<td>{_e(status(base_failures) + pair['base']['text'])}</td>{middle}"
                         f"<td>{_e(status(failures) + pair['trained']['text'])}</td></tr>")
     if not rows:
         return []
     base = "base + the spec's prompt" if t.eval.get("baseline") == "prompt" else "base"
     return [f"<h3>Answers per target: {_e(t.name)} (held-out; failed tests first)</h3>",
             f"<table class=answers><tr><th>target</th><th>from</th><th>prompt</th><th>{_e(base)}</th>"
-            "<th>trained</th></tr>", *rows, "</table>"]
+            + ("<th>base + the spec's prompt</th>" if prompted else "") + "<th>trained</th></tr>", *rows, "</table>"]
 
 
 def _verdicts(evaluated: list[Trained]) -> list[str]:

@@ -40,7 +40,8 @@ log = logging.getLogger("persona")
 
 FORMAT_VERSION = 1
 STAGES = ("synthesis", "prompts", "responses", "judgements")  # one JSONL store each
-DATASET_KINDS = ("dpo", "kto", "sft")  # folders under datasets/: pairs, unpaired thumbs, conversations
+# folders under datasets/: pairs, unpaired thumbs, conversations, a reward model's pairs (whole and per target)
+DATASET_KINDS = ("dpo", "kto", "sft", "reward")
 
 
 class FolderLock:

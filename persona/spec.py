@@ -107,6 +107,15 @@ class Example:
 
 
 @dataclass(frozen=True)
+class Reference:
+    """A held-out in-domain question with a good answer written by the team (the spec's `references:`): eval
+    compares how likely the trained model and the base find the answer - helpfulness kept, with no judge model."""
+
+    prompt: str
+    answer: str
+
+
+@dataclass(frozen=True)
 class Probes:
     topics: tuple[str, ...] = ()
     seeds: tuple[str, ...] = ()
@@ -163,6 +172,7 @@ class Spec:
     sources: tuple[str, ...]  # every file merged into this spec, bases first
     spec_hash: str  # sha256 of the merged content: changes whenever anything the pipeline sees changes
     tests: tuple[BehaviourTest, ...] = ()  # behaviour tests, held out of every training split
+    references: tuple[Reference, ...] = ()  # in-domain questions with good answers, held out of training
 
     @property
     def is_origin(self) -> bool:
@@ -378,7 +388,7 @@ class _Loader:
         if any(p.is_error for p in problems):
             return None, doc
         data: dict = doc.data
-        for list_path in ID_LISTS + (TESTS, ("examples",)):
+        for list_path in ID_LISTS + (TESTS, ("examples",), ("references",)):
             for i, item in enumerate(_get(data, list_path) or []):
                 self.origins[id(item)] = (doc, list_path + (i,))
 
@@ -644,8 +654,11 @@ def _check_merged(merged: dict, doc: YamlDocument, origins: dict) -> list[Proble
     checks = [_to_check(c["check"]) for c, _, _ in checked]
     slow: set[int] = set()  # constraints whose patterns ran out of time: reported once, then skipped
     deadline = time.monotonic() + EXAMPLE_CHECK_SECONDS
-    for i, example in enumerate(merged.get("examples", [])):
-        ex_doc, ex_path = where(example, ("examples", i))
+    shown = [("examples", i, e, "response") for i, e in enumerate(merged.get("examples", []))]
+    shown += [("references", i, r, "answer") for i, r in enumerate(merged.get("references") or [])
+              if isinstance(r, dict) and isinstance(r.get("answer"), str)]
+    for section, i, example, field in shown:
+        ex_doc, ex_path = where(example, (section, i))
         for k, ((constraint, c_doc, c_path), check) in enumerate(zip(checked, checks)):
             if k in slow:
                 continue
@@ -655,20 +668,22 @@ def _check_merged(merged: dict, doc: YamlDocument, origins: dict) -> list[Proble
                     "use fewer or simpler patterns, or shorter examples"))
                 return problems
             try:
-                broken = check_text(check, example["response"])
+                broken = check_text(check, example[field])
             except PatternTimeout as e:
                 slow.add(k)
-                on = format_path(ex_path + ("response",)) + (f" in {ex_doc.file}" if ex_doc is not c_doc else "")
+                on = format_path(ex_path + (field,)) + (f" in {ex_doc.file}" if ex_doc is not c_doc else "")
                 problems.append(c_doc.problem(c_path + ("check", f"{e.kind}_patterns", e.index),
                                               f"the pattern {e.pattern!r} took more than {PATTERN_SECONDS:g} s on {on}",
                                               SLOW_PATTERN_HINT))
                 continue
             for b in broken:
+                what = "example" if section == "examples" else "reference answer"
                 problems.append(ex_doc.problem(
-                    ex_path + ("response",),
-                    f"the example breaks {'style rule' if c_path[0] == 'style' else 'constraint'} "
+                    ex_path + (field,),
+                    f"the {what} breaks {'style rule' if c_path[0] == 'style' else 'constraint'} "
                     f"'{constraint['id']}': it {b}",
-                    "examples are demonstrations of the ideal answer; fix the example or the check"))
+                    ("examples are demonstrations of the ideal answer" if section == "examples" else
+                     "references are the good answers eval measures help by") + f"; fix the {what} or the check"))
     return problems
 
 
@@ -693,6 +708,13 @@ def _check_merged_tests(merged: dict, where) -> list[Problem]:
                for t in texts if isinstance(t, str)}
     trained.update({normalize(e["prompt"]): "examples" for e in merged.get("examples") or [] if isinstance(e, dict)
                     and isinstance(e.get("prompt"), str)})
+    for i, reference in enumerate(merged.get("references") or []):
+        text = reference.get("prompt") if isinstance(reference, dict) else None
+        if isinstance(text, str) and normalize(text) in trained:
+            r_doc, r_path = where(reference, ("references", i))
+            problems.append(r_doc.problem(r_path + ("prompt",), f"this reference's prompt is also in "
+                                          f"{trained[normalize(text)]}: references are held out of training",
+                                          "write the question another way, or drop it from the probes and examples"))
     for i, test in enumerate(merged.get("tests") or []):
         t_doc, t_path = where(test, TESTS + (i,))
         for j, target in enumerate(test.get("targets") or []):
@@ -783,6 +805,7 @@ def _to_spec(data: dict, path: str, sources: tuple[str, ...], origins: dict) -> 
         sources=sources,
         spec_hash=hashlib.sha256(canonical.encode("utf-8")).hexdigest(),
         tests=tuple(_to_test(t, item_source(t)) for t in data.get("tests", [])),
+        references=tuple(Reference(r["prompt"], r["answer"]) for r in data.get("references", [])),
     )
 
 

@@ -138,6 +138,8 @@ def train(source: str | Path, method: str = "sft", model: str | None = None, con
     data = check_columns(data, method, where)
     if from_pairs:  # every pair gives one desirable and one undesirable row: balanced, so equal weights
         card = {**card, "kto_weights": {"desirable_weight": 1.0, "undesirable_weight": 1.0}}
+    if spec.model == "reward":
+        data = _asked_per_target(data, run)
     settings = resolve_settings(method, config_path, overrides, card)
     if model is None and start is None and run is not None:  # the model `persona generate --target-model` named
         model = (run.info().get("config") or {}).get("target_model")
@@ -148,6 +150,24 @@ def train(source: str | Path, method: str = "sft", model: str | None = None, con
     with output.lock() if is_main_process() else nullcontext():
         return _train(method, spec, data, card, where, run, settings, output, model, overwrite, resume, merge,
                       on_log, on_start, start, system_text, license, reward_funcs)
+
+
+def _asked_per_target(data, run):
+    """A reward model's pairs, plus each pair aimed at one target of the run's spec asked about that target
+    (persona.judges.reward.with_target_rows): one model, scored per target by the judge."""
+    from datasets import Dataset, DatasetDict
+
+    from persona.judges.reward import TARGET_COLUMN, with_target_rows
+
+    if "margin" in data["train"].column_names:  # a DPO dataset's 0-10 score gap: TRL would read it as a reward margin
+        data = data.remove_columns("margin")
+    columns = data["train"].column_names
+    if ("rejected_target" not in columns and TARGET_COLUMN not in columns) or run is None or not run.spec_path():
+        return data
+    from persona.spec import load_spec
+
+    spec = load_spec(run.spec_path())
+    return DatasetDict({split: Dataset.from_list(with_target_rows(list(rows), spec)) for split, rows in data.items()})
 
 
 def train_with(source: str | Path, settings: TrainSettings, on_log: Callable[[dict], None] | None = None,

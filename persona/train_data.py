@@ -26,6 +26,8 @@ def find_dataset(source: str | Path, name: str) -> tuple[Any, dict, str, RunFold
         if run.build() is None:
             raise PersonaError(f"{path} has no datasets yet", hint=f"run: persona build {path}")
         path = run.dataset(METHODS[name].dataset).path
+        if not path.is_dir() and METHODS[name].dataset == "reward":  # built before reward pairs had their own folder
+            path = run.dataset("dpo").path
     folder = DatasetFolder(path)
     card = folder.build()
     run = run or folder.run()

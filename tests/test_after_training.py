@@ -102,6 +102,40 @@ def test_eval_against_the_prompted_base(trained, tmp_path):
     assert "base+prompt" in cli.stdout and "prompted with 'You are Aster" in cli.stdout
 
 
+def test_eval_with_both_baselines_gives_three_columns(trained, tmp_path):
+    """--baseline both: base | base + the spec's prompt | trained on every row, in the table, card and report;
+    the two baselines' answers come from the run's shared store (a later eval reuses them)."""
+    from persona.eval import EvalSettings, evaluate
+    from persona.metrics import metric_rows
+    from persona.report import write_report
+
+    settings = EvalSettings(max_tokens=4, limit=1, baseline="both")
+    m = evaluate(trained, "identities/aster.yaml", out=tmp_path / "e", settings=settings)
+    assert {"base", "prompted", "trained"} <= set(m) and m["baseline_prompt"].startswith("You are Aster")
+    assert m["prompted"]["origin"]["questions"] == m["base"]["origin"]["questions"] == 1
+    rows = metric_rows(m)
+    assert all(r.prompted is not None for r in rows if r.base is not None and r.group != "targets")
+    assert any(r.prompted is not None for r in rows if r.group == "targets")
+    answers = [json.loads(line) for line in (tmp_path / "e" / "answers.jsonl").read_text().splitlines()]
+    by_model = {label: [a for a in answers if a["model"] == label] for label in ("base", "prompted", "trained")}
+    assert len(by_model["base"]) == len(by_model["prompted"]) == len(by_model["trained"]) == m["items"]
+    assert not {a["id"] for a in by_model["base"]} & {a["id"] for a in by_model["prompted"]}
+    again = evaluate(trained, "identities/aster.yaml", out=tmp_path / "again", settings=settings)
+    assert again["work"] == {"base_generations": 0, "base_scoring_passes": 0} and again["prompted"] == m["prompted"]
+    cli = runner.invoke(app, ["eval", str(trained), "--baseline", "both", "--limit", "1", "--max-tokens", "4",
+                              "--out", str(tmp_path / "e")])
+    assert cli.exit_code == 0, cli.stderr
+    header = next(line for line in cli.stdout.splitlines() if line.strip().startswith("n "))
+    assert header.split() == ["n", "base", "base+prompt", "trained"]
+    import shutil
+
+    run = shutil.copytree(trained.parent, tmp_path / "run")  # the report reads the eval in the model's own folder
+    evaluate(run / trained.name, "identities/aster.yaml", settings=settings)
+    assert "(base + prompt " in (run / trained.name / "README.md").read_text()
+    html = write_report(run).read_text()
+    assert html.count("<th>base + the spec's prompt</th>") == 2  # the target table and the answers per target
+
+
 def test_eval_answers_through_another_backend_of_the_table(trained, tmp_path):
     """-b fake: the answers come from the named backend, which gets each model as a folder of full weights
     (the adapter exported merged, once); the scores still come from the loaded models."""

@@ -87,6 +87,30 @@ def test_validate_names_what_is_wrong_with_a_test(tmp_path):
     assert "tests[1].id: duplicate test id 'a' (also tests[0]) (hint: test ids must be unique among the tests)" in found
 
 
+def test_references_are_held_out_and_keep_the_checks(tmp_path):
+    """A spec's `references:` (good answers to held-out in-domain questions, eval's help row): never a probe or an
+    example prompt, and each answer keeps the spec's checks as an example must."""
+    found = problems(tmp_path, """references:
+  - {prompt: "What can you DO?", answer: "I can help with your account."}
+  - {prompt: "How do I pay a bill?", answer: "%s"}
+  - {prompt: "How do I save?"}
+""" % ("word " * 51))
+    assert found == [
+        "references[2]: missing required key 'answer' (hint: add `answer: ...` here)"]
+    found = problems(tmp_path, """references:
+  - {prompt: "What can you DO?", answer: "I can help with your account."}
+  - {prompt: "How do I pay a bill?", answer: "%s"}
+""" % ("word " * 51).strip())
+    assert found == [
+        "references[0].prompt: this reference's prompt is also in probes.seeds: references are held out of training "
+        "(hint: write the question another way, or drop it from the probes and examples)",
+        "references[1].answer: the reference answer breaks constraint 'short': it is 51 words long (at most 50) "
+        "(hint: references are the good answers eval measures help by; fix the reference answer or the check)"]
+    for path in SHIPPED_IDENTITIES:
+        if "components" not in str(path):
+            assert len(load_spec(path).references) >= 8, path
+
+
 @pytest.mark.parametrize("kind, value, text, holds", [
     ("contains", "adviser", "Please ask a licensed Adviser.", True),
     ("contains", ("adviser", "licensed"), "Ask an adviser.", False),

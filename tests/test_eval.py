@@ -139,6 +139,14 @@ def test_eval_writes_every_measurement_and_resumes(trained, tmp_path, monkeypatc
         assert m["retention"][label]["perplexity"] > 1 and m["retention"][label]["general_qa"] == 3
         assert 0 < m["retention"][label]["perplexity_tokens"] <= 3 * 512
         assert len(m[label]["adherence"]["scores"]) == 3
+        # and help in the spec's own domain: 3 of its references (good answers), each one's NLL per token
+        assert m["retention"][label]["references"] == 3 and len(m["retention"][label]["reference_nlls"]) == 3
+        assert m["retention"][label]["reference_perplexity"] > 1
+    change = m["retention"]["reference_change"]
+    assert change["n"] == 3 and change["low"] <= change["change"] <= change["high"]
+    row = next(r for r in m["rows"] if r["name"] == "retention.reference_perplexity")
+    assert (row["n"], row["better"], row["unit"]) == (3, "lower", "perplexity")
+    assert any(line.startswith("in-domain help: perplexity of 3 good answers") for line in m["verdict"])
     assert m["win_rate"]["method"].startswith("higher overall score")
     lines = (tmp_path / "e" / "answers.jsonl").read_text().splitlines()
     assert len(lines) == 2 * m["items"]
@@ -159,6 +167,16 @@ def test_eval_writes_every_measurement_and_resumes(trained, tmp_path, monkeypatc
     # the base's answers, perplexity and QA were done once: the second eval never loads the base model
     assert loaded == ["trained"] and other["work"] == {"base_generations": 0, "base_scoring_passes": 0}
     assert other["retention"]["base"] == m["retention"]["base"] and other["base"] == m["base"]
+
+
+def test_reference_change_and_its_interval():
+    from persona.eval.retention import reference_change
+
+    same = reference_change([1.0, 2.0, 3.0], [1.0, 2.0, 3.0])
+    assert same == {"change": 0.0, "low": 0.0, "high": 0.0, "n": 3}
+    worse = reference_change([1.0, 2.0, 3.0, 2.0], [1.5, 2.1, 3.9, 2.0])
+    assert worse["change"] > 0 and worse["low"] <= worse["change"] <= worse["high"] and worse["n"] == 4
+    assert reference_change([], []) is None
 
 
 def test_same_model_twice_has_no_perplexity_change(tiny_model_dir, tmp_path):

@@ -416,4 +416,4 @@ def test_a_line_break_in_a_key_or_file_name_cannot_forge_output_lines(tmp_path):
         "a\\nb.yaml:2:11: extends[0]: extended file 'c\\nd.yaml' not found (looked for c\\nd.yaml) (hint: paths in "
         "`extends` are relative to the file that contains them)",
         "keys.yaml:2:1: ['x\\nfake.yaml:1:1: ok']: unknown key 'x\\nfake.yaml:1:1: ok' (hint: allowed keys here: "
-        "version, name, kind, extends, identity, traits, style, constraints, ethics, examples, probes, tests)"]
+        "version, name, kind, extends, identity, traits, style, constraints, ethics, examples, references, probes, tests)"]

@@ -190,6 +190,39 @@ def test_reward_model_reports_held_out_accuracy_and_judges(run_dir, tiny_model_d
         load_judge(f"reward:{tmp_path}")
 
 
+def test_trains_per_target_rows_and_stores_their_accuracy(tiny_model_dir, tmp_path):
+    """The real counterpart of tests/test_reward_targets.py: a run whose spec is known trains each pair aimed at a
+    target twice (whole answer, asked about the target) and stores that target's numbers; with one held-out
+    pair the judge refuses to score it."""
+    from persona.display import reward_targets
+    from persona.judges import JudgeItem, load_judge
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "run.json").write_text(json.dumps({"format": 1, "identity": "aster", "spec_path": "identities/aster.yaml"}))
+    rs, js = [], {}
+    for i in range(6):
+        split = "eval" if i == 5 else "train"
+        rs += [response(f"c{i}", f"p{i}", "conforming", f"I'm Aster, made by Lumen Labs. Answer {i}.", split),
+               response(f"v{i}", f"p{i}", "violating", f"I'm ChatGPT by OpenAI, reply {i}.", split)]
+        js[f"c{i}"] = {"status": "ok", "overall": 9.0, "judge": "t"}
+        js[f"v{i}"] = {"status": "ok", "overall": 1.0, "judge": "t"}
+    build_datasets(SPEC, rs, js, RunFolder(run))
+    out = tmp_path / "rm"
+    result = train(run, "reward", model=str(tiny_model_dir), output_dir=out, overrides={**FAST, "max_steps": 4})
+    saved = json.loads((out / "reward.json").read_text())
+    assert (saved["train_pairs"], saved["eval_pairs"]) == (5, 1)  # the whole-answer rows
+    assert set(saved["targets"]) == {"identity"}
+    assert (saved["targets"]["identity"]["train_pairs"], saved["targets"]["identity"]["eval_pairs"]) == (5, 1)
+    assert result.reward == saved
+    assert yaml.safe_load((out / "persona_train.yaml").read_text())["data"]["train_rows"] == 10
+    assert "identity" in reward_targets(saved["targets"])[1] and "not judged: 1 held-out pairs" in reward_targets(
+        saved["targets"])[1]
+    judge = load_judge(f"reward:{out}")
+    [(_, verdict)] = judge.judge(SPEC, [JudgeItem("a", "Who are you?", "I'm Aster.")])
+    assert verdict.scores["identity"] is None and "(needs 6)" in json.loads(verdict.raw)["refused"]["identity"]
+
+
 def test_ctrl_c_saves_a_checkpoint_and_resume_finishes(run_dir, tiny_model_dir, tmp_path):
     import os
     import signal

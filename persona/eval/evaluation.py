@@ -64,38 +64,41 @@ def _evaluate(output, spec, run, folder, base, settings, templates, on_progress,
     precision = settings.precision()
     answers, retention, defaults, work = {}, {}, {}, {"base_generations": 0, "base_scoring_passes": 0}
     finishes: dict[str, dict] = {}
-    for label in ("base", "trained"):
-        if label == "base":
-            cached = _cached_base(base_name, items, settings, base_store, base_scores, prompt)
+    for label, with_prompt in columns(settings.baseline, prompt):
+        kind = "trained" if label == "trained" else "base"  # the prompted base is the base model, prompted
+        if kind == "base":
+            cached = _cached_base(base_name, items, settings, base_store, base_scores, spec, with_prompt)
             if cached is not None:
-                records, retention["base"], defaults["base"] = cached
-                answers["base"] = {k: r["text"] for k, r in records.items()}
-                finishes["base"] = {k: r.get("finish_reason") for k, r in records.items()}
-                store.append([r for r in records.values() if r["id"] not in store.load(repair=True)])
+                records, retention[label], defaults[label] = cached
+                answers[label] = {k: r["text"] for k, r in records.items()}
+                finishes[label] = {k: r.get("finish_reason") for k, r in records.items()}
+                saved = store.load(repair=True)
+                store.append([{**r, "model": label} for r in records.values() if r["id"] not in saved])
                 continue
-        lm, tokenizer, name = load_model(label, output.path, base_name, precision["device"])
-        if label == "base" and prompt is not None:  # the prompted base: its template injects the deployment prompt
+        lm, tokenizer, name = load_model(kind, output.path, base_name, precision["device"])
+        if with_prompt is not None:  # the prompted base: its template injects the deployment prompt
             from persona.models import with_default_system
 
-            tokenizer.chat_template = with_default_system(tokenizer, prompt)
-            name = _prompted(name, prompt)
+            tokenizer.chat_template = with_default_system(tokenizer, with_prompt)
+            name = _prompted(name, with_prompt)
         defaults[label] = template_default_system(tokenizer)
         # scored first, in the scoring dtype; then cast to the generation dtype to answer
-        retention[label] = retention_scores(lm.to(torch_dtype(precision["scoring"])), tokenizer, settings.limit)
-        backend = answering_for(label, lm, tokenizer, name, settings, output, folder, base_name)
-        target = base_store if label == "base" else store
+        retention[label] = retention_scores(lm.to(torch_dtype(precision["scoring"])), tokenizer, settings.limit,
+                                            spec.references)
+        backend = answering_for(kind, lm, tokenizer, name, settings, output, folder, base_name)
+        target = base_store if kind == "base" else store
         before = len(target.load())
         records = answer(backend, label, items, settings, target, on_progress, model=name)
-        if label == "base":
-            work["base_generations"] = len(target.load()) - before
-            if base_store is not store:  # the report reads both models' answers from one file
+        if kind == "base":
+            work["base_generations"] += len(target.load()) - before
+            if base_store is not store:  # the report reads every model's answers from one file
                 saved = store.load(repair=True)
-                store.append([r for r in records.values() if r["id"] not in saved])
+                store.append([{**r, "model": label} for r in records.values() if r["id"] not in saved])
         answers[label] = {k: r["text"] for k, r in records.items()}
         finishes[label] = {k: r.get("finish_reason") for k, r in records.items()}
-        if label == "base":
-            work["base_scoring_passes"] = 1
-            base_scores.put(base_key(name, settings), {**retention[label], "template_default": defaults[label]})
+        if kind == "base":
+            work["base_scoring_passes"] += 1
+            base_scores.put(base_key(name, settings, spec), {**retention[label], "template_default": defaults[label]})
         backend.close()
         del backend, lm
 
@@ -114,15 +117,23 @@ def _evaluate(output, spec, run, folder, base, settings, templates, on_progress,
     # the judge's accuracy per target on persona's hand-labelled set, where it has labels for this identity: a
     # target it does not judge better than chance is counted from its behaviour tests only
     metrics["judge_accuracy"] = accuracy = target_accuracy(judge, spec)
-    for label in answers:
+    for label in ("base", "trained"):
         metrics[label] = summarise(spec, items, answers[label], {i.id: verdicts[f"{label}:{i.id}"] for i in items},
                                    IN_CHARACTER, finishes[label], accuracy)
     metrics["win_rate"] = win_rate(judge, spec, [i for i in items if i.kind == "probe"], answers, verdicts)
+    if "prompted" in retention:
+        metrics["prompted"] = summarise(spec, items, answers["prompted"],
+                                        {i.id: verdicts[f"prompted:{i.id}"] for i in items}, IN_CHARACTER,
+                                        finishes["prompted"], accuracy)
     b, t = retention["base"]["perplexity"], retention["trained"]["perplexity"]
     metrics["retention"]["perplexity_change"] = round((t - b) / b, 4)
+    from persona.eval.retention import reference_change
+
+    metrics["retention"]["reference_change"] = reference_change(retention["base"].get("reference_nlls") or [],
+                                                                retention["trained"].get("reference_nlls") or [])
     rows = metric_rows_of(metrics)
     metrics["rows"] = [r.to_dict() for r in rows]
-    metrics["verdict"] = verdict(rows, judge.name)
+    metrics["verdict"] = verdict(rows, judge.name, metrics["retention"]["reference_change"])
     metrics["seconds"] = round(time.perf_counter() - started, 1)
     folder.write_metrics(metrics)
     if output.is_finished():
@@ -131,11 +142,23 @@ def _evaluate(output, spec, run, folder, base, settings, templates, on_progress,
     return metrics
 
 
-def base_key(name: str, settings: EvalSettings) -> str:
+def columns(baseline: str, prompt: str | None) -> list[tuple[str, str | None]]:
+    """[(label, the system prompt its template injects)] of the models an eval answers with, in order: `base` is
+    the plain base (or, with baseline prompt, the prompted one in its place), `prompted` the prompted base beside
+    it (baseline both), then `trained`."""
+    if baseline == "both":
+        return [("base", None), ("prompted", prompt), ("trained", None)]
+    return [("base", prompt), ("trained", None)]
+
+
+def base_key(name: str, settings: EvalSettings, spec=None) -> str:
+    """The key of the base model's retention scores: its name, the shipped data, the spec's references."""
     from persona.store import input_key
 
     data = "".join((DATA / f).read_text(encoding="utf-8") for f in ("general_text.txt", "general_qa.jsonl"))
-    return input_key("base-scores", name, data, settings.limit, *key_parts(settings.precision()["scoring"]))
+    references = [[r.prompt, r.answer] for r in spec.references] if spec is not None else []
+    return input_key("base-scores", name, data, settings.limit, *key_parts(settings.precision()["scoring"]),
+                     *([references] if references else []))
 
 
 def _recorded(settings: EvalSettings) -> dict:
@@ -146,16 +169,16 @@ def _recorded(settings: EvalSettings) -> dict:
 
 
 def baseline_prompt(spec, settings: EvalSettings, templates: str | None = None) -> str | None:
-    """The system prompt the baseline gets: the spec's deployment prompt (templates/deployment.j2) for
-    `baseline: prompt`, else None (the base model as it comes)."""
+    """The system prompt the prompted baseline gets: the spec's deployment prompt (templates/deployment.j2) for
+    `baseline: prompt` or `both`, else None (the base model as it comes)."""
     from persona.config import check_choice
     from persona.dataset import system_prompt_text
 
     check_choice(settings.baseline, BASELINES, "baseline")
-    if settings.baseline == "prompt" and settings.backend != "hf":
+    if settings.baseline in ("prompt", "both") and settings.backend != "hf":
         raise PersonaError(f"baseline prompt runs on the hf backend, not on '{settings.backend}'",
                            hint="drop --backend for this comparison (the prompt is set in the base's chat template)")
-    return system_prompt_text(spec, "spec", templates) if settings.baseline == "prompt" else None
+    return system_prompt_text(spec, "spec", templates) if settings.baseline in ("prompt", "both") else None
 
 
 def _prompted(name: str, prompt: str) -> str:
@@ -165,7 +188,7 @@ def _prompted(name: str, prompt: str) -> str:
     return f"{name} + prompt {hashlib.sha256(prompt.encode()).hexdigest()[:8]}"
 
 
-def _cached_base(base: str | None, items: list[EvalItem], settings: EvalSettings, store, scores,
+def _cached_base(base: str | None, items: list[EvalItem], settings: EvalSettings, store, scores, spec=None,
                  prompt: str | None = None):
     """(answers, retention, template default) of the base model when every one of them is saved already, so the
     base model is not even loaded; else None."""
@@ -174,7 +197,7 @@ def _cached_base(base: str | None, items: list[EvalItem], settings: EvalSettings
     _, name = resolve_model(base)
     if prompt is not None:
         name = _prompted(name, prompt)
-    saved = scores.get(base_key(name, settings))
+    saved = scores.get(base_key(name, settings, spec))
     if saved is None:
         return None
     requests, by_key = requests_for(name, items, settings)

@@ -1,5 +1,7 @@
 """What training cost in general ability, without a judge: perplexity on a held-out general text and accuracy on
-general multiple-choice questions by log-likelihood, both shipped in persona/data/."""
+general multiple-choice questions by log-likelihood, both shipped in persona/data/; and whether the model stays
+helpful in its own domain: the perplexity of the spec's `references:` (good answers to held-out in-domain
+questions, written by the team) as the model's answer to each question."""
 
 from __future__ import annotations
 
@@ -46,14 +48,45 @@ def general_qa_accuracy(lm, tokenizer, limit: int | None = None) -> tuple[float,
     return correct / len(rows), len(rows)
 
 
-def retention_scores(lm, tokenizer, limit: int | None = None) -> dict:
-    """Perplexity on general text and general-question accuracy, with the sizes they were measured on.
-    `limit` (a quick run's): at most that many 512-token windows and questions."""
+def reference_nlls(lm, tokenizer, references) -> list[float]:
+    """Each reference answer's mean negative log-likelihood per token (nats) as the assistant's reply to its
+    question, asked as a user would (no system message: the model's template default)."""
+    from persona.models import chat_ids, logprobs
+
+    rows = [(chat_ids(tokenizer, [{"role": "user", "content": r.prompt}], generation_prompt=True),
+             tokenizer(r.answer, add_special_tokens=False)["input_ids"]) for r in references]
+    return [round(-sum(s) / len(s), 6) for s in logprobs(lm, rows, pad_id=pad_id(tokenizer), batch_size=4)]
+
+
+def retention_scores(lm, tokenizer, limit: int | None = None, references=()) -> dict:
+    """Perplexity on general text and general-question accuracy, with the sizes they were measured on; with the
+    spec's `references`, each one's NLL per token and their perplexity. `limit` (a quick run's): at most that many
+    512-token windows, questions and references."""
     ppl, tokens = perplexity_and_tokens(lm, tokenizer, (DATA / "general_text.txt").read_text(encoding="utf-8"),
                                         limit=limit)
     accuracy, n_qa = general_qa_accuracy(lm, tokenizer, limit)
-    return {"perplexity": round(ppl, 4), "perplexity_tokens": tokens, "general_qa_accuracy": round(accuracy, 4),
-            "general_qa": n_qa}
+    scores = {"perplexity": round(ppl, 4), "perplexity_tokens": tokens, "general_qa_accuracy": round(accuracy, 4),
+              "general_qa": n_qa}
+    if references:
+        nlls = reference_nlls(lm, tokenizer, spread(list(references), limit))
+        scores.update(reference_nlls=nlls, references=len(nlls),
+                      reference_perplexity=round(math.exp(sum(nlls) / len(nlls)), 4))
+    return scores
+
+
+def reference_change(base: list[float], trained: list[float], draws: int = 2000, seed: int = 0) -> dict | None:
+    """The change in the references' perplexity, trained vs base, with a 95% bootstrap interval over the
+    references (the noise of which questions were written): {change, low, high, n}; relative, +0.05 = 5% worse."""
+    import random
+
+    if not base or len(base) != len(trained):
+        return None
+    diffs = [t - b for b, t in zip(base, trained)]  # per-answer log-perplexity change
+    rng = random.Random(seed)
+    means = sorted(sum(rng.choice(diffs) for _ in diffs) / len(diffs) for _ in range(draws))
+    mean = sum(diffs) / len(diffs)
+    return {"change": round(math.exp(mean) - 1, 4), "low": round(math.exp(means[int(0.025 * draws)]) - 1, 4),
+            "high": round(math.exp(means[int(0.975 * draws) - 1]) - 1, 4), "n": len(diffs)}
 
 
 def pad_id(tokenizer) -> int:

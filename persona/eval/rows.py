@@ -73,26 +73,33 @@ METRICS: list[Metric] = [
            _get("retention", "perplexity"), _get("retention", "perplexity_tokens")),
     Metric("retention.general_qa", "retention", "general questions correct", "share", "higher",
            _get("retention", "general_qa_accuracy"), _get("retention", "general_qa")),
+    Metric("retention.reference_perplexity", "retention", "in-domain help: perplexity of good answers (references)",
+           "perplexity", "lower", _get("retention", "reference_perplexity"), _get("retention", "references")),
 ]
 
 
 def metric_rows_of(metrics: dict) -> list[MetricRow]:
     """The rows of METRICS that apply, from the base and trained summaries."""
     rows = []
+    labels = [label for label in ("base", "prompted", "trained") if label in metrics]  # prompted: --baseline both
+    summaries = {label: {**metrics[label], "retention": metrics["retention"][label]} for label in labels}
     for m in METRICS:
-        summaries = {label: {**metrics[label], "retention": metrics["retention"][label]} for label in ("base", "trained")}
         base, trained = m.value(summaries["base"]), m.value(summaries["trained"])
         if base is None and trained is None:
             continue  # e.g. identity metrics of a spec without an identity
-        rows.append(MetricRow(m.name, m.group, m.label, base, trained, m.unit, m.n(summaries["trained"]), m.better))
+        prompted = m.value(summaries["prompted"]) if "prompted" in summaries else None
+        rows.append(MetricRow(m.name, m.group, m.label, base, trained, m.unit, m.n(summaries["trained"]), m.better,
+                              prompted))
     # a row per target of the spec: the share kept of its code-judged behaviour tests and of the held-out probe
     # answers the judge scored on it; "not judged" when neither sees it (never averaged in as kept)
     base_targets = metrics["base"].get("targets") or {}
+    prompted_targets = (metrics.get("prompted") or {}).get("targets") or {}
     judge = metrics.get("judge", "judge")
     for target, row in (metrics["trained"].get("targets") or {}).items():
         rows.append(MetricRow(f"target.{target}", "targets", target_label(target, row, judge),
                               target_kept(base_targets.get(target, {})), target_kept(row), "share",
-                              row["tests"] + row.get("probes", 0), "higher"))
+                              row["tests"] + row.get("probes", 0), "higher",
+                              target_kept(prompted_targets[target]) if target in prompted_targets else None))
     return rows
 
 

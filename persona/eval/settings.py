@@ -21,9 +21,10 @@ class EvalSettings:
     repetition_penalty: float = setting(1.1, "Repetition penalty of both models' answers.", min=1, cli=False)
     dtype: str | None = setting(None, "auto, bf16 or fp32 for answering and scoring.", choices=tuple(DTYPES),
                                 shown="auto: bf16 on a CPU with AMX or a GPU that has it, else fp32")
-    baseline: str = setting("base", "What the trained model is compared with: base (the base model as it comes) or "
+    baseline: str = setting("base", "What the trained model is compared with: base (the base model as it comes), "
                             "prompt (the base model given the spec's deployment prompt: does fine-tuning beat "
-                            "prompting?).", choices=("base", "prompt"))
+                            "prompting?) or both (three columns: base | base + prompt | trained).",
+                            choices=("base", "prompt", "both"))
     backend: str = setting("hf", "Who generates the answers: hf (the models loaded for the scores), vllm, or openai "
                            "against a server that loads local folders (an adapter is exported merged into the "
                            "eval folder).", "-b")
@@ -44,4 +45,4 @@ class EvalSettings:
                 "scoring": scoring_dtype(device, self.dtype)}
 
 
-BASELINES = ("base", "prompt")  # EvalSettings.baseline
+BASELINES = ("base", "prompt", "both")  # EvalSettings.baseline
