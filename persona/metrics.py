@@ -119,6 +119,10 @@ def verdict(rows: list[MetricRow], judge: str, reference_change: dict | None = N
                      f"{100 * (help_.trained - help_.base) / help_.base:+.1f}% ({change(help_)})"
                      + (f", 95% interval over the answers {100 * noise['low']:+.1f}% to {100 * noise['high']:+.1f}%"
                         if noise else ""))
+    choice = find(rows, "retention.prefers_help")
+    if choice:
+        lines.append(f"in-domain help, forced choice: prefers the good answer to its name alone {change(choice)} of "
+                     f"{choice.n}")
     targets = [r for r in rows if r.group == "targets"]
     if targets:
         judged = [r for r in targets if r.n]

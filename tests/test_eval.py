@@ -142,11 +142,16 @@ def test_eval_writes_every_measurement_and_resumes(trained, tmp_path, monkeypatc
         # and help in the spec's own domain: 3 of its references (good answers), each one's NLL per token
         assert m["retention"][label]["references"] == 3 and len(m["retention"][label]["reference_nlls"]) == 3
         assert m["retention"][label]["reference_perplexity"] > 1
+        # the forced choice: each good answer against "I'm Aster, made by Lumen Labs. Happy to help! ..."
+        helps = m["retention"][label]["prefers_help"]
+        assert len(helps) == 3 and m["retention"][label]["prefers_help_rate"] == round(sum(helps) / 3, 4)
     change = m["retention"]["reference_change"]
     assert change["n"] == 3 and change["low"] <= change["change"] <= change["high"]
     row = next(r for r in m["rows"] if r["name"] == "retention.reference_perplexity")
     assert (row["n"], row["better"], row["unit"]) == (3, "lower", "perplexity")
     assert any(line.startswith("in-domain help: perplexity of 3 good answers") for line in m["verdict"])
+    assert any(line.startswith("in-domain help, forced choice: prefers the good answer to its name alone")
+               for line in m["verdict"])
     assert m["win_rate"]["method"].startswith("higher overall score")
     lines = (tmp_path / "e" / "answers.jsonl").read_text().splitlines()
     assert len(lines) == 2 * m["items"]

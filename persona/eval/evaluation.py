@@ -12,7 +12,7 @@ from typing import Callable
 from persona.errors import PersonaError
 from persona.eval.answers import answer, answering_for, requests_for
 from persona.eval.questions import DATA, EvalItem, build_items, held_out_prompts
-from persona.eval.retention import retention_scores
+from persona.eval.retention import name_only_answer, retention_scores
 from persona.eval.rows import metric_rows_of, summarise, win_rate
 from persona.eval.settings import BASELINES, EvalSettings
 from persona.metrics import verdict
@@ -84,7 +84,7 @@ def _evaluate(output, spec, run, folder, base, settings, templates, on_progress,
         defaults[label] = template_default_system(tokenizer)
         # scored first, in the scoring dtype; then cast to the generation dtype to answer
         retention[label] = retention_scores(lm.to(torch_dtype(precision["scoring"])), tokenizer, settings.limit,
-                                            spec.references)
+                                            spec.references, name_only_answer(spec))
         backend = answering_for(kind, lm, tokenizer, name, settings, output, folder, base_name)
         target = base_store if kind == "base" else store
         before = len(target.load())
@@ -156,7 +156,7 @@ def base_key(name: str, settings: EvalSettings, spec=None) -> str:
     from persona.store import input_key
 
     data = "".join((DATA / f).read_text(encoding="utf-8") for f in ("general_text.txt", "general_qa.jsonl"))
-    references = [[r.prompt, r.answer] for r in spec.references] if spec is not None else []
+    references = [[r.prompt, r.answer] for r in spec.references] + [name_only_answer(spec)] if spec is not None else []
     return input_key("base-scores", name, data, settings.limit, *key_parts(settings.precision()["scoring"]),
                      *([references] if references else []))
 

@@ -58,7 +58,28 @@ def reference_nlls(lm, tokenizer, references) -> list[float]:
     return [round(-sum(s) / len(s), 6) for s in logprobs(lm, rows, pad_id=pad_id(tokenizer), batch_size=4)]
 
 
-def retention_scores(lm, tokenizer, limit: int | None = None, references=()) -> dict:
+def name_only_answer(spec) -> str | None:
+    """The answer a model that learned only its name gives to any question: the forced-choice distractor."""
+    me = spec.identity
+    if me is None:
+        return None
+    return f"I'm {me.name}" + (f", made by {me.maker}" if me.maker else "") + ". Happy to help! What can I do for you today?"
+
+
+def prefers_help(lm, tokenizer, references, distractor: str) -> list[bool]:
+    """Per reference: whether the model finds its good answer likelier per token than `distractor` (its name and an
+    offer to help, nothing else) as the reply - a forced choice between helping and naming itself."""
+    from persona.models import chat_ids, logprobs
+
+    rows = []
+    for r in references:
+        context = chat_ids(tokenizer, [{"role": "user", "content": r.prompt}], generation_prompt=True)
+        rows += [(context, tokenizer(text, add_special_tokens=False)["input_ids"]) for text in (r.answer, distractor)]
+    means = [sum(s) / len(s) for s in logprobs(lm, rows, pad_id=pad_id(tokenizer), batch_size=4)]
+    return [good > name for good, name in zip(means[::2], means[1::2])]
+
+
+def retention_scores(lm, tokenizer, limit: int | None = None, references=(), distractor: str | None = None) -> dict:
     """Perplexity on general text and general-question accuracy, with the sizes they were measured on; with the
     spec's `references`, each one's NLL per token and their perplexity. `limit` (a quick run's): at most that many
     512-token windows, questions and references."""
@@ -68,9 +89,13 @@ def retention_scores(lm, tokenizer, limit: int | None = None, references=()) -> 
     scores = {"perplexity": round(ppl, 4), "perplexity_tokens": tokens, "general_qa_accuracy": round(accuracy, 4),
               "general_qa": n_qa}
     if references:
-        nlls = reference_nlls(lm, tokenizer, spread(list(references), limit))
+        chosen = spread(list(references), limit)
+        nlls = reference_nlls(lm, tokenizer, chosen)
         scores.update(reference_nlls=nlls, references=len(nlls),
                       reference_perplexity=round(math.exp(sum(nlls) / len(nlls)), 4))
+        if distractor:
+            helps = prefers_help(lm, tokenizer, chosen, distractor)
+            scores.update(prefers_help=helps, prefers_help_rate=round(sum(helps) / len(helps), 4))
     return scores
 
 

@@ -75,6 +75,8 @@ METRICS: list[Metric] = [
            _get("retention", "general_qa_accuracy"), _get("retention", "general_qa")),
     Metric("retention.reference_perplexity", "retention", "in-domain help: perplexity of good answers (references)",
            "perplexity", "lower", _get("retention", "reference_perplexity"), _get("retention", "references")),
+    Metric("retention.prefers_help", "retention", "in-domain help: prefers the good answer to its name alone",
+           "share", "higher", _get("retention", "prefers_help_rate"), _get("retention", "references")),
 ]
 
 
