@@ -317,7 +317,7 @@ def reward_pairs(judgements: dict, by_prompt: dict, pairs: dict, prompt_of, sett
             broke = on_target(bad, bad.target)
             if broke is not None and broke >= IN_CHARACTER:
                 continue
-            kept = [g for g in goods if (on_target(g, bad.target) is None or on_target(g, bad.target) >= IN_CHARACTER)]
+            kept = [g for g in goods if (score := on_target(g, bad.target)) is None or score >= IN_CHARACTER]
             if not kept:
                 continue
             good = kept[i % len(kept)]

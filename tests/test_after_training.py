@@ -109,6 +109,12 @@ def test_eval_with_both_baselines_gives_three_columns(trained, tmp_path):
     from persona.metrics import metric_rows
     from persona.report import write_report
 
+    from persona.errors import PersonaError
+
+    with pytest.raises(PersonaError) as e:
+        evaluate(trained, "identities/aster.yaml", out=tmp_path / "x",
+                 settings=EvalSettings(max_tokens=4, limit=1, baseline="both", backend="fake"))
+    assert e.value.message == "baseline both runs on the hf backend, not on 'fake'"
     settings = EvalSettings(max_tokens=4, limit=1, baseline="both")
     m = evaluate(trained, "identities/aster.yaml", out=tmp_path / "e", settings=settings)
     assert {"base", "prompted", "trained"} <= set(m) and m["baseline_prompt"].startswith("You are Aster")

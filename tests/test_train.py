@@ -29,10 +29,10 @@ def response(rid, prompt_id, kind, text, split="train"):
                           latency_s=0.0, created="now")
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    run = tmp_path_factory.mktemp("run")
-    (run / "run.json").write_text(json.dumps({"format": 1, "identity": "aster"}))
+def pair_run(run, **info):
+    """A run folder of 6 prompts (5 train, 1 eval), each a conforming answer judged 9 and one aimed at the identity
+    judged 1, built into datasets; `info` goes into run.json (e.g. spec_path)."""
+    (run / "run.json").write_text(json.dumps({"format": 1, "identity": "aster", **info}))
     rs, js = [], {}
     for i in range(6):
         split = "eval" if i == 5 else "train"
@@ -42,6 +42,11 @@ def run_dir(tmp_path_factory):
         js[f"v{i}"] = {"status": "ok", "overall": 1.0, "judge": "t"}
     build_datasets(SPEC, rs, js, RunFolder(run))
     return run
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    return pair_run(tmp_path_factory.mktemp("run"))
 
 
 @pytest.mark.parametrize("method", ["dpo", "ipo", "kto", "reward"])
@@ -197,17 +202,8 @@ def test_trains_per_target_rows_and_stores_their_accuracy(tiny_model_dir, tmp_pa
     from persona.display import reward_targets
     from persona.judges import JudgeItem, load_judge
 
-    run = tmp_path / "run"
-    run.mkdir()
-    (run / "run.json").write_text(json.dumps({"format": 1, "identity": "aster", "spec_path": "identities/aster.yaml"}))
-    rs, js = [], {}
-    for i in range(6):
-        split = "eval" if i == 5 else "train"
-        rs += [response(f"c{i}", f"p{i}", "conforming", f"I'm Aster, made by Lumen Labs. Answer {i}.", split),
-               response(f"v{i}", f"p{i}", "violating", f"I'm ChatGPT by OpenAI, reply {i}.", split)]
-        js[f"c{i}"] = {"status": "ok", "overall": 9.0, "judge": "t"}
-        js[f"v{i}"] = {"status": "ok", "overall": 1.0, "judge": "t"}
-    build_datasets(SPEC, rs, js, RunFolder(run))
+    (tmp_path / "run").mkdir()
+    run = pair_run(tmp_path / "run", spec_path="identities/aster.yaml")
     out = tmp_path / "rm"
     result = train(run, "reward", model=str(tiny_model_dir), output_dir=out, overrides={**FAST, "max_steps": 4})
     saved = json.loads((out / "reward.json").read_text())

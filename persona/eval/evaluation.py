@@ -12,7 +12,7 @@ from typing import Callable
 from persona.errors import PersonaError
 from persona.eval.answers import answer, answering_for, requests_for
 from persona.eval.questions import DATA, EvalItem, build_items, held_out_prompts
-from persona.eval.retention import name_only_answer, retention_scores
+from persona.eval.retention import name_only_answer, reference_change, retention_scores
 from persona.eval.rows import metric_rows_of, summarise, win_rate
 from persona.eval.settings import BASELINES, EvalSettings
 from persona.metrics import verdict
@@ -127,8 +127,6 @@ def _evaluate(output, spec, run, folder, base, settings, templates, on_progress,
                                         finishes["prompted"], accuracy)
     b, t = retention["base"]["perplexity"], retention["trained"]["perplexity"]
     metrics["retention"]["perplexity_change"] = round((t - b) / b, 4)
-    from persona.eval.retention import reference_change
-
     metrics["retention"]["reference_change"] = reference_change(retention["base"].get("reference_nlls") or [],
                                                                 retention["trained"].get("reference_nlls") or [])
     rows = metric_rows_of(metrics)
@@ -176,7 +174,7 @@ def baseline_prompt(spec, settings: EvalSettings, templates: str | None = None) 
 
     check_choice(settings.baseline, BASELINES, "baseline")
     if settings.baseline in ("prompt", "both") and settings.backend != "hf":
-        raise PersonaError(f"baseline prompt runs on the hf backend, not on '{settings.backend}'",
+        raise PersonaError(f"baseline {settings.baseline} runs on the hf backend, not on '{settings.backend}'",
                            hint="drop --backend for this comparison (the prompt is set in the base's chat template)")
     return system_prompt_text(spec, "spec", templates) if settings.baseline in ("prompt", "both") else None
 

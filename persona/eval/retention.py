@@ -48,14 +48,14 @@ def general_qa_accuracy(lm, tokenizer, limit: int | None = None) -> tuple[float,
     return correct / len(rows), len(rows)
 
 
-def reference_nlls(lm, tokenizer, references) -> list[float]:
-    """Each reference answer's mean negative log-likelihood per token (nats) as the assistant's reply to its
-    question, asked as a user would (no system message: the model's template default)."""
+def answer_nlls(lm, tokenizer, replies: list[tuple[str, str]]) -> list[float]:
+    """Each reply's mean negative log-likelihood per token (nats) as the assistant's answer to its question, asked
+    as a user would (no system message: the model's template default); `replies`: (question, answer) pairs."""
     from persona.models import chat_ids, logprobs
 
-    rows = [(chat_ids(tokenizer, [{"role": "user", "content": r.prompt}], generation_prompt=True),
-             tokenizer(r.answer, add_special_tokens=False)["input_ids"]) for r in references]
-    return [round(-sum(s) / len(s), 6) for s in logprobs(lm, rows, pad_id=pad_id(tokenizer), batch_size=4)]
+    rows = [(chat_ids(tokenizer, [{"role": "user", "content": q}], generation_prompt=True),
+             tokenizer(a, add_special_tokens=False)["input_ids"]) for q, a in replies]
+    return [-sum(s) / len(s) for s in logprobs(lm, rows, pad_id=pad_id(tokenizer), batch_size=4)]
 
 
 def name_only_answer(spec) -> str | None:
@@ -66,23 +66,11 @@ def name_only_answer(spec) -> str | None:
     return f"I'm {me.name}" + (f", made by {me.maker}" if me.maker else "") + ". Happy to help! What can I do for you today?"
 
 
-def prefers_help(lm, tokenizer, references, distractor: str) -> list[bool]:
-    """Per reference: whether the model finds its good answer likelier per token than `distractor` (its name and an
-    offer to help, nothing else) as the reply - a forced choice between helping and naming itself."""
-    from persona.models import chat_ids, logprobs
-
-    rows = []
-    for r in references:
-        context = chat_ids(tokenizer, [{"role": "user", "content": r.prompt}], generation_prompt=True)
-        rows += [(context, tokenizer(text, add_special_tokens=False)["input_ids"]) for text in (r.answer, distractor)]
-    means = [sum(s) / len(s) for s in logprobs(lm, rows, pad_id=pad_id(tokenizer), batch_size=4)]
-    return [good > name for good, name in zip(means[::2], means[1::2])]
-
-
 def retention_scores(lm, tokenizer, limit: int | None = None, references=(), distractor: str | None = None) -> dict:
     """Perplexity on general text and general-question accuracy, with the sizes they were measured on; with the
-    spec's `references`, each one's NLL per token and their perplexity. `limit` (a quick run's): at most that many
-    512-token windows, questions and references."""
+    spec's `references`, each one's NLL per token and their perplexity, and with a `distractor` (its name alone)
+    whether each good answer is likelier per token than it - a forced choice between helping and naming itself.
+    `limit` (a quick run's): at most that many 512-token windows, questions and references."""
     ppl, tokens = perplexity_and_tokens(lm, tokenizer, (DATA / "general_text.txt").read_text(encoding="utf-8"),
                                         limit=limit)
     accuracy, n_qa = general_qa_accuracy(lm, tokenizer, limit)
@@ -90,11 +78,12 @@ def retention_scores(lm, tokenizer, limit: int | None = None, references=(), dis
               "general_qa": n_qa}
     if references:
         chosen = spread(list(references), limit)
-        nlls = reference_nlls(lm, tokenizer, chosen)
-        scores.update(reference_nlls=nlls, references=len(nlls),
-                      reference_perplexity=round(math.exp(sum(nlls) / len(nlls)), 4))
+        good = answer_nlls(lm, tokenizer, [(r.prompt, r.answer) for r in chosen])
+        scores.update(reference_nlls=[round(x, 6) for x in good], references=len(good),
+                      reference_perplexity=round(math.exp(sum(good) / len(good)), 4))
         if distractor:
-            helps = prefers_help(lm, tokenizer, chosen, distractor)
+            name = answer_nlls(lm, tokenizer, [(r.prompt, distractor) for r in chosen])
+            helps = [g < n for g, n in zip(good, name)]
             scores.update(prefers_help=helps, prefers_help_rate=round(sum(helps) / len(helps), 4))
     return scores
 
