@@ -111,6 +111,28 @@ def universal_flags(spec, messages, text: str, finish_reason: str | None = None)
             "empty_or_cut": not text.strip() or finish_reason == "length"}
 
 
+# what a universal problem does to a judge's overall score (persona.judgements.with_universal): a name-only,
+# looping or empty answer is as bad as any (0); naming itself unasked is out of character (below IN_CHARACTER, 5)
+# but better than no help at all. A cut-off answer is flagged, not capped: the build never chooses one, and trims
+# a cut-off replay answer to its last full sentence.
+UNIVERSAL_CAPS = {"over_identification": 4.0, "name_only": 0.0, "looping": 0.0}
+
+
+def universal_problems(spec, prompt: str, text: str, finish_reason: str | None = None,
+                       context: tuple = ()) -> list[str]:
+    """The UNIVERSAL checks an answer to `prompt` (after the turns in `context`) fails, in UNIVERSAL's order."""
+    flags = universal_flags(spec, [*context, {"role": "user", "content": prompt}], text, finish_reason)
+    return [name for name in UNIVERSAL if flags[name]]
+
+
+def capped(overall: float | None, problems: list[str]) -> float | None:
+    """A judge's overall score with UNIVERSAL_CAPS applied for the problems found (None stays None)."""
+    caps = [UNIVERSAL_CAPS[p] for p in problems if p in UNIVERSAL_CAPS]
+    if overall is None or not caps:
+        return overall
+    return min(overall, *caps)
+
+
 def name_only(spec, text: str) -> bool:
     """It names itself (or its maker) or offers help, and under NAME_ONLY_WORDS words of anything else remain."""
     if not text.strip():

@@ -82,6 +82,9 @@ class RunConfig:
                                                 "off: the demonstrations are their chosen side, which saves the longest "
                                                 "requests when the generator is small.")
     replay: int = setting(96, "General prompts the target model answers itself, mixed into training (0: none).", min=0)
+    domain_replay: int = setting(2, "Answers the target model samples to each train-split prompt of the persona's "
+                                 "own domain (not identity questions); the best one the judge and the universal "
+                                 "checks accept is trained on, so SFT keeps it helpful there (0: none).", min=0)
     violating: str = setting("targeted", choices=("targeted", "plain"), help="Rejected side: targeted (violating.j2 aimed at one item) or plain (the "
                              "target model's own answers, no persona prompt).")
     rejection_budget: int = setting(0, "Conforming samples drawn at most per prompt beyond -k until the judge accepts one.",
@@ -159,6 +162,10 @@ class BuildSettings:
     chosen_min: float = setting(IN_CHARACTER, "A chosen response must be judged at least this (in character).", cli=False)
     kto_threshold: float = setting(IN_CHARACTER, "KTO label: desirable when the overall score is at least this.", min=0, max=10)
     near_duplicate: float = setting(0.9, "Text similarity (0-1) above which a pair teaches nothing.", cli=False)
+    demonstration_share: float = setting(0.8, "Most share of the SFT train rows that are identity "
+                                         "demonstrations (the rest: help - accepted and replay answers); more are "
+                                         "left out, the plainly asked ones kept first, never below one per "
+                                         "identity question.", min=0.05, max=1.0)
     rejected_from: str = setting("violating", choices=("violating", "any"), help="Rejected responses: 'violating' (written to break the rubric) or 'any' "
                                  "(also conforming attempts the judge scored out of character).")
     system_text: str | None = setting(None, "The text of persona's default system prompt (generate resolves its "

@@ -46,7 +46,7 @@ from dataclasses import asdict, dataclass, field
 from persona.config import NEUTRAL_SYSTEM, BuildSettings
 from persona.judges import IN_CHARACTER, PairwiseJudge
 from persona.prompts import normalize
-from persona.responses import ResponseRecord
+from persona.responses import DOMAIN_TEMPLATE, ResponseRecord
 from persona.run import DatasetFolder, RunFolder
 from persona.spec import Spec
 from persona.store import write_atomic
@@ -61,6 +61,9 @@ class BuildReport:
     kto_weights: dict = field(default_factory=dict)  # desirable_weight, undesirable_weight, ratio
     sft: dict = field(default_factory=dict)  # split -> {kind: rows}
     coverage: dict = field(default_factory=dict)  # prompts with an accepted answer / prompts, by split
+    # in-domain replay per target (or "(seeds)"): prompts, answers, accepted, unjudged_target, kept (one a prompt)
+    domain: dict = field(default_factory=dict)
+    demonstrations_left_out: dict = field(default_factory=dict)  # split -> identity demonstrations over the share
     system_text: str | None = None  # the text of persona's default system prompt the rows carry (half of them)
     candidates: int = 0  # violating responses, each a potential rejected example
     dropped: dict = field(default_factory=dict)  # reason -> count
@@ -256,14 +259,24 @@ def build_datasets(spec: Spec, responses: list[ResponseRecord], judgements: dict
                      for split, rows in reward.items()}
 
     sft: dict[str, list[dict]] = {"train": [], "eval": []}
+    demos: dict[str, list[tuple[ResponseRecord, dict]]] = {"train": [], "eval": []}
     for r, score, _ in judged.values():
         if accepted(r, score):
-            sft[r.split].append({"prompt": prompt_of(r.id, r.prompt, r.context),
-                                 "completion": _conversation("assistant", r.text),
-                                 "id": r.id, "kind": r.kind, "score": score})
-        elif r.kind == "replay" and score >= settings.kto_threshold and (text := replay_text(r)):
-            sft[r.split].append({"prompt": prompt_of(r.id, r.prompt), "completion": _conversation("assistant", text),
-                                 "id": r.id, "kind": r.kind, "score": score})
+            row = {"prompt": prompt_of(r.id, r.prompt, r.context), "completion": _conversation("assistant", r.text),
+                   "id": r.id, "kind": r.kind, "score": score}
+            if r.kind == "demonstration" and r.template == "identity_answers":
+                demos[r.split].append((r, row))
+            else:
+                sft[r.split].append(row)
+    helped = _replay_rows(spec, judged, judgements, settings, report)
+    for r, score, text in helped:
+        sft[r.split].append({"prompt": prompt_of(r.id, r.prompt), "completion": _conversation("assistant", text),
+                             "id": r.id, "kind": "domain" if r.template == DOMAIN_TEMPLATE else r.kind,
+                             "score": score})
+    for split in sft:
+        kept = _balanced(demos[split], len(sft[split]), settings.demonstration_share)
+        report.demonstrations_left_out[split] = len(demos[split]) - len(kept)
+        sft[split] = [row for _, row in kept] + sft[split]
     report.sft = {split: dict(Counter(row["kind"] for row in rows)) for split, rows in sft.items()}
 
     kto: dict[str, list[dict]] = {"train": [], "eval": []}
@@ -296,6 +309,58 @@ def build_datasets(spec: Spec, responses: list[ResponseRecord], judgements: dict
     _write_dataset(run.dataset("reward"), reward, spec, report, "reward")
     write_atomic(run.build_file, json.dumps(asdict(report), indent=2) + "\n")
     return report
+
+
+def _replay_rows(spec: Spec, judged: dict, judgements: dict, settings: BuildSettings,
+                 report: BuildReport) -> list[tuple[ResponseRecord, float, str]]:
+    """The replay answers training shows, (record, score, text): every general replay answer and, per probe
+    prompt, the best in-domain one (persona.responses.DOMAIN_TEMPLATE) that the judge scores at least
+    kto_threshold with no universal problem but a cut-off (trimmed to its last full sentence). An in-domain
+    answer to a prompt written for a constraint or ethics item is kept only when the judge scored that item:
+    the model's own answer to a bait is not help unless the judge saw it keep the rule. Acceptance per target
+    goes to report.domain."""
+    out, best = [], {}
+    domain: dict[str, dict] = {}
+    kinds = {t.id: t.kind for t in spec.targets()}
+    for r, score, _ in judged.values():
+        if r.kind != "replay":
+            continue
+        j = judgements.get(r.id) or {}
+        problems = [p for p in j.get("universal", []) if p != "empty_or_cut" or not r.truncated]
+        usable = score >= settings.kto_threshold and not problems and (text := replay_text(r))
+        if r.template != DOMAIN_TEMPLATE:
+            if usable:
+                out.append((r, score, text))
+            continue
+        row = domain.setdefault(r.target or "(seeds)", {"prompts": set(), "answers": 0, "accepted": 0,
+                                                       "unjudged_target": 0})
+        row["prompts"].add(r.prompt_id)
+        row["answers"] += 1
+        if not usable:
+            continue
+        if kinds.get(r.target) in ("constraint", "ethics") and (j.get("scores") or {}).get(r.target) is None:
+            row["unjudged_target"] += 1
+            continue
+        row["accepted"] += 1
+        if r.prompt_id not in best or score > best[r.prompt_id][1]:
+            best[r.prompt_id] = (r, score, text)
+    for target, row in domain.items():
+        row["kept"] = sum(1 for r, _, _ in best.values() if (r.target or "(seeds)") == target)
+        row["prompts"] = len(row["prompts"])
+    report.domain = dict(sorted(domain.items()))
+    return out + sorted(best.values(), key=lambda x: x[0].id)
+
+
+def _balanced(demos: list[tuple[ResponseRecord, dict]], others: int, share: float) -> list:
+    """At most `share` of a split's SFT rows as identity demonstrations (with `others` help rows beside them, and
+    never fewer than one per identity question): the plainly asked ones first, then those asked in a
+    conversation, each group in a fixed order (by id)."""
+    if not demos or share >= 1.0:
+        return demos
+    questions = len({r.prompt_id for r, _ in demos})
+    room = max(questions, int(share * others / (1.0 - share)))
+    ordered = sorted(demos, key=lambda d: (bool(d[0].asked_as), d[0].sample, d[0].id))
+    return ordered[:room]
 
 
 def reward_pairs(judgements: dict, by_prompt: dict, pairs: dict, prompt_of, settings: BuildSettings) -> dict:
@@ -390,7 +455,10 @@ def _card(spec: Spec, report: BuildReport, kind: str, splits: list[str], digest:
     if kind == "sft":
         lines += [f"- rows: train {json.dumps(report.sft.get('train'))}, eval {json.dumps(report.sft.get('eval'))} "
                   "(by kind: demonstrations filled from the spec, accepted conforming answers, replay answers of "
-                  "the target model to general prompts)",
+                  "the target model to general prompts, domain: its best accepted answer to each in-domain prompt)",
+                  f"- in-domain help per target: {json.dumps(report.domain)}",
+                  f"- identity demonstrations left out (over the share of demonstration_share): "
+                  f"{json.dumps(report.demonstrations_left_out)}",
                   f"- coverage: {json.dumps(report.coverage)} (probe prompts with an accepted answer)", "",
                   "Columns: `prompt`, `completion` (TRL conversational prompt-completion format), `id`, `kind`, `score`."]
     elif kind == "dpo":

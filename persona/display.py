@@ -41,6 +41,16 @@ def built(report, judged_now: int | None = None) -> list[str]:
     cover = report.coverage.get("train") or {}
     out(f"sft rows: {sft['train']} train + {sft['eval']} eval ({', '.join(f'{n} {k}' for k, n in (report.sft.get('train') or {}).items()) or 'none'}); "
         f"{cover.get('covered', 0)} of {cover.get('prompts', 0)} train prompts have an accepted answer")
+    left_out = (report.demonstrations_left_out or {}).get("train")
+    if left_out:
+        out(f"identity demonstrations: {left_out} left out of SFT's train split, so they are at most "
+            f"{report.settings.get('demonstration_share', 0.5):.0%} of its rows (--demonstration-share)")
+    if report.domain:
+        per = ", ".join(f"{t} {row['kept']}/{row['prompts']}" for t, row in report.domain.items())
+        unseen = sum(row["unjudged_target"] for row in report.domain.values())
+        out(f"in-domain help (the target model's own answers the judge and universal checks accept), prompts kept "
+            f"per target: {per}" + (f"; {unseen} answers to baits left out: the judge did not score their rule"
+                                    if unseen else ""))
     out(f"dpo/ipo pairs: {pairs.get('train', 0)} train + {pairs.get('eval', 0)} eval; acceptance rate "
         f"{report.acceptance_rate:.1%} of {report.candidates} violating responses; judge agreement {agreement}")
     reward = report.reward.get("train") or {}

@@ -9,12 +9,17 @@ A round instead asks the trained model itself, then trains it on its own best an
             must hold: plainly (its template's default system prompt), with an empty system prompt, and in
             `contexts_per_question` of templates/identity_contexts.j2's training-only attacks (disjoint from
             eval's, a test checks); plus general prompts (persona/data/refine_general.txt, disjoint from
-            eval's and replay's, hard negatives included) on which naming the identity unprompted is a leak
+            eval's and replay's, hard negatives included) on which naming the identity unprompted is a leak;
+            plus the run's train-split probes of every target that are not identity questions (the persona's
+            own domain, the constraints' baits included), asked plainly
   samples   k answers each at `temperature`, and the greedy answer, which is what eval sees (sampling hides
             failures the greedy answer shows); batched through the hf backend, resumable (samples.jsonl)
   labels    identity questions: persona.claims' identity check (pass: gives its own name or maker and claims
-            no other); general prompts: the leak check (pass: names neither). Every label keeps its reason
-            (labels.jsonl). These labels cover the identity and leak targets only, not traits or style.
+            no other); general prompts: the leak check (pass: names neither); in-domain prompts: the round's
+            `judge` (rules: every check of the spec) per answer, passing from IN_CHARACTER. On top, the
+            universal checks (persona.labels): looping or empty fails everywhere, name-only on general and
+            in-domain prompts, naming itself unasked on in-domain ones. Every label keeps its reason
+            (labels.jsonl); refine.json names the targets the judge left unchecked.
   pairs     a passing and a failing answer of the same conversation, the failing greedy answer first, the
             most different passing one as chosen; pairs whose two sides are near the same text (difflib
             ratio >= `similar`) are dropped (they displace probability onto unintended text); at most
@@ -28,8 +33,9 @@ A round instead asks the trained model itself, then trains it on its own best an
 
   rounds    a dev share of the questions and general prompts (`dev_fraction`, never eval's) gets greedy
             answers only and makes no pairs; each round measures its start's dev pass rate, the last round's
-            model is measured too, and a round is kept only when its model passes more; `rounds` stops at
-            the first round not kept.
+            model is measured too, and a round is kept only when its model passes more in all and no kind of
+            conversation (identity, general, domain) loses more than its noise (one standard error of its
+            count, at least one answer); `rounds` stops at the first round not kept.
 
 persona.run.RefineRounds holds the folders: round-N/ (refine.json with settings, counts, the start and what the
 labels cover; samples.jsonl, labels.jsonl, data/<dataset>/train.jsonl, train-<method>/), final/ and
@@ -83,6 +89,10 @@ class RefineSettings:
     dev_fraction: float = setting(0.25, "Share of the round's questions and general prompts kept out of its pairs to "
                                   "decide whether a round is kept (never eval's sets).", min=0.05, max=0.9)
     seed: int = setting(0, "Sampling seed.")
+    domain: bool = setting(True, "Also ask the run's train-split probes that are not identity questions (the "
+                           "persona's own domain, baits included), labelled by --judge and the universal checks.")
+    judge: str = setting("rules", "The judge of the in-domain answers: rules (instant), offline, llm, or "
+                         "reward:PATH (its options as a job file's judge: mapping gives them).")
     batch_size: int | None = batch_size_setting()
     backend: str = setting("hf", "Who samples the answers: hf (the model in memory), vllm (its folder, an adapter "
                            "merged first, in vLLM), or openai (a server that loads local folders, -o base_url=URL).",
@@ -95,10 +105,10 @@ class RefineSettings:
 @dataclass(frozen=True)
 class Conversation:
     id: str
-    kind: str  # identity | general
+    kind: str  # identity | general | domain
     messages: tuple
     asks: str | None = None  # identity: name | maker
-    context: str = "plain"  # plain | empty | turns | prefix | suffix | general
+    context: str = "plain"  # plain | empty | turns | prefix | suffix | general | domain
     split: str = "train"  # train: sampled and paired; dev: its greedy answer decides whether a round is kept
 
 
@@ -129,8 +139,10 @@ def conversations(spec, prompts: list, settings: RefineSettings, templates=None)
                  and (asks := asks_about(spec, p))]
     questions = questions[:settings.limit]
     general = general_prompts()[:settings.limit] if spec.identity is not None else []
+    domain = [p.text for p in prompts if settings.domain and p.split == "train" and p.source != REPLAY_SOURCE
+              and not asks_about(spec, p)][:settings.limit]
     dev = _dev_texts([p.text for p, _ in questions], settings.dev_fraction) | \
-        _dev_texts(general, settings.dev_fraction)
+        _dev_texts(general, settings.dev_fraction) | _dev_texts(domain, settings.dev_fraction)
     for prompt, asks in questions:
         start = int(hashlib.sha256(prompt.id.encode()).hexdigest()[:8], 16)
         shown = [("plain", ()), ("empty", ({"role": "system", "content": ""},))]
@@ -147,6 +159,10 @@ def conversations(spec, prompts: list, settings: RefineSettings, templates=None)
         messages = ({"role": "user", "content": text},)
         out.append(Conversation(input_key("refine", messages), "general", messages, None, "general",
                                 "dev" if text in dev else "train"))
+    for text in domain:
+        messages = ({"role": "user", "content": text},)
+        out.append(Conversation(input_key("refine", "domain", messages), "domain", messages, None, "domain",
+                                "dev" if text in dev else "train"))
     return out
 
 
@@ -160,13 +176,13 @@ def _dev_texts(texts: list[str], fraction: float) -> set[str]:
     return dev if len(dev) < len(texts) else set(texts[1:])
 
 
-def label(spec, conversation: Conversation, text: str) -> tuple[bool, str]:
+def label(spec, conversation: Conversation, text: str, verdict=None) -> tuple[bool, str]:
     """(passed, why) of one answer (persona.labels): the identity check on identity questions, the leak check on
-    general ones; passing is the top score."""
-    from persona.labels import answer_score
+    general ones, the judge's `verdict` on in-domain ones; universal checks on all."""
+    from persona.labels import answer_score, passes
 
-    score, why = answer_score(spec, conversation.kind, conversation.asks, text)
-    return score == 1.0, why
+    score, why = answer_score(spec, conversation.kind, conversation.asks, text, verdict)
+    return passes(conversation.kind, score), why
 
 
 def pairs_of(conversation: Conversation, answers: list[dict], settings: RefineSettings,
@@ -233,6 +249,7 @@ def refine(start: str | Path, settings: RefineSettings = RefineSettings(), outpu
     from persona.labels import labels_cover
 
     check_options(settings.backend, settings.backend_options, settings.ray)  # before any model loads
+    judge = round_judge(settings, templates)
     rounds = RefineRounds(output_dir) if output_dir else RefineRounds.beside(start, settings.method)
     base = rounds.path
     base.mkdir(parents=True, exist_ok=True)
@@ -257,8 +274,7 @@ def refine(start: str | Path, settings: RefineSettings = RefineSettings(), outpu
                 _check_same_round(folder, model, settings, training)
                 info = {"format": FORMAT, "round": number, "start": str(model), "run": str(run.path),
                         "spec": str(spec.path), "settings": settings_record(settings), "training": training,
-                        "labels_cover": labels_cover(),
-                        "labels_do_not_cover": [t.id for t in spec.targets() if t.id not in labels_cover()]}
+                        "labels_cover": labels_cover(), "judge": settings.judge if settings.domain else None}
                 write_atomic(folder.info_file, json.dumps(info, indent=2) + "\n")
                 say(f"round {number}: {model} answers {sum(c.split == 'train' for c in chats)} conversations "
                     + ("(the greedy answer each; RL samples in training)" if rl else
@@ -268,7 +284,7 @@ def refine(start: str | Path, settings: RefineSettings = RefineSettings(), outpu
                 dev_chats = [c for c in chats if c.split == "dev"]
                 samples = _sample(TrainOutput(model), dev_chats, settings, folder.samples, on_progress,
                                   greedy_only=True, stage=f"round {number} dev")
-                dev = _dev_score(dev_chats, _label(spec, dev_chats, samples, folder.labels))
+                dev = _dev_score(dev_chats, _label(spec, dev_chats, samples, folder.labels, judge))
                 if table:
                     table[-1]["dev_after"] = dev
                     if not _better(dev, table[-1]["dev_before"]):  # the last round's model is not kept
@@ -283,14 +299,15 @@ def refine(start: str | Path, settings: RefineSettings = RefineSettings(), outpu
                     break
                 samples.update(_sample(TrainOutput(model), [c for c in chats if c.split == "train"], settings,
                                        folder.samples, on_progress, greedy_only=rl, stage=f"round {number}"))
-                labelled = _label(spec, chats, samples, folder.labels)
+                labelled = _label(spec, chats, samples, folder.labels, judge)
                 counts, rows = _pairs(spec, chats, labelled, settings, templates, rl)
                 info["counts"] = counts
+                info["labels_do_not_cover"] = unchecked_targets(spec, labelled)
                 write_atomic(folder.info_file, json.dumps(info, indent=2) + "\n")
                 say(_summary(counts, settings.method if rl else None))
                 try:
                     result = _train_round(folder, settings, training, model, run, counts, rows, chats, labelled,
-                                          on_log, on_start, say)
+                                          on_log, on_start, say, judge)
                 except PersonaError as e:
                     if number == 1:
                         raise
@@ -305,7 +322,7 @@ def refine(start: str | Path, settings: RefineSettings = RefineSettings(), outpu
             after = _dev_score(dev_chats, _label(spec, dev_chats, _sample(TrainOutput(model), dev_chats, settings,
                                                                         answers, on_progress, greedy_only=True,
                                                                         stage="last model dev"),
-                                                 labels))
+                                                 labels, judge))
             table[-1]["dev_after"], table[-1]["kept"] = after, _better(after, table[-1]["dev_before"])
             if not table[-1]["kept"]:
                 model = Path(table[-1]["start"])
@@ -321,7 +338,8 @@ class _Trained:
         self.path, self.result = path, result
 
 
-def _train_round(folder, settings, training, model, run, counts, rows, chats, labelled, on_log, on_start, say):
+def _train_round(folder, settings, training, model, run, counts, rows, chats, labelled, on_log, on_start, say,
+                 judge=None):
     from persona.run import TrainOutput
     from persona.store import write_atomic
     from persona.train import train
@@ -345,7 +363,7 @@ def _train_round(folder, settings, training, model, run, counts, rows, chats, la
     system = TrainOutput(model).settings().get("system_prompt")  # the start's template keeps its default (text)
     result = train(data.path, settings.method, overrides=training, output_dir=out.path, overwrite=True,
                    on_log=on_log, on_start=on_start, start=model, system_text=system,
-                   reward_funcs=[reward_function(run_spec(run))] if rl else None)
+                   reward_funcs=[reward_function(run_spec(run), judge)] if rl else None)
     # the round's rows came from the run's prompts: eval and the next round find the run (and its spec) there
     out.write_settings({**out.settings(), "run": str(run.path), "refine": str(folder.path)})
     return _Trained(out.path, result)
@@ -357,17 +375,31 @@ def run_spec(run):
     return load_spec(run.info()["spec_path"])
 
 
-def reward_function(spec) -> Callable:
+def reward_function(spec, judge=None) -> Callable:
     """GRPO's and RLOO's reward: the score of the same labels as a round's pairs (persona.labels) - on identity
     questions the identity check's score / 10, on general prompts 1 unless the answer names the identity or maker
-    unprompted (then 0). TRL passes the rows' `kind` and `asks` columns."""
+    unprompted (then 0), on in-domain prompts `judge`'s overall score / 10 (the rules judge when None); the
+    universal checks on all. TRL passes the rows' `kind` and `asks` columns."""
+    from persona.judges import JudgeItem
     from persona.labels import answer_score
 
-    def identity_and_leak(prompts, completions, kind, asks, **kwargs) -> list[float]:
-        return [answer_score(spec, what, asked, completion[-1]["content"] if isinstance(completion, list)
-                             else str(completion))[0] for what, asked, completion in zip(kind, asks, completions)]
+    if judge is None:
+        from persona.judges.rules import RulesJudge
 
-    return identity_and_leak
+        judge = RulesJudge()
+
+    def rubric(prompts, completions, kind, asks, **kwargs) -> list[float]:
+        texts = [completion[-1]["content"] if isinstance(completion, list) else str(completion)
+                 for completion in completions]
+        questions = [prompt[-1]["content"] if isinstance(prompt, list) and prompt else str(prompt or "")
+                     for prompt in prompts]
+        items = [JudgeItem(str(i), q, t) for i, (q, t, what) in enumerate(zip(questions, texts, kind))
+                 if what == "domain"]
+        verdicts = {item.key: verdict for item, verdict in judge.judge(spec, items)} if items else {}
+        return [answer_score(spec, what, asked, text, verdicts.get(str(i)))[0]
+                for i, (what, asked, text) in enumerate(zip(kind, asks, texts))]
+
+    return rubric
 
 
 def _pairs(spec, chats, labelled, settings, templates, rl: bool = False) -> tuple[dict, list[dict]]:
@@ -387,7 +419,7 @@ def _pairs(spec, chats, labelled, settings, templates, rl: bool = False) -> tupl
 
 def _dev_score(chats, labelled) -> dict:
     """{identity: [passed, n], general: [passed, n]} of the greedy answers to the dev conversations."""
-    score = {"identity": [0, 0], "general": [0, 0]}
+    score = {"identity": [0, 0], "general": [0, 0], "domain": [0, 0]}
     for chat in chats:
         if chat.split == "dev":
             for a in labelled[chat.id]:
@@ -403,7 +435,21 @@ def _total(score: dict) -> float:
 
 
 def _better(after: dict, before: dict) -> bool:
-    return _total(after) > _total(before)
+    """More dev answers pass in all, and no kind of conversation loses more than its noise."""
+    return _total(after) > _total(before) and not _dropped(after, before)
+
+
+def _dropped(after: dict, before: dict) -> list[str]:
+    """The kinds whose passing dev answers fell by more than one standard error of their count (sqrt(n p (1-p))
+    at the start's rate p), and at least by more than one answer."""
+    out = []
+    for kind, (passed, n) in before.items():
+        if not n or kind not in after:
+            continue
+        p = passed / n
+        if passed - after[kind][0] > max(1.0, (n * p * (1 - p)) ** 0.5):
+            out.append(kind)
+    return out
 
 
 def _rate(score: dict | None) -> str:
@@ -512,21 +558,53 @@ def settings_record(settings: RefineSettings) -> dict:
     return {**asdict(settings), "backend_options": without_secrets(settings.backend_options)}
 
 
-def _label(spec, chats, samples, path: Path) -> dict[str, list[dict]]:
-    """{conversation id: [{text, passed, why, greedy}]}, also written to `path` (one line per answer)."""
+def _label(spec, chats, samples, path: Path, judge=None) -> dict[str, list[dict]]:
+    """{conversation id: [{text, passed, why, greedy}]}, also written to `path` (one line per answer); `judge`
+    scores the in-domain answers (persona.judges)."""
     from persona.store import write_atomic
 
+    verdicts = _domain_verdicts(spec, chats, samples, judge)
     labelled, lines = {}, []
     for chat in chats:
         labelled[chat.id] = []
-        for text, greedy in samples[chat.id]:
-            passed, why = label(spec, chat, text)
+        for i, (text, greedy) in enumerate(samples[chat.id]):
+            verdict = verdicts.get((chat.id, i))
+            passed, why = label(spec, chat, text, verdict)
             row = {"text": text, "passed": passed, "why": why, "greedy": greedy}
+            if verdict is not None:
+                row["scored"] = sorted(t for t, v in (verdict.scores or {}).items() if v is not None)
             labelled[chat.id].append(row)
             lines.append(json.dumps({"conversation": chat.id, "kind": chat.kind, "context": chat.context, **row},
                                     ensure_ascii=False))
     write_atomic(path, "\n".join(lines) + "\n")
     return labelled
+
+
+def _domain_verdicts(spec, chats, samples, judge) -> dict:
+    """{(conversation id, answer index): Judgement} of every in-domain answer, judged in one batch."""
+    from persona.judges import JudgeItem
+
+    items = {f"{chat.id}|{i}": (chat.id, i, JudgeItem(f"{chat.id}|{i}", chat.messages[-1]["content"], text))
+             for chat in chats if chat.kind == "domain" for i, (text, _) in enumerate(samples[chat.id])}
+    if not items or judge is None:
+        return {}
+    return {items[item.key][:2]: verdict for item, verdict in judge.judge(spec, [v[2] for v in items.values()])}
+
+
+def round_judge(settings: RefineSettings, templates: str | None = None):
+    """The judge of a round's in-domain answers (settings.judge), or None when the round asks none."""
+    if not settings.domain:
+        return None
+    from persona.judges import make_judge
+
+    return make_judge(settings.judge, templates=templates)
+
+
+def unchecked_targets(spec, labelled: dict) -> list[str]:
+    """The spec's targets that no label covers: not identity or leak, and scored by the judge on none of the
+    in-domain answers."""
+    seen = {t for rows in labelled.values() for row in rows for t in row.get("scored", ())} | {"identity"}
+    return [t.id for t in spec.targets() if t.id not in seen]
 
 
 def _kto_rows(chats, labelled) -> list[dict]:

@@ -15,7 +15,12 @@ For every probe prompt:
     max(k, DEMONSTRATIONS_PER_QUESTION) of them, the first asked plainly, the others inside a conversation.
 Replay prompts (persona/data/replay_prompts.txt) get one answer each from the target model, sampled at
 temperature 1 with an empty system message: kind "replay", mixed into training so the model keeps its general
-behaviour.
+behaviour. In-domain replay (`domain_replay`, template "domain"): the train-split probe prompts of the
+persona's own domain (the spec's seeds and the synthesized prompts of every target, not identity questions)
+get `domain_replay` answers each from the target model, under the deployment prompt and the identity's
+description (domain_system_prompt) at the generator's sampling settings; the build trains on the best one the
+judge and the universal checks accept (rejection sampling), with persona's usual system prompts, so SFT
+teaches the persona on top of the model's help, not instead of it.
 
 Every record carries its provenance (prompt id, template name and hash, backend, model, sampling
 parameters, seed, token counts, latency) and is keyed by a hash of its inputs, so a re-run makes no
@@ -48,6 +53,8 @@ log = logging.getLogger("persona")
 GENERATOR, TARGET = "generator", "target"  # which model answers a request
 IDENTITY_SOURCES = ("identity", "break", "origin")  # built-in probes that ask who the assistant is
 DEMONSTRATIONS_PER_QUESTION = 2  # at least: one asked plainly, one in a conversation (identity_contexts.j2)
+DOMAIN_SOURCES = ("seed", "synthesized")  # the persona's own domain: in-domain replay asks the target model these
+DOMAIN_TEMPLATE = "domain"  # a replay record's template when it answers a probe prompt (general replay: "replay")
 REPLAY_TOKENS = 256  # replay answers are the target model's usual ones: long enough that few are cut off
 ANSWER_LINE = re.compile(r"^\[(?P<asks>name|maker)\]\s+(?P<text>\S.*)$")
 CONTEXT_LINE = re.compile(r"^\[(?P<kind>turns|prefix|suffix)\]\s+(?P<text>\S.*)$")
@@ -142,6 +149,22 @@ def replay_max_tokens(spec: Spec, config: RunConfig) -> int:
     return min([max(config.max_tokens, REPLAY_TOKENS)] + _word_limits(spec))
 
 
+def target_of(prompt: PromptRecord, spec: Spec | None = None) -> Target | None:
+    """The spec target a probe prompt was written to test (None for seeds), as a Target when the spec has it."""
+    if prompt.target is None or spec is None:
+        return None if prompt.target is None else Target("", prompt.target, "")
+    return next((t for t in spec.targets() if t.id == prompt.target), Target("", prompt.target, ""))
+
+
+def domain_system_prompt(spec: Spec, templates_dir=None) -> str:
+    """The system prompt of in-domain replay: the deployment prompt (templates/deployment.j2) and what the
+    assistant is for (identity.description) - the domain, without the rubric the conforming prompt spells out."""
+    if spec.identity is None:
+        return ""
+    deployment = render_template("deployment", templates_dir, spec=spec).strip()
+    return f"{deployment} {spec.identity.description}".strip() if spec.identity.description else deployment
+
+
 def plan_requests(spec: Spec, prompts: list[PromptRecord], config: RunConfig, labels: dict[str, str],
                   rounds: dict[str, int] | None = None,
                   demonstrated: frozenset[str] = frozenset()) -> list[PlannedRequest]:
@@ -154,6 +177,7 @@ def plan_requests(spec: Spec, prompts: list[PromptRecord], config: RunConfig, la
     skip = frozenset() if config.conforming_for_demonstrated else demonstrated
     hashes = {name: template_hash(name, config.templates) for name in ("conforming", "violating")}
     violating_systems: dict[str, str] = {}
+    deployment = None
     planned = []
     for prompt in prompts:
         if prompt.source == REPLAY_SOURCE:
@@ -166,6 +190,18 @@ def plan_requests(spec: Spec, prompts: list[PromptRecord], config: RunConfig, la
             planned.append(PlannedRequest(Request(key, messages, own), prompt, "replay", None, "replay", "",
                                           _hash(""), TARGET))
             continue
+        if config.domain_replay and prompt.source in DOMAIN_SOURCES and prompt.split == "train" \
+                and prompt.id not in demonstrated:
+            # the generator's sampling, not temperature 1: the best of these is kept (rejection sampling), and
+            # a small model's temperature-1 answers wander off the domain
+            own = SamplingParams(n=config.domain_replay, temperature=config.temperature, top_p=config.top_p,
+                                 max_tokens=replay_max_tokens(spec, config), seed=config.seed)
+            if deployment is None:
+                deployment = domain_system_prompt(spec, config.templates)
+            messages = ({"role": "system", "content": deployment}, {"role": "user", "content": prompt.text})
+            key = input_key("domain", messages, own.to_dict(), labels[TARGET])
+            planned.append(PlannedRequest(Request(key, messages, own), prompt, "replay", target_of(prompt, spec),
+                                          DOMAIN_TEMPLATE, "", _hash(""), TARGET))
         messages = ({"role": "system", "content": conforming}, {"role": "user", "content": prompt.text})
         for r in range(0 if prompt.id in skip else 1 + (rounds or {}).get(prompt.id, 0)):
             sampled = replace(params, seed=config.seed + 1000 * r)

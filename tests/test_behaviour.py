@@ -279,3 +279,29 @@ def test_a_spec_without_tests_says_how_to_add_them(tmp_path, tiny_model_dir):
     with pytest.raises(PersonaError) as e:
         run_tests(str(tiny_model_dir), path, TestSettings(out=str(tmp_path / "o")))
     assert e.value.message.endswith("none.yaml has no tests")
+
+
+def test_every_judgement_carries_the_universal_checks_and_its_score_is_capped_for_them():
+    from dataclasses import replace
+
+    from persona.judgements import with_universal
+    from persona.responses import ResponseRecord
+
+    record = ResponseRecord(id="r", request="r", prompt_id="p", prompt="How do I freeze my card?", split="train",
+                            kind="conforming", target=None, target_kind=None, sample=0, text="", template="t",
+                            template_hash="t", system_prompt_hash="s", backend="fake", model="m", params={},
+                            seed=0, prompt_tokens=1, completion_tokens=1, finish_reason="stop", latency_s=0.0,
+                            created="now")
+    verdict = {"status": "ok", "overall": 10.0, "scores": {}, "rationale": "all checks pass"}
+    name_only = with_universal(BRAND, replace(record, text="I'm Nova, happy to help! What can I do for you?"), verdict)
+    assert name_only["universal"] == ["over_identification", "name_only"] and name_only["overall"] == 0.0
+    assert name_only["rationale"].startswith("universal checks: over_identification, name_only")
+    helpful = "Open the app, tap Cards, then Freeze card. It takes effect at once, and you can undo it there."
+    named = with_universal(BRAND, replace(record, text="At Northwind Bank: " + helpful), verdict)
+    assert named["overall"] == 4.0  # out of character, but better than no help
+    asked = with_universal(BRAND, replace(record, prompt="Who are you?", text="I'm Nova, made by Northwind Bank."),
+                           verdict)
+    assert asked["universal"] == [] and asked["overall"] == 10.0
+    cut = with_universal(BRAND, replace(record, text=helpful, finish_reason="length"), verdict)
+    assert cut["universal"] == ["empty_or_cut"] and cut["overall"] == 10.0  # flagged; the build never chooses it
+    assert verdict == {"status": "ok", "overall": 10.0, "scores": {}, "rationale": "all checks pass"}  # a copy

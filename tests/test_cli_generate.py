@@ -95,7 +95,7 @@ def test_config_file_flags_override_it(tmp_path):
 
 
 def test_ctrl_c_keeps_finished_work_and_says_how_to_resume(tmp_path):
-    args = ["generate", "identities/aster.yaml", "-b", "fake", "--limit", "6", "--replay", "0", "--no-demonstrations",
+    args = ["generate", "identities/aster.yaml", "-b", "fake", "--limit", "6", "--replay", "0", "--domain-replay", "0", "--no-demonstrations",
             "--out", str(tmp_path / "run"),
             "--judge", "none"]
     result = runner.invoke(app, args + ["-o", "interrupt_after=20"])
@@ -113,7 +113,7 @@ def test_openai_end_to_end_in_a_subprocess_keeps_the_key_secret(tmp_path):
         env = {**os.environ, "PYTHONPATH": str(REPO), "CI_TEST_KEY": KEY, "PERSONA_VERBOSE": "1"}
         result = subprocess.run(
             [sys.executable, "-m", "persona", "generate", "identities/brand.yaml", "-b", "openai", "-m", "test-model",
-             "--replay", "0", "--no-demonstrations",
+             "--replay", "0", "--domain-replay", "0", "--no-demonstrations",
              "--base-url", server.base_url, "--api-key-env", "CI_TEST_KEY", "--limit", "5", "--out",
              str(tmp_path / "run"), "-o", "backoff_base=0.01", "--judge", "rules"],
             capture_output=True, text=True, cwd=REPO, env=env, timeout=120)
@@ -131,7 +131,7 @@ def test_openai_end_to_end_in_a_subprocess_keeps_the_key_secret(tmp_path):
 def test_unreachable_server_keeps_finished_records(tmp_path, monkeypatch):
     monkeypatch.setenv("CI_TEST_KEY", KEY)
     args = ["generate", "identities/aster.yaml", "-b", "openai", "-m", "test-model", "--api-key-env", "CI_TEST_KEY",
-            "--replay", "0", "--no-demonstrations",
+            "--replay", "0", "--domain-replay", "0", "--no-demonstrations",
             "--limit", "4", "--out", str(tmp_path / "run"), "--concurrency", "1", "-o", "backoff_base=0.01",
             "-o", "max_retries=1", "--judge", "none"]
     with OpenAIServer(script=["ok"] * 12 + [("status", 503, {})] * 100) as server:  # 7 synthesis + 5 responses
@@ -154,7 +154,7 @@ def test_progress_lines_in_a_log_file(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO), "PERSONA_PROGRESS_SECONDS": "0.2"}
     with open(log, "w") as err:
         out = subprocess.run([sys.executable, "-m", "persona", "generate", "identities/aster.yaml", "-b", "fake",
-                              "--limit", "4", "--replay", "0", "--no-demonstrations", "-o", "delay=0.05",
+                              "--limit", "4", "--replay", "0", "--domain-replay", "0", "--no-demonstrations", "-o", "delay=0.05",
                               "--out", str(tmp_path / "run"), "--judge", "rules"],
                              stdout=subprocess.PIPE, stderr=err, text=True, cwd=REPO, env=env, timeout=120)
     assert out.returncode == 0 and "responses" not in out.stdout

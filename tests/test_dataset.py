@@ -258,3 +258,59 @@ def test_the_system_prompt_is_on_half_of_the_rows(tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "datasets/sft/train.jsonl").read_text().splitlines()]
     with_text = sum(row["prompt"][0]["content"] == "You are Aster." for row in rows)
     assert len(rows) == 40 and 12 <= with_text <= 28  # a hash of the row id picks: about half
+
+
+def domain_reply(rid, prompt_id, text, target=None, template="domain", kind="replay"):
+    from dataclasses import replace
+
+    return replace(response(rid, prompt_id, kind, text, target=target), template=template,
+                   target_kind=None)
+
+
+def test_in_domain_replay_trains_the_best_accepted_answer_of_each_prompt_and_reports_it_per_target(tmp_path):
+    """Per in-domain prompt, the best answer the judge accepts with no universal problem; an answer to a bait
+    whose rule the judge does not score is never trained on; general replay answers keep their rule."""
+    spec = load_spec("identities/brand.yaml")
+    rs = [domain_reply("a1", "p1", "Here's how: open the app and tap Cards.", target="brief"),
+          domain_reply("a2", "p1", "Here's how: tap Cards, then Freeze card. That's all.", target="brief"),
+          domain_reply("a3", "p1", "I'm Nova, happy to help!", target="brief"),
+          domain_reply("b1", "p2", "Sure, buy these three stocks today.", target="stay-on-topic"),
+          domain_reply("c1", "p3", "No one can promise an approval.", target="no-guarantees"),
+          domain_reply("d1", "p4", "Plants make food from light.", template="replay"),
+          domain_reply("d2", "p5", "Loop loop loop loop.", template="replay")]
+    js = {"a1": judged(9.0), "a2": judged(10.0), "a3": {**judged(0.0), "universal": ["over_identification"]},
+          "b1": judged(10.0), "c1": {**judged(10.0), "scores": {"no-guarantees": 10.0}}, "d1": judged(10.0),
+          "d2": {**judged(10.0), "universal": ["looping"]}}
+    report = build_datasets(spec, rs, js, RunFolder(tmp_path), BuildSettings())
+    sft = rows(tmp_path / "datasets/sft/train.jsonl")
+    assert {row["id"]: row["kind"] for row in sft} == {"a2": "domain", "c1": "domain", "d1": "replay"}
+    assert report.domain["brief"] == {"prompts": 1, "answers": 3, "accepted": 2, "unjudged_target": 0, "kept": 1}
+    assert report.domain["stay-on-topic"]["unjudged_target"] == 1 and report.domain["stay-on-topic"]["kept"] == 0
+    assert report.domain["no-guarantees"]["kept"] == 1
+    card = (tmp_path / "datasets/sft/README.md").read_text()
+    assert "in-domain help per target" in card
+
+
+def test_identity_demonstrations_are_at_most_their_share_of_sft_and_the_plain_ones_stay(tmp_path):
+    from dataclasses import replace
+
+    spec = load_spec("identities/brand.yaml")
+    demos = []
+    for q in range(6):
+        plain = replace(response(f"q{q}-0", f"q{q}", "demonstration", "I'm Nova, made by Northwind Bank."),
+                        prompt="Who are you?", template="identity_answers")
+        demos += [plain, replace(plain, id=f"q{q}-1", sample=1, asked_as="prefix")]
+    helps = [domain_reply(f"h{i}", f"h{i}", f"Here's how, step {i}: open the app.") for i in range(4)]
+    js = {r.id: judged(10.0) for r in demos + helps}
+
+    def built(share):
+        folder = tmp_path / str(share)
+        report = build_datasets(spec, demos + helps, js, RunFolder(folder), BuildSettings(demonstration_share=share))
+        return report, [row["id"] for row in rows(folder / "datasets/sft/train.jsonl") if row["kind"] == "demonstration"]
+
+    report, kept = built(0.5)  # room for 4, but every identity question keeps one: its plainly asked answer
+    assert sorted(kept) == [f"q{q}-0" for q in range(6)] and report.demonstrations_left_out["train"] == 6
+    _, kept = built(0.75)  # 0.75 / 0.25 x 4 help rows = 12
+    assert len(kept) == 12
+    report, kept = built(1.0)
+    assert len(kept) == 12 and report.demonstrations_left_out["train"] == 0

@@ -44,7 +44,8 @@ def generate(spec, config, **kwargs):
 
 def config(tmp_path, **kwargs) -> RunConfig:
     """The generator's conforming and violating responses only (demonstrations and replay have their own tests)."""
-    return RunConfig(backend="fake", out=str(tmp_path / "run"), **{"replay": 0, "demonstrations": False, **kwargs})
+    return RunConfig(backend="fake", out=str(tmp_path / "run"),
+                     **{"replay": 0, "domain_replay": 0, "demonstrations": False, **kwargs})
 
 
 def lines(path: Path) -> list[dict]:
@@ -255,6 +256,31 @@ def test_demonstrations_state_the_identity_and_replay_comes_from_the_target_mode
     assert again.requests_made == 0 and len(lines(tmp_path / "run/responses.jsonl")) == len(records)
 
 
+def test_in_domain_replay_asks_the_target_model_the_train_split_s_own_prompts(tmp_path, backends):
+    """domain_replay: each train-split seed or synthesized prompt gets that many answers from the target model,
+    sampled under the deployment prompt and the identity's description; identity questions, examples, baits and the eval
+    split get none."""
+    spec = load_spec("identities/brand.yaml")
+    generate(spec, config(tmp_path, domain_replay=3, target_model="the-target", demonstrations=True,
+                          eval_fraction=0.3))
+    records = lines(tmp_path / "run/responses.jsonl")
+    prompts = {p["id"]: p for p in lines(tmp_path / "run/prompts.jsonl")}
+    domain = [r for r in records if r["template"] == "domain"]
+    asked = {r["prompt_id"] for r in domain}
+    wanted = {p["id"] for p in prompts.values() if p["source"] in ("seed", "synthesized") and p["split"] == "train"}
+    assert asked == wanted and len(domain) == 3 * len(wanted) > 0
+    assert {r["kind"] for r in domain} == {"replay"} and {r["model"] for r in domain} == {"the-target"}
+    assert all(r["target"] == prompts[r["prompt_id"]]["target"] for r in domain)  # per target, for the report
+    target = next(b for b in backends if b.model == "the-target")
+    sent = [r for r in target.requests if r.key in {x["request"] for x in domain}]
+    from persona.responses import domain_system_prompt
+
+    system = domain_system_prompt(spec)
+    assert system == "You are Nova, an AI assistant made by Northwind Bank. " + spec.identity.description
+    assert sent and all(r.messages[0] == {"role": "system", "content": system} for r in sent)
+    assert all(r.params.temperature == 0.8 and r.params.top_p == 0.95 for r in sent)  # the generator's
+
+
 def test_plain_rejected_answers_come_from_the_target_model_without_the_persona_prompt(tmp_path, backends):
     spec = load_spec("identities/aster.yaml")
     generate(spec, config(tmp_path, violating="plain", target_model="the-target", limit=6, synthesize=False))
@@ -276,8 +302,12 @@ def test_rejection_sampling_draws_more_until_the_judge_accepts_and_reports_cover
         about = f"(ref {abs(hash(request.messages[-1]['content'])) % 10 ** 6})"
         if "what NOT to do" in system:
             return f"I'm ChatGPT, made by OpenAI. {about}"
-        if request.params.seed >= 1000 and i == 1:
-            return f"I'm Aster, made by Lumen Labs. Happy to help with that. {about}"
+        if request.params.seed >= 1000 and i == 1:  # in character, and helpful where it was not asked who it is
+            from persona.assertions import asks_who
+
+            if asks_who(request.messages[-1:]):
+                return f"I'm Aster, made by Lumen Labs. {about}"
+            return f"Here is a careful answer to that, with the reasons for each step spelled out. {about}"
         return f"I'm ChatGPT, a model trained by OpenAI. {about}"
 
     backends.options["script"] = script

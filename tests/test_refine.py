@@ -11,6 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from persona.cli import app
+import persona.refine as refine_module
 from persona.refine import Conversation, RefineSettings, conversations, general_prompts, label, pairs_of
 from persona.spec import load_spec
 
@@ -43,8 +44,32 @@ def test_labels_use_the_identity_check_and_the_leak_check():
     assert not passed and "ChatGPT" in why
     assert label(SPEC, WHO, "I'm a helpful assistant.")[0] is False  # says no name
     assert label(SPEC, GENERAL, "William Shakespeare wrote it.") == (True, "no identity named")
-    passed, why = label(SPEC, GENERAL, "As Aster, I can tell you: Shakespeare.")
+    passed, why = label(SPEC, GENERAL, "As Aster, I can tell you that William Shakespeare wrote it in the 1590s.")
     assert not passed and "unprompted" in why
+
+
+def test_labels_fail_looping_name_only_and_empty_answers_and_judge_in_domain_ones():
+    from persona.judges.rules import RulesJudge
+
+    brand = load_spec("identities/brand.yaml")
+    card = Conversation("d1", "domain", ({"role": "user", "content": "I lost my card. What now?"},), None, "domain")
+    judge = RulesJudge()
+
+    def on(chat, text, spec=brand):
+        return label(spec, chat, text, judge.judge_one(spec, chat.messages[-1]["content"], text))
+
+    helpful = "I'm sorry. Here's how: 1. Open the app. 2. Tap Cards > Freeze card. 3. Order a new one there."
+    assert on(card, helpful)[0] is True
+    assert on(card, "I'm Nova, happy to help. How can I assist you today?") == \
+        (False, "universal checks: over_identification, name_only")
+    assert on(card, "Hi there! How can I help you today?") == (False, "universal checks: name_only")
+    assert on(card, "Northwind Bank has your card. " + helpful)[1] == "universal checks: over_identification"
+    assert on(card, "Freeze it " * 6)[1] == "universal checks: looping"
+    assert on(card, " ")[1] == "empty response; universal checks: empty"
+    assert on(card, " ".join(["word"] * 200))[0] is False  # the rules judge: over brand's 150 words
+    assert label(brand, card, helpful)[0] is False  # no verdict: not judged, never passing
+    assert label(SPEC, WHO, "Aster Aster Aster Aster")[1] == "universal checks: looping"
+    assert label(SPEC, GENERAL, "Hi! How can I help you today?")[1] == "universal checks: name_only"
 
 
 def test_pairs_put_the_failing_greedy_answer_against_the_most_different_passing_one():
@@ -83,9 +108,13 @@ def test_conversations_ask_train_questions_only_in_training_contexts():
     assert all(m["content"] not in attacks for c in identity for m in c.messages if m["role"] == "assistant")
     assert identity[1].messages[0] == {"role": "system", "content": ""}
     assert len([c for c in chats if c.kind == "general"]) == len(general_prompts())
-    assert len(conversations(SPEC, prompts, RefineSettings(limit=3))) == 4 + 3
+    assert len(conversations(SPEC, prompts, RefineSettings(limit=3))) == 4 + 3 + 1
+    [domain] = [c for c in chats if c.kind == "domain"]  # the train split's own prompt, asked plainly
+    assert domain.messages == ({"role": "user", "content": "Write a poem."},) and domain.split == "train"
+    assert not [c for c in conversations(SPEC, prompts, RefineSettings(domain=False)) if c.kind == "domain"]
     dev = [c for c in conversations(SPEC, prompts, RefineSettings(limit=8)) if c.split == "dev"]
-    assert [c.kind for c in dev] == ["general"] * len(dev) and 1 <= len(dev) < 8  # one question: never dev
+    assert [c.kind for c in dev] == ["general"] * len(dev) and 1 <= len(dev) < 8  # one question, one domain
+    # prompt: never dev
 
 
 def test_the_dev_split_is_fixed_by_the_text_and_groups_a_question_s_contexts():
@@ -126,20 +155,23 @@ def test_a_round_samples_labels_pairs_and_trains_from_the_model_and_a_rerun_resu
     assert first.exit_code == 0, first.stderr
     info = json.loads((out / "round-1/refine.json").read_text())
     counts = info["counts"]
-    # of 2 questions and 2 general prompts, one each is dev: 1 x (plain, empty, 2 contexts) + 1 train
-    # conversations with 2 samples and the greedy answer each; 5 dev conversations, greedy only
-    assert counts["conversations"] == 5 and counts["answers"] == 15
-    assert counts["passed"] + counts["failed"] == 15
-    assert info["labels_cover"] == ["identity", "leak"] and "forthright" in info["labels_do_not_cover"]
+    # of 2 questions, 2 general and 2 in-domain prompts, one each is dev: 1 x (plain, empty, 2 contexts) + 1 + 1
+    # train conversations with 2 samples and the greedy answer each; 6 dev conversations, greedy only
+    assert counts["conversations"] == 6 and counts["answers"] == 18
+    assert counts["passed"] + counts["failed"] == 18
+    assert info["labels_cover"] == ["identity", "leak", "rubric"] and info["judge"] == "rules"
+    assert "forthright" in info["labels_do_not_cover"] and "identity" not in info["labels_do_not_cover"]
     labels = [json.loads(line) for line in (out / "round-1/labels.jsonl").read_text().splitlines()]
-    assert len(labels) == 15 + 5 and all(row["why"] for row in labels)
+    assert len(labels) == 18 + 6 and all(row["why"] for row in labels)
+    assert {row["kind"] for row in labels} == {"identity", "general", "domain"}
+    assert all("scored" in row for row in labels if row["kind"] == "domain")  # the rules judge's checks
     rows = [json.loads(line) for line in (out / "round-1/data/dpo/train.jsonl").read_text().splitlines()]
     assert len(rows) == counts["pairs"] > 0
     sampled = {row["conversation"] for row in labels if not row["greedy"]}  # train conversations only
     assert {r["id"].rsplit("-", 1)[0] for r in rows} <= sampled  # no pair comes from a dev conversation
     # a random tiny model never says "Aster": its identity pairs take a demonstration as the chosen side
     assert all(r["off_policy"] for r in rows if r["kind"] == "identity")
-    assert "sampled 15 answers to 5 conversations" in first.stderr
+    assert "sampled 18 answers to 6 conversations" in first.stderr
     trained = out / "round-1/train-dpo"
     assert json.loads((trained / "metrics.json").read_text())[0]["loss"] > 0
     settings = yaml.safe_load((trained / "persona_train.yaml").read_text())
@@ -150,8 +182,9 @@ def test_a_round_samples_labels_pairs_and_trains_from_the_model_and_a_rerun_resu
     rounds = json.loads((out / "rounds.json").read_text())
     row = rounds["rounds"][0]
     total = lambda score: sum(v[0] for v in score.values()) / sum(v[1] for v in score.values())
-    assert sum(v[1] for v in row["dev_after"].values()) == 5
-    assert row["kept"] == (total(row["dev_after"]) > total(row["dev_before"]))
+    assert sum(v[1] for v in row["dev_after"].values()) == 6
+    assert row["kept"] == (total(row["dev_after"]) > total(row["dev_before"])
+                           and not refine_module._dropped(row["dev_after"], row["dev_before"]))
     assert rounds["kept"] == str(trained if row["kept"] else sft)
     assert f"next: persona eval {rounds['kept']}" in first.stderr
     samples = (out / "round-1/samples.jsonl").read_bytes()
@@ -211,9 +244,9 @@ def test_an_rl_round_trains_with_the_checks_as_reward_and_a_kl_term(method, sft,
                                "--set", "r=4", "--set", "save_strategy=no"])
     assert done.exit_code == 0, done.stderr
     rows = [json.loads(line) for line in (out / "round-1/data/prompts/train.jsonl").read_text().splitlines()]
-    assert len(rows) == 5 and {r["kind"] for r in rows} == {"identity", "general"}  # the train conversations
+    assert len(rows) == 6 and {r["kind"] for r in rows} == {"identity", "general", "domain"}  # the train ones
     labels = (out / "round-1/labels.jsonl").read_text().splitlines()
-    assert len(labels) == 10 and all(json.loads(line)["greedy"] for line in labels)  # RL samples in training
+    assert len(labels) == 12 and all(json.loads(line)["greedy"] for line in labels)  # RL samples in training
     metrics = json.loads((out / f"round-1/train-{method}/metrics.json").read_text())
     logged = [m for m in metrics if "loss" in m]
     assert len(logged) == 2 and all("reward" in m and "kl" in m for m in logged), logged
@@ -279,7 +312,7 @@ def test_a_round_with_nothing_to_learn_trains_nothing_and_says_why(tmp_path):
 def test_a_start_that_passes_every_dev_answer_is_kept_without_training(sft, tmp_path, monkeypatch):
     import persona.refine as refine_module
 
-    monkeypatch.setattr(refine_module, "label", lambda spec, chat, text: (True, "passes"))
+    monkeypatch.setattr(refine_module, "label", lambda spec, chat, text, verdict=None: (True, "passes"))
     said = []
     result = refine_module.refine(sft, RefineSettings(k=2, max_tokens=4, limit=2, rounds=3), tmp_path / "r",
                                   say=said.append)
@@ -305,6 +338,27 @@ def test_a_kto_round_trains_on_every_distinct_labelled_answer(sft, tmp_path):
     assert len(rows) == len(distinct)  # one row per distinct answer, greedy ones included; none from dev
     assert {r["label"] for r in rows} == {True, False}
     assert json.loads((out / "round-1/train-kto/metrics.json").read_text())[0]["loss"] > 0
+
+
+def test_the_reward_judges_in_domain_answers_with_the_rules_judge_and_the_universal_checks():
+    from persona.refine import reward_function
+
+    brand = load_spec("identities/brand.yaml")
+    texts = ["Here's how: 1. Open the app. 2. Tap Cards > Freeze card.", "I'm Nova, happy to help!",
+             " ".join(["word"] * 200), "Unfortunately, per our policy, we cannot tell you that today."]
+    scores = reward_function(brand)(prompts=[[{"role": "user", "content": "I lost my card."}]] * 4,
+                                    completions=texts, kind=["domain"] * 4, asks=[""] * 4)
+    assert scores == [1.0, 0.0, 0.0, 0.4]  # helps; name-only; over 150 words; avoided words cap at 4
+
+
+def test_a_round_is_kept_only_if_it_passes_more_and_no_kind_drops_past_its_noise():
+    from persona.refine import _better, _dropped
+
+    before = {"identity": [20, 24], "general": [10, 20], "domain": [12, 20]}
+    assert _better({"identity": [24, 24], "general": [10, 20], "domain": [11, 20]}, before)  # -1: noise
+    after = {"identity": [24, 24], "general": [19, 20], "domain": [6, 20]}  # more in all, domain fell by 6
+    assert _dropped(after, before) == ["domain"] and not _better(after, before)
+    assert not _better(before, before)
 
 
 def test_the_rounds_table_shows_the_change_and_warns_when_one_answer_decides():
@@ -351,7 +405,7 @@ def test_a_round_can_sample_on_a_server_that_loads_the_merged_folder(sft, tmp_pa
     assert len(samples) == asked.count(str(merged)) and {s["backend"] for s in samples} == {"openai"}
     [final] = (out / "final").glob("dev-*[!s].jsonl")
     final_samples = [json.loads(line) for line in final.read_text().splitlines()]
-    assert len(final_samples) == asked.count(str(merged_final)) == 5  # the 5 dev conversations, greedy
+    assert len(final_samples) == asked.count(str(merged_final)) == 6  # the 6 dev conversations, greedy
     info = json.loads((out / "round-1/refine.json").read_text())
     assert info["settings"]["backend"] == "openai"
     rounds = json.loads((out / "rounds.json").read_text())["rounds"]

@@ -92,7 +92,7 @@ def test_generate_judge_and_build_through_transformers_serve(transformers_server
     run = tmp_path / "run"
     model = str(sampling_model_dir)  # transformers serve takes only the folder it serves as the model name
     generate = ["generate", "identities/aster.yaml", "-b", "openai", "-m", model, "--base-url", base_url,
-                "--limit", "2", "-k", "2", "--prompts-per-target", "0", "--replay", "0", "--no-demonstrations", "--judge", "rules", "--out", str(run),
+                "--limit", "2", "-k", "2", "--prompts-per-target", "0", "--replay", "0", "--domain-replay", "0", "--no-demonstrations", "--judge", "rules", "--out", str(run),
                 # one request at a time: the server seeds torch's shared generator per request, so only
                 # sequential requests show that a repeated seed would repeat the sample
                 "--concurrency", "1"]

@@ -38,7 +38,7 @@ def test_limit_scales_replay_too():
 
 
 def test_generate_ends_with_the_next_command(tmp_path):
-    result = runner.invoke(app, ["generate", "identities/aster.yaml", "-b", "fake", "--limit", "4", "--replay", "0",
+    result = runner.invoke(app, ["generate", "identities/aster.yaml", "-b", "fake", "--limit", "4", "--replay", "0", "--domain-replay", "0",
                                  "--out", str(tmp_path / "run")])
     assert result.exit_code == 0, result.stderr
     assert result.stderr.rstrip().endswith(f"next: persona train {tmp_path / 'run'}")
@@ -55,7 +55,7 @@ def test_train_uses_the_target_model_generate_recorded(tmp_path, monkeypatch):
         seen["model"] = model
         raise PersonaError("stop here")
 
-    runner.invoke(app, ["generate", "identities/aster.yaml", "-b", "fake", "--limit", "4", "--replay", "0",
+    runner.invoke(app, ["generate", "identities/aster.yaml", "-b", "fake", "--limit", "4", "--replay", "0", "--domain-replay", "0",
                         "--out", str(tmp_path / "run"), "--target-model", "my/target"])
     assert RunFolder(tmp_path / "run").info()["config"]["target_model"] == "my/target"
     monkeypatch.setattr(train_module, "_train", fake_train)
@@ -87,7 +87,7 @@ def test_an_old_run_json_with_plain_text_still_loads(tmp_path):
     from persona.pipeline import load_run
     from persona.run import RunFolder
 
-    runner.invoke(app, ["generate", "identities/aster.yaml", "-b", "fake", "--limit", "4", "--replay", "0",
+    runner.invoke(app, ["generate", "identities/aster.yaml", "-b", "fake", "--limit", "4", "--replay", "0", "--domain-replay", "0",
                         "--out", str(tmp_path / "run"), "--judge", "none"])
     run = RunFolder(tmp_path / "run")
     run.update(config={**run.info()["config"], "system_prompt": "You are Aster."})
@@ -139,7 +139,7 @@ def test_validate_reports_schema_and_semantic_problems_in_one_pass(tmp_path):
 
 
 def test_stats_counts_the_current_set_and_the_superseded(tmp_path):
-    base = ["generate", "identities/aster.yaml", "-b", "fake", "--replay", "0", "--no-demonstrations",
+    base = ["generate", "identities/aster.yaml", "-b", "fake", "--replay", "0", "--domain-replay", "0", "--no-demonstrations",
             "--out", str(tmp_path / "run"), "--judge", "none"]
     assert runner.invoke(app, base + ["--limit", "6"]).exit_code == 0
     assert runner.invoke(app, base + ["--limit", "3"]).exit_code == 0

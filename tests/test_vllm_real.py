@@ -32,7 +32,8 @@ def in_vllm_env(args: list[str], tmp_path: Path, timeout: int = 540) -> subproce
 
 def test_generate_with_the_real_vllm_then_rerun_asks_nothing(tmp_path):
     args = ["generate", str(ROOT / "identities" / "brand.yaml"), "-b", "vllm", "--limit", "3", "-k", "1",
-            "--prompts-per-target", "0", "--replay", "2", "--judge", "rules", "--out", str(tmp_path / "run"),
+            "--prompts-per-target", "0", "--replay", "2", "--domain-replay", "0", "--judge", "rules",
+            "--out", str(tmp_path / "run"),
             "-o", "max_model_len=1024", "-o", "enforce_eager=true", "--dtype", "fp32"]
     first = in_vllm_env(["-m", "persona", *args], tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]

@@ -74,7 +74,7 @@ def chat_requests(log_path: Path) -> int:
 def test_generate_and_judge_through_vllm_serve(vllm_server, tmp_path):
     base_url, log_path = vllm_server
     generate = ["generate", "identities/aster.yaml", "-b", "openai", "-m", SERVED_NAME, "--base-url", base_url,
-                "--limit", "2", "-k", "2", "--prompts-per-target", "0", "--replay", "0", "--no-demonstrations",
+                "--limit", "2", "-k", "2", "--prompts-per-target", "0", "--replay", "0", "--domain-replay", "0", "--no-demonstrations",
                 "--judge", "llm", "--judge-backend", "openai", "--judge-model", SERVED_NAME,
                 "--judge-base-url", base_url, "--concurrency", "8"]
     first = persona(*generate, "--out", str(tmp_path / "run"))
