@@ -100,7 +100,7 @@ vllm-env: .venv-vllm/.installed
 # downloads) where it can be; where it cannot, its tests skip.
 test:
 	$(MAKE) --no-print-directory -j2 install vllm-env-if-possible
-	OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+	OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q --durations=15
 
 vllm-env-if-possible:
 	-$(MAKE) --no-print-directory vllm-env

@@ -162,10 +162,12 @@ class BuildSettings:
     chosen_min: float = setting(IN_CHARACTER, "A chosen response must be judged at least this (in character).", cli=False)
     kto_threshold: float = setting(IN_CHARACTER, "KTO label: desirable when the overall score is at least this.", min=0, max=10)
     near_duplicate: float = setting(0.9, "Text similarity (0-1) above which a pair teaches nothing.", cli=False)
-    demonstration_share: float = setting(0.8, "Most share of the SFT train rows that are identity "
+    # 1.0 by default: on the demo (135M, LoRA SFT) capping them at 0.8 of the rows cost the round's dev identity
+    # answers 73/76 -> 45/76 (0.5: the identity was not learnt); help is added instead (in-domain replay)
+    demonstration_share: float = setting(1.0, "Most share of the SFT train rows that are identity "
                                          "demonstrations (the rest: help - accepted and replay answers); more are "
                                          "left out, the plainly asked ones kept first, never below one per "
-                                         "identity question.", min=0.05, max=1.0)
+                                         "identity question (1: no cap).", min=0.05, max=1.0)
     rejected_from: str = setting("violating", choices=("violating", "any"), help="Rejected responses: 'violating' (written to break the rubric) or 'any' "
                                  "(also conforming attempts the judge scored out of character).")
     system_text: str | None = setting(None, "The text of persona's default system prompt (generate resolves its "

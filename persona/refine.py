@@ -630,7 +630,8 @@ def _counts(chats, labelled, rows, why_none) -> dict:
     contexts = sorted({c.context for c in chats if c.kind == "identity"})
     return {"conversations": len(chats), "answers": len(answers), "passed": sum(a["passed"] for a in answers),
             "failed": sum(not a["passed"] for a in answers),
-            "greedy": {**{c: greedy_pass("identity", c) for c in contexts}, "general": greedy_pass("general")},
+            "greedy": {**{c: greedy_pass("identity", c) for c in contexts}, "general": greedy_pass("general"),
+                       **({"domain": greedy_pass("domain")} if any(c.kind == "domain" for c in chats) else {})},
             "pairs": len(rows), "general_pairs": sum(r["kind"] == "general" for r in rows),
             "off_policy_pairs": sum(r["off_policy"] for r in rows), "no_pair": why_none}
 

@@ -159,6 +159,7 @@ def test_a_round_samples_labels_pairs_and_trains_from_the_model_and_a_rerun_resu
     # train conversations with 2 samples and the greedy answer each; 6 dev conversations, greedy only
     assert counts["conversations"] == 6 and counts["answers"] == 18
     assert counts["passed"] + counts["failed"] == 18
+    assert counts["greedy"]["domain"]["n"] == 1  # the in-domain train conversation's greedy answer, shown
     assert info["labels_cover"] == ["identity", "leak", "rubric"] and info["judge"] == "rules"
     assert "forthright" in info["labels_do_not_cover"] and "identity" not in info["labels_do_not_cover"]
     labels = [json.loads(line) for line in (out / "round-1/labels.jsonl").read_text().splitlines()]

@@ -207,6 +207,8 @@ def test_the_shipped_demo_job_is_valid():
     job = load_job("jobs/demo.yaml")
     assert [step["method"] for step in job.train] == ["sft", "dpo"] and job.judge == "rules"
     assert job.train[1]["from"] == "sft" and job.train[1]["refine"] is True  # the recipe: SFT, then a round
+    tutor = load_job("jobs/tutor.yaml")  # the same recipe on the tutor, as a new user would copy it
+    assert tutor.spec.endswith("socratic-tutor.yaml") and tutor.train == job.train
 
 
 def test_a_job_runs_end_to_end_and_a_rerun_skips_what_is_current(tmp_path, tiny_model_dir):
