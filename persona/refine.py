@@ -91,8 +91,8 @@ class RefineSettings:
     seed: int = setting(0, "Sampling seed.")
     domain: bool = setting(True, "Also ask the run's train-split probes that are not identity questions (the "
                            "persona's own domain, baits included), labelled by --judge and the universal checks.")
-    judge: str = setting("rules", "The judge of the in-domain answers: rules (instant), offline, llm, or "
-                         "reward:PATH (its options as a job file's judge: mapping gives them).")
+    judge: str = setting("rules", "The judge of the in-domain answers: rules (instant), offline (the local "
+                         "model's likelihood ratio) or reward:PATH, with their default options.")
     batch_size: int | None = batch_size_setting()
     backend: str = setting("hf", "Who samples the answers: hf (the model in memory), vllm (its folder, an adapter "
                            "merged first, in vLLM), or openai (a server that loads local folders, -o base_url=URL).",
