@@ -430,6 +430,13 @@ def test_an_unknown_sampling_backend_option_is_named(sft, tmp_path):
     assert "backend 'openai' has no option 'colour'" in result.stderr
 
 
+def test_an_unknown_round_judge_is_named_before_anything_is_written(sft, tmp_path):
+    result = runner.invoke(app, ["refine", str(sft), "--judge", "bogus", "--output-dir", str(tmp_path / "r")])
+    assert result.exit_code == 1 and "Traceback" not in result.stderr
+    assert "error: unknown judge 'bogus'\nhint: judges: rules, offline, llm, reward" in result.stderr
+    assert not (tmp_path / "r").exists()
+
+
 def test_persona_train_without_a_method_runs_the_recipe_sft_then_a_round_and_a_rerun_goes_on(tmp_path, tiny_model_dir):
     import torch
 
