@@ -53,12 +53,12 @@ UNIVERSAL_BY_KIND = {"identity": ("looping", "empty"), "general": ("name_only", 
 
 
 def universal_failures(spec, kind: str, text: str) -> list[str]:
-    """The universal checks of `kind` that `text` fails (persona.assertions)."""
-    from persona.assertions import looping, name_only
-    from persona.claims import mentions
+    """The universal checks of `kind` that `text` fails (persona.assertions.universal_flags; no question is
+    passed: which checks apply is the kind's to say, and a label never fails an answer for its cut)."""
+    from persona.assertions import universal_flags
 
-    found = {"empty": not text.strip(), "looping": looping(text), "name_only": name_only(spec, text),
-             "over_identification": spec.identity is not None and any(mentions(spec, text).values())}
+    flags = universal_flags(spec, (), text)
+    found = {**flags, "empty": flags["empty_or_cut"]}  # without a finish reason: empty only
     return [check for check in UNIVERSAL_BY_KIND.get(kind, ()) if found[check]]
 
 

@@ -149,10 +149,10 @@ def replay_max_tokens(spec: Spec, config: RunConfig) -> int:
     return min([max(config.max_tokens, REPLAY_TOKENS)] + _word_limits(spec))
 
 
-def target_of(prompt: PromptRecord, spec: Spec | None = None) -> Target | None:
-    """The spec target a probe prompt was written to test (None for seeds), as a Target when the spec has it."""
-    if prompt.target is None or spec is None:
-        return None if prompt.target is None else Target("", prompt.target, "")
+def target_of(prompt: PromptRecord, spec: Spec) -> Target | None:
+    """The spec target a probe prompt was written to test (None for seeds)."""
+    if prompt.target is None:
+        return None
     return next((t for t in spec.targets() if t.id == prompt.target), Target("", prompt.target, ""))
 
 
@@ -177,7 +177,7 @@ def plan_requests(spec: Spec, prompts: list[PromptRecord], config: RunConfig, la
     skip = frozenset() if config.conforming_for_demonstrated else demonstrated
     hashes = {name: template_hash(name, config.templates) for name in ("conforming", "violating")}
     violating_systems: dict[str, str] = {}
-    deployment = None
+    deployment = domain_system_prompt(spec, config.templates) if config.domain_replay else ""
     planned = []
     for prompt in prompts:
         if prompt.source == REPLAY_SOURCE:
@@ -196,8 +196,6 @@ def plan_requests(spec: Spec, prompts: list[PromptRecord], config: RunConfig, la
             # a small model's temperature-1 answers wander off the domain
             own = SamplingParams(n=config.domain_replay, temperature=config.temperature, top_p=config.top_p,
                                  max_tokens=replay_max_tokens(spec, config), seed=config.seed)
-            if deployment is None:
-                deployment = domain_system_prompt(spec, config.templates)
             messages = ({"role": "system", "content": deployment}, {"role": "user", "content": prompt.text})
             key = input_key("domain", messages, own.to_dict(), labels[TARGET])
             planned.append(PlannedRequest(Request(key, messages, own), prompt, "replay", target_of(prompt, spec),
